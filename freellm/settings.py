@@ -1,0 +1,164 @@
+"""All freellm settings, read from the environment in one place (documented in .env.example)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# "production" refuses to invent secrets; "development" (the embedded default) keeps them under var/.
+FREELLM_ENV = env.str("FREELLM_ENV", default="development")
+PRODUCTION = FREELLM_ENV == "production"
+VAR_DIR = Path(env.str("FREELLM_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_from_var(name: str, make) -> str:
+    """A secret generated once into var/ so the embedded default needs no setup; never used in production."""
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _required_in_production(var: str, name: str, make) -> str:
+    value = env.str(var, default="")
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{var} must be set when FREELLM_ENV=production (see .env.example)")
+    return _secret_from_var(name, make)
+
+
+SECRET_KEY = _required_in_production("SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50))
+# "<key id>:<base64 32-byte key>" comma separated; the first encrypts, all decrypt.
+FREELLM_ENCRYPTION_KEYS = _required_in_production(
+    "FREELLM_ENCRYPTION_KEYS", "encryption_keys", lambda: "k1:" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
+)
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+FREELLM_BIND = env.str("FREELLM_BIND", default="127.0.0.1")
+FREELLM_PORT = env.int("FREELLM_PORT", default=8000)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_celery_beat",
+    "adminsortable2",
+    "providers",
+    "routing",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "freellm.urls"
+ASGI_APPLICATION = "freellm.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'freellm.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout let daphne, the Celery worker and the log writer share one file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "filesystem://"
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}
+
+# --- Gateway behaviour -------------------------------------------------------------------------------
+FREELLM_MAX_ATTEMPTS = env.int("FREELLM_MAX_ATTEMPTS", default=20)
+FREELLM_TIME_BUDGET = env.float("FREELLM_TIME_BUDGET", default=45.0)
+FREELLM_CONNECT_TIMEOUT = env.float("FREELLM_CONNECT_TIMEOUT", default=5.0)
+FREELLM_FIRST_TOKEN_TIMEOUT = env.float("FREELLM_FIRST_TOKEN_TIMEOUT", default=30.0)
+FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
+FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
+FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
+FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
+FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
+FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
+FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
+DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

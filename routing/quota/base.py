@@ -1,0 +1,116 @@
+"""The one interface the router uses for quota and health bookkeeping.
+
+Every attempt goes: ``reserve`` (atomic check-and-take of the request and its estimated tokens, refused
+while the route is cooling down) → upstream call → ``settle`` with the real usage, plus ``record`` of the
+outcome (success, or the ``ErrorKind`` of the failure) which drives the circuit breaker. Backends: local
+in-process (embedded default) and Redis (shared by every gateway process).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from providers.adapters.base import ErrorKind
+
+
+@dataclass(frozen=True)
+class Limits:
+    rpm: int | None = None
+    rpd: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One (provider, model, key). ``key`` is the key's label ("" for keyless providers)."""
+
+    provider: str
+    model: str
+    key: str
+    limits: Limits = Limits()
+    # Caps shared by every key and model of the provider (only rpm/rpd are used).
+    provider_limits: Limits = Limits()
+    daily_reset_tz: str = "UTC"
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}|{self.model}|{self.key}"
+
+    @property
+    def key_id(self) -> str:
+        return f"{self.provider}|{self.key}"
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}/{self.key or '-'}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: str
+    route_id: str
+    tokens: int  # tokens reserved (estimate); settle replaces this with the real figure
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Why a route may not be called now. reason: rpm | rpd | tpm | tpd | provider_rpm | provider_rpd |
+    cooldown | half_open | key_invalid."""
+
+    reason: str
+    retry_after: float  # seconds until it may pass again (best estimate)
+
+
+class HealthState:
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class RouteStatus:
+    """What the admin shows for a route."""
+
+    health: str = HealthState.CLOSED
+    cooldown_until: float | None = None
+    failures: int = 0
+    used: Mapping[str, int] = field(default_factory=dict)  # window name → used (rpm, rpd, tpm, tpd)
+    learned: Mapping[str, int] = field(default_factory=dict)  # limits learned from headers / error texts
+
+
+class QuotaStore(ABC):
+    @abstractmethod
+    async def reserve(self, route: Route, tokens: int) -> Lease | Denied: ...
+
+    @abstractmethod
+    async def settle(self, lease: Lease, used_tokens: int) -> None:
+        """The request was made; replace the token estimate by the real usage."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """The request never reached the provider (connection refused): give the reservation back."""
+
+    @abstractmethod
+    async def record(
+        self,
+        route: Route,
+        error: ErrorKind | None,
+        *,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str = "",
+    ) -> None:
+        """Outcome of an attempt: None for success, else the error kind; headers/message feed limit learning."""
+
+    @abstractmethod
+    async def status(self, route: Route) -> RouteStatus: ...
+
+    @abstractmethod
+    async def clear_cooldown(self, route: Route) -> None: ...
+
+    async def headroom(self, route: Route) -> float:
+        """0..1, how much of the tightest window is left (used to order a model's keys). 1 when unknown."""
+        return 1.0

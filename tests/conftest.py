@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, url: str, default_port: int) -> None:
+    """Skip (or, in CI, fail) a test whose real service is not reachable."""
+    if _reachable(url, default_port):
+        return
+    message = f"{name} is not reachable at {url}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (FREELLM_REQUIRE_SERVICES is set: CI must test against the real server)")
+    pytest.skip(f"{message}; start it to run this test")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real Redis on a database of its own (15), emptied before each test."""
+    base = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    need_service("Redis", base, 6379)
+    url = base.rsplit("/", 1)[0] + "/15" if urlparse(base).path not in ("", "/") else base.rstrip("/") + "/15"
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        url = "postgres://postgres@127.0.0.1:5432/postgres"
+    need_service("PostgreSQL", url, 5432)
+    return url

@@ -30,10 +30,11 @@ def need_service(name: str, url: str, default_port: int) -> None:
 
 @pytest.fixture
 def redis_url() -> str:
-    """A real Redis on a database of its own (15), emptied before each test."""
+    """A real Redis on a database of its own (FREELLM_TEST_REDIS_DB, default 15), emptied before each test."""
     base = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     need_service("Redis", base, 6379)
-    url = base.rsplit("/", 1)[0] + "/15" if urlparse(base).path not in ("", "/") else base.rstrip("/") + "/15"
+    db = os.environ.get("FREELLM_TEST_REDIS_DB", "15")
+    url = f"{base.rsplit('/', 1)[0]}/{db}" if urlparse(base).path not in ("", "/") else f"{base.rstrip('/')}/{db}"
     import redis
 
     redis.Redis.from_url(url).flushdb()

@@ -46,3 +46,26 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.endpoint} {self.status_code}"
+
+
+class StickySession(models.Model):
+    """A conversation pinned to one model, mirrored from the session store for the admin (off the hot path).
+
+    ``key`` is the hashed session key (never the raw header, user field or message text).
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    source = models.CharField(max_length=16, help_text="What identified the session: header, user or conversation.")
+    api_key = models.ForeignKey("routing.ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    switches = models.PositiveIntegerField(default=0)
+    last_switch_reason = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField()
+    last_used = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_used"]
+
+    def __str__(self) -> str:
+        return f"{self.key[:12]}… → {self.provider}/{self.model}"

@@ -28,6 +28,8 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        # Staff hold this; members (without it) see and manage only their own keys in the admin.
+        permissions = [("manage_all_api_keys", "Can see and manage every team member's API keys")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"

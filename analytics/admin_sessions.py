@@ -1,0 +1,65 @@
+"""Admin for sticky sessions: which conversation is pinned to which model, and how often it switched."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.utils import timezone
+
+from .models import StickySession
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active (within the sticky TTL)"), ("expired", "Expired")]
+
+    def queryset(self, request, queryset):
+        cutoff = timezone.now() - timedelta(seconds=settings.FREELLM_STICKY_TTL)
+        if self.value() == "active":
+            return queryset.filter(last_used__gte=cutoff)
+        if self.value() == "expired":
+            return queryset.filter(last_used__lt=cutoff)
+        return queryset
+
+
+@admin.register(StickySession)
+class StickySessionAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_key",
+        "source",
+        "api_key",
+        "route",
+        "switches",
+        "last_switch_reason",
+        "created",
+        "last_used",
+        "active",
+    ]
+    list_filter = [ActiveFilter, "source", "provider"]
+    search_fields = ["key", "provider", "model"]
+    readonly_fields = [f.name for f in StickySession._meta.fields]
+    list_select_related = ["api_key"]
+    date_hierarchy = "last_used"
+
+    @admin.display(description="session", ordering="key")
+    def short_key(self, obj: StickySession) -> str:
+        return obj.key[:12] + "…"
+
+    @admin.display(description="model", ordering="provider")
+    def route(self, obj: StickySession) -> str:
+        return f"{obj.provider}/{obj.model}"
+
+    @admin.display(boolean=True)
+    def active(self, obj: StickySession) -> bool:
+        return obj.last_used >= timezone.now() - timedelta(seconds=settings.FREELLM_STICKY_TTL)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -6,6 +6,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_emulator"]
+
 REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
 
 

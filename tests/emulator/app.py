@@ -1,0 +1,38 @@
+"""The emulator's Starlette app: native wire formats first, then the OpenAI routes that match any prefix."""
+
+from __future__ import annotations
+
+import importlib
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .behaviour import Engine
+
+# Each module exposes ``routes(engine) -> list[Route]``. Native formats come before ``openai`` because the
+# OpenAI routes match ``/{prefix:path}/...`` and would otherwise swallow them. A module not written yet is
+# skipped, so the wire formats can land one at a time.
+ROUTE_MODULES = ("gemini", "cohere", "cloudflare", "openai")
+
+
+def create_app(engine: Engine | None = None) -> Starlette:
+    engine = engine or Engine()
+    routes = []
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
+            continue
+        routes.extend(module.routes(engine))
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        body = {"error": {"message": f"emulator: no route for {request.method} {request.url.path}",
+                          "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+        return JSONResponse(body, status_code=404)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.engine = engine
+    return app

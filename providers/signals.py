@@ -7,12 +7,12 @@ from django.db.models.signals import post_delete, post_save
 from .models import ChainEntry, FallbackChain, Provider, ProviderKey, UpstreamModel
 
 
-def _bump(sender, **kwargs) -> None:
+def bump_routing_config(sender, **kwargs) -> None:
     from routing.config import bump_config_version
 
     bump_config_version()
 
 
 for _model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry):
-    post_save.connect(_bump, sender=_model, dispatch_uid=f"bump-{_model.__name__}")
-    post_delete.connect(_bump, sender=_model, dispatch_uid=f"bump-{_model.__name__}-del")
+    post_save.connect(bump_routing_config, sender=_model, dispatch_uid=f"bump-{_model.__name__}")
+    post_delete.connect(bump_routing_config, sender=_model, dispatch_uid=f"bump-{_model.__name__}-del")

@@ -1,13 +1,27 @@
-"""Routing-config version shared across processes; bumped on every provider/key/model/chain change."""
+"""The routing config (providers, keys, models, chains) as an immutable in-process snapshot.
+
+The hot path never queries the database for it: the snapshot is rebuilt only when the config version
+changes. Every save/delete of a provider, key, model or chain bumps the version (providers/signals.py),
+in Redis when REDIS_URL is set (shared by all gateway processes) or in a file under var/ for the embedded
+default (shared by daphne, the worker and manage.py commands). Processes look at the version at most
+once per CHECK_INTERVAL seconds.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
+from providers.adapters.base import Target
+from routing.quota.base import Limits, Route
+
 _CACHE_KEY = "freellm:config-version"
+CHECK_INTERVAL = 1.0
 
 
 def _version_file():
@@ -19,8 +33,9 @@ def bump_config_version() -> None:
     if settings.REDIS_URL:
         cache.set(_CACHE_KEY, version, timeout=None)
     else:
-        # Without Redis the embedded processes (daphne, worker, manage.py commands) share var/.
         _version_file().write_text(version)
+    # This process need not wait for the next check.
+    _state.checked_at = 0.0
 
 
 def current_config_version() -> str:
@@ -30,3 +45,159 @@ def current_config_version() -> str:
         return _version_file().read_text()
     except FileNotFoundError:
         return "0"
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    slug: str
+    adapter: str
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+    drop_params: frozenset[str]
+    keyless: bool
+    limits: Limits  # provider-wide rpm/rpd
+    daily_reset_tz: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int | None  # None for the implicit key of a keyless provider
+    label: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    provider: ProviderInfo
+    model_id: str
+    kind: str
+    family: str
+    dimensions: int | None
+    context_window: int | None
+    tools: bool
+    vision: bool
+    json: bool
+    limits: Limits
+    keys: tuple[KeyInfo, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.slug}/{self.model_id}"
+
+    def route(self, key: KeyInfo) -> Route:
+        p = self.provider
+        return Route(p.slug, self.model_id, key.label, self.limits, p.limits, p.daily_reset_tz)
+
+    def target(self, key: KeyInfo) -> Target:
+        p = self.provider
+        return Target(
+            provider=p.slug,
+            base_url=p.base_url,
+            model=self.model_id,
+            api_key=key.secret or None,
+            key_label=key.label,
+            headers=dict(p.headers),
+            drop_params=p.drop_params,
+        )
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    name: str
+    kind: str
+    models: tuple[ModelInfo, ...]
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    version: str
+    chains: dict[str, ChainInfo]
+    by_name: dict[str, ModelInfo]  # "provider/model_id"
+    by_model_id: dict[str, tuple[ModelInfo, ...]]  # bare upstream id → every provider serving it
+
+    @property
+    def models(self) -> tuple[ModelInfo, ...]:
+        return tuple(self.by_name.values())
+
+
+def load_routing_config(version: str = "") -> RoutingConfig:
+    """Build the snapshot of everything enabled. Keys that failed auth are left out."""
+    from providers.models import FallbackChain, ProviderKey, UpstreamModel
+
+    keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
+    for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
+        status=ProviderKey.Status.INVALID
+    ):
+        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+
+    providers: dict[int, ProviderInfo] = {}
+    by_name: dict[str, ModelInfo] = {}
+    by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)
+    for m in UpstreamModel.objects.filter(enabled=True, provider__enabled=True).select_related("provider"):
+        p = m.provider
+        if p.id not in providers:
+            providers[p.id] = ProviderInfo(
+                slug=p.slug,
+                adapter=p.adapter,
+                base_url=p.base_url.rstrip("/"),
+                headers=tuple(sorted((str(k), str(v)) for k, v in (p.headers or {}).items())),
+                drop_params=frozenset(p.drop_params or ()),
+                keyless=p.keyless,
+                limits=Limits(rpm=p.account_rpm, rpd=p.account_rpd),
+                daily_reset_tz=p.daily_reset_tz or "UTC",
+            )
+        keys = list(keys_by_provider.get(p.id, ()))
+        if not keys and p.keyless:
+            keys = [KeyInfo(None, "", "")]
+        info = ModelInfo(
+            id=m.id,
+            provider=providers[p.id],
+            model_id=m.model_id,
+            kind=m.kind,
+            family=m.family,
+            dimensions=m.dimensions,
+            context_window=m.context_window,
+            tools=m.supports_tools,
+            vision=m.supports_vision,
+            json=m.supports_json,
+            limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
+            keys=tuple(keys),
+        )
+        by_name[info.name] = info
+        by_model_id[m.model_id].append(info)
+
+    chains: dict[str, ChainInfo] = {}
+    for chain in FallbackChain.objects.filter(enabled=True).prefetch_related("entries__model__provider"):
+        members = tuple(
+            by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
+        )
+        chains[chain.name] = ChainInfo(chain.name, chain.kind, members)
+    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()})
+
+
+class _State:
+    config: RoutingConfig | None = None
+    checked_at: float = 0.0
+
+
+_state = _State()
+
+
+async def get_routing_config() -> RoutingConfig:
+    now = time.monotonic()
+    cfg = _state.config
+    if cfg is not None and now - _state.checked_at < CHECK_INTERVAL:
+        return cfg
+    version = await sync_to_async(current_config_version)()
+    _state.checked_at = now
+    if cfg is not None and cfg.version == version:
+        return cfg
+    # Two requests may rebuild at once right after a change; harmless, and no lock ties us to one loop.
+    _state.config = await sync_to_async(load_routing_config)(version)
+    return _state.config
+
+
+def invalidate_local_config() -> None:
+    _state.config = None
+    _state.checked_at = 0.0

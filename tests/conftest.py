@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_emulator"]
+pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway"]
 
 REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
 

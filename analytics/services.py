@@ -1,0 +1,48 @@
+"""Request-log writes, batched in the background so the response never waits on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from .models import RequestLog
+
+log = logging.getLogger(__name__)
+
+_BATCH = 200
+_queue: list[RequestLog] = []
+_flushing: set[asyncio.Task] = set()
+
+
+def request_log_enqueue(**fields) -> None:
+    """Queue one RequestLog row; a task on the running loop writes queued rows in one bulk insert."""
+    _queue.append(RequestLog(created_at=datetime.now(UTC), **fields))
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        request_logs_flush_sync()
+        return
+    if not _flushing:
+        task = loop.create_task(request_logs_flush())
+        _flushing.add(task)
+        task.add_done_callback(_flushing.discard)
+
+
+async def request_logs_flush() -> None:
+    # Yield once so that the rows of requests finishing together go in one insert.
+    await asyncio.sleep(0.05)
+    while _queue:
+        batch = _queue[:_BATCH]
+        del _queue[:_BATCH]
+        try:
+            await RequestLog.objects.abulk_create(batch)
+        except Exception:
+            log.exception("could not write %d request log rows", len(batch))
+
+
+def request_logs_flush_sync() -> None:
+    while _queue:
+        batch = _queue[:_BATCH]
+        del _queue[:_BATCH]
+        RequestLog.objects.bulk_create(batch)

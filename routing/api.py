@@ -1,0 +1,330 @@
+"""The OpenAI-compatible /v1 API. Thin: parse and authenticate at the edge, then hand over to the router."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from pydantic import ConfigDict, Field
+
+from analytics.services import request_log_enqueue
+from providers.adapters.base import UpstreamError, UpstreamStream, Usage
+from routing import router
+from routing.auth import authenticate_request
+from routing.config import get_routing_config
+from routing.errors import GatewayError
+from routing.quota import get_quota_store
+from routing.tokens import estimate_request_tokens, estimate_tokens
+
+log = logging.getLogger(__name__)
+
+
+class UnifiedKeyAuth:
+    """`Authorization: Bearer <unified key>` or `x-api-key: <unified key>`."""
+
+    is_async = True
+
+    async def __call__(self, request: HttpRequest):
+        return await authenticate_request(request)
+
+
+api = NinjaAPI(
+    title="freellm",
+    version="1",
+    description="OpenAI-compatible gateway over the free tiers of many LLM providers.",
+    urls_namespace="v1",
+    docs_url="/docs",
+    auth=UnifiedKeyAuth(),
+)
+
+
+# --- errors in OpenAI's shape ----------------------------------------------------------------------
+
+
+@api.exception_handler(GatewayError)
+def _gateway_error(request, exc: GatewayError):
+    return _with_trail(exc.response(), getattr(request, "freellm_ctx", None))
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request, exc):
+    return GatewayError(401, "Invalid or missing API key. Send `Authorization: Bearer <key>`.",
+                        code="invalid_api_key").response()
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request, exc: ValidationError):
+    first = exc.errors[0] if exc.errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "payload")]
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "Invalid request body")
+    return GatewayError(400, message, param=param, code="invalid_value").response()
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    message = str(exc)
+    if exc.status_code == 400 and "parse" in message.lower():
+        message = "We could not parse the JSON body of your request."
+    return GatewayError(exc.status_code, message).response()
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    return GatewayError(413, "Request body is too large.", code="request_too_large").response()
+
+
+# --- schemas (extra fields pass through to the upstream) --------------------------------------------
+
+
+class _OpenSchema(Schema):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionRequest(_OpenSchema):
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    n: int | None = Field(None, ge=1, le=1)
+
+
+class EmbeddingRequest(_OpenSchema):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    dimensions: int | None = Field(None, ge=1)
+    encoding_format: str | None = Field(None, pattern="^(float|base64)$")
+
+
+# --- endpoints ------------------------------------------------------------------------------------
+
+
+@api.post("/chat/completions", summary="Create a chat completion (streaming or not)")
+async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest):
+    body = payload.model_dump(exclude_unset=True)
+    for i, message in enumerate(body["messages"]):
+        if not isinstance(message.get("role"), str):
+            raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
+                               code="invalid_value")
+    stream = bool(body.get("stream"))
+    ctx = _context(request, "chat", body["model"], estimate_request_tokens(body))
+    ctx.prompt_tokens = estimate_tokens(body["messages"])
+    resolution = router.resolve(await get_routing_config(), body["model"], "chat")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+
+    if not stream:
+        async def call(adapter, target, timeouts):
+            return await adapter.chat(router_client(), target, upstream, timeouts)
+
+        served = await _execute(request, ctx, resolution, call)
+        result = served.result
+        await router.settle(served, result.usage, fallback_tokens=ctx.est_tokens)
+        _log(request, ctx, served, 200, result.usage)
+        return _with_trail(JsonResponse(result.body), ctx, served)
+
+    async def open_stream(adapter, target, timeouts):
+        return await _primed_stream(adapter, target, upstream, timeouts)
+
+    served = await _execute(request, ctx, resolution, open_stream)
+    response = StreamingHttpResponse(_relay(request, ctx, served, include_usage), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return _with_trail(response, ctx, served)
+
+
+@api.post("/embeddings", summary="Create embeddings")
+async def embeddings(request: HttpRequest, payload: EmbeddingRequest):
+    body = payload.model_dump(exclude_unset=True)
+    ctx = _context(request, "embedding", body["model"], estimate_tokens(body["input"]))
+    resolution = router.resolve(await get_routing_config(), body["model"], "embedding")
+
+    async def call(adapter, target, timeouts):
+        return await adapter.embeddings(router_client(), target, body, timeouts)
+
+    served = await _execute(request, ctx, resolution, call)
+    await router.settle(served, served.result.usage, fallback_tokens=ctx.est_tokens)
+    _log(request, ctx, served, 200, served.result.usage)
+    return _with_trail(JsonResponse(served.result.body), ctx, served)
+
+
+@api.get("/models", summary="List the chains and models you may use")
+async def list_models(request: HttpRequest, available: bool = False):
+    cfg = await get_routing_config()
+    store = get_quota_store()
+    created = int(time.time())
+
+    async def usable(models) -> bool:
+        for m in models:
+            for key in m.keys:
+                route = m.route(key)
+                status = await store.status(route)
+                if status.health != "open" and await store.headroom(route) > 0:
+                    return True
+        return False
+
+    data = []
+    for chain in cfg.chains.values():
+        if not available or await usable(chain.models):
+            data.append({"id": chain.name, "object": "model", "created": created, "owned_by": "freellm",
+                         "kind": chain.kind, "chain": [m.name for m in chain.models]})
+    for m in cfg.models:
+        if not available or await usable((m,)):
+            data.append({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.slug,
+                         "kind": m.kind, "context_window": m.context_window})
+    return {"object": "list", "data": data}
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+
+
+def router_client():
+    from routing.http import get_client
+
+    return get_client()
+
+
+def _context(request: HttpRequest, kind: str, model: str, est_tokens: int) -> router.RequestContext:
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens)
+    request.freellm_ctx = ctx  # for error responses and the request log
+    return ctx
+
+
+async def _execute(request, ctx, resolution, call) -> router.Served:
+    try:
+        return await router.execute(ctx, resolution.models, call)
+    except GatewayError as exc:
+        _log(request, ctx, None, exc.status, None, error=exc.message)
+        raise
+
+
+async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
+    """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
+    stream = await adapter.chat_stream(router_client(), target, body, timeouts)
+    chunks = stream.chunks().__aiter__()
+    buffered: list[dict] = []
+    try:
+        async with asyncio.timeout(timeouts.first_token):
+            async for chunk in chunks:
+                buffered.append(chunk)
+                if _has_content(chunk):
+                    break
+    except TimeoutError:
+        await stream.aclose()
+        from providers.adapters.base import ErrorKind
+
+        raise UpstreamError(ErrorKind.TIMEOUT, "no first token in time") from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream, chunks, buffered
+
+
+def _has_content(chunk: dict) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"):
+            return True
+    return False
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _relay(request, ctx: router.RequestContext, served: router.Served, include_usage: bool):
+    stream, chunks, buffered = served.result
+    usage: Usage | None = None
+    text_chars = 0
+    error: UpstreamError | None = None
+    status, outcome = 200, "ok"
+
+    def account(chunk: dict) -> bool:
+        """Track usage and text; False for a usage-only chunk the client did not ask for."""
+        nonlocal usage, text_chars
+        if u := chunk.get("usage"):
+            usage = Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+            if not include_usage:
+                if not chunk.get("choices"):
+                    return False
+                chunk.pop("usage")
+        for choice in chunk.get("choices") or ():
+            text_chars += len((choice.get("delta") or {}).get("content") or "")
+        return True
+
+    try:
+        for chunk in buffered:
+            if account(chunk):
+                yield _sse(chunk)
+        async for chunk in chunks:
+            if account(chunk):
+                yield _sse(chunk)
+        yield b"data: [DONE]\n\n"
+    except UpstreamError as exc:
+        # After the first byte there is no failover: end with an error event and no [DONE].
+        error, status, outcome = exc, 502, "incomplete"
+        yield _sse(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted").payload())
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
+        async def finish():
+            await stream.aclose()
+            final = usage or Usage(ctx.prompt_tokens, max(1, text_chars // 4))
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            _log(request, ctx, served, status, final, outcome=outcome, stream=True,
+                 error=error.message if error else "")
+
+        asyncio.get_running_loop().create_task(finish())
+
+
+def _with_trail(response: HttpResponse, ctx: router.RequestContext | None, served: router.Served | None = None):
+    if ctx is None:
+        return response
+    if served is not None:
+        response["X-FreeLLM-Provider"] = served.model.provider.slug
+        response["X-FreeLLM-Model"] = served.model.model_id
+    response["X-FreeLLM-Attempts"] = str(ctx.attempts)
+    response["X-FreeLLM-Trail"] = ctx.trail_header()
+    return response
+
+
+def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str | None = None,
+         stream: bool = False, error: str = "") -> None:
+    api_key = getattr(request, "auth", None)
+    if outcome is None:
+        outcome = "ok" if status < 400 else "exhausted" if status == 429 else (
+            "client_error" if status < 500 else "upstream_error")
+    request_log_enqueue(
+        api_key_id=getattr(api_key, "id", None),
+        user_id=getattr(api_key, "user_id", None),
+        endpoint=ctx.kind,
+        requested_model=ctx.requested,
+        provider=served.model.provider.slug if served else "",
+        model=served.model.model_id if served else "",
+        key_label=served.key.label if served else "",
+        stream=stream,
+        status_code=status,
+        outcome=outcome,
+        attempts=ctx.attempts,
+        trail=[{"route": str(s.route), "outcome": s.outcome, "ms": s.ms} for s in ctx.trail],
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        latency_ms=int((time.monotonic() - ctx.started) * 1000),
+        error=error[:500],
+    )
+
+
+def unknown_endpoint(request: HttpRequest) -> HttpResponse:
+    return GatewayError(404, f"Unknown endpoint: {request.method} {request.path}", code="unknown_url").response()

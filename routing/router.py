@@ -1,0 +1,302 @@
+"""The router, a short pipeline read top to bottom:
+
+    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id)
+    candidates  each model's usable keys, most quota headroom first, rotating among equals
+    reserve     atomically take the request + estimated tokens from the quota store (refused while cooling)
+    call        the adapter does the HTTP call (for streams: until the first content chunk)
+    settle      real usage back to the quota store, the outcome to the circuit breaker
+
+Fails over on 429, 5xx, timeouts and connection errors, up to FREELLM_MAX_ATTEMPTS calls and within
+FREELLM_TIME_BUDGET seconds. A request the upstream calls bad goes straight back to the client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from providers.adapters import get_adapter
+from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
+from routing.config import KeyInfo, ModelInfo, RoutingConfig
+from routing.errors import GatewayError
+from routing.http import default_timeouts
+from routing.quota import get_quota_store
+from routing.quota.base import Denied, Lease, Route
+
+log = logging.getLogger(__name__)
+
+# attempt(adapter, target, timeouts) → whatever the endpoint needs (a response, a primed stream, ...)
+AttemptFn = Callable[[Adapter, Target, Timeouts], Awaitable[Any]]
+
+_DENIAL_GROUPS = {
+    "rpm": "rate-limited",
+    "rpd": "rate-limited",
+    "tpm": "rate-limited",
+    "tpd": "rate-limited",
+    "provider_rpm": "rate-limited",
+    "provider_rpd": "rate-limited",
+    "cooldown": "cooling down",
+    "half_open": "cooling down",
+    "key_invalid": "key invalid",
+}
+_ERROR_GROUPS = {
+    ErrorKind.RATE_LIMITED: "rate-limited",
+    ErrorKind.SERVER: "failing",
+    ErrorKind.CONNECTION: "failing",
+    ErrorKind.TIMEOUT: "timed out",
+    ErrorKind.AUTH: "key invalid",
+    ErrorKind.NOT_FOUND: "model unavailable",
+    ErrorKind.CONTEXT_LENGTH: "context too small",
+}
+
+
+@dataclass
+class Step:
+    """One line of the trail: a route that was called, or skipped without calling it."""
+
+    route: Route
+    outcome: str  # "ok", an ErrorKind value, or "skipped:<denial reason>"
+    called: bool
+    group: str = ""  # for the exhausted message: rate-limited, cooling down, failing, ...
+    retry_after: float | None = None
+    ms: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.route} -> {self.outcome}"
+
+
+@dataclass
+class RequestContext:
+    kind: str  # chat | embedding | image | transcription | speech
+    requested: str  # `model` as the client sent it
+    est_tokens: int  # prompt estimate + output reserve, what reserve() takes
+    prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
+    started: float = field(default_factory=time.monotonic)
+    trail: list[Step] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return sum(1 for s in self.trail if s.called)
+
+    def remaining(self) -> float:
+        return settings.FREELLM_TIME_BUDGET - (time.monotonic() - self.started)
+
+    def trail_header(self) -> str:
+        return ", ".join(str(s) for s in self.trail)
+
+
+@dataclass
+class Served:
+    """A successful call, not yet settled (streams settle when they end)."""
+
+    model: ModelInfo
+    key: KeyInfo
+    route: Route
+    lease: Lease
+    result: Any
+    settled: bool = False
+
+
+# --- resolve ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolution:
+    models: tuple[ModelInfo, ...]
+    chain: str | None  # the chain name when the client asked for one
+    explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
+
+
+def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
+    if chain := cfg.chains.get(name):
+        if chain.kind != kind:
+            raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
+                               code="model_kind_mismatch", param="model")
+        return Resolution(chain.models, chain.name, explicit=False)
+    if model := cfg.by_name.get(name):
+        models: tuple[ModelInfo, ...] = (model,)
+    elif name in cfg.by_model_id:
+        models = cfg.by_model_id[name]
+    else:
+        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    if all(m.kind != kind for m in models):
+        raise GatewayError(400, f"'{name}' is a {models[0].kind} model; it cannot serve {kind} requests",
+                           code="model_kind_mismatch", param="model")
+    return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
+
+
+# --- candidates ------------------------------------------------------------------------------------
+
+_rotation = itertools.count()
+
+
+async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
+    """Most headroom first; among equals, rotate so load spreads over a provider's keys."""
+    keys = list(model.keys)
+    if len(keys) < 2:
+        return keys
+    store = get_quota_store()
+    turn = next(_rotation)
+    ranked = []
+    for i, key in enumerate(keys):
+        headroom = await store.headroom(model.route(key))
+        ranked.append((-round(headroom, 1), (i - turn) % len(keys), key))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in ranked]
+
+
+# --- reserve → call → settle -----------------------------------------------------------------------
+
+
+async def execute(
+    ctx: RequestContext,
+    models: tuple[ModelInfo, ...],
+    attempt: AttemptFn,
+    *,
+    skip: Callable[[ModelInfo], str | None] | None = None,
+) -> Served:
+    """Walk the models in order and their keys until one serves. Raises GatewayError when none can."""
+    store = get_quota_store()
+    for model in models:
+        if skip and (reason := skip(model)):
+            ctx.trail.append(Step(Route(model.provider.slug, model.model_id, "*"), f"skipped:{reason}", False,
+                                  "not capable"))
+            continue
+        try:
+            adapter = get_adapter(model.provider.adapter)
+        except KeyError:
+            log.error("provider %s uses unknown adapter %r", model.provider.slug, model.provider.adapter)
+            continue
+        for key in await ordered_keys(model):
+            if ctx.attempts >= settings.FREELLM_MAX_ATTEMPTS or ctx.remaining() <= 0:
+                raise exhausted_error(ctx, budget_spent=True)
+            route = model.route(key)
+            lease = await store.reserve(route, ctx.est_tokens)
+            if isinstance(lease, Denied):
+                ctx.trail.append(Step(route, f"skipped:{lease.reason}", False,
+                                      _DENIAL_GROUPS.get(lease.reason, "unavailable"), lease.retry_after))
+                continue
+            timeouts = default_timeouts()
+            timeouts = replace(timeouts, first_token=max(0.1, min(timeouts.first_token, ctx.remaining())))
+            began = time.monotonic()
+            try:
+                result = await attempt(adapter, model.target(key), timeouts)
+            except UpstreamError as exc:
+                step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
+                            int((time.monotonic() - began) * 1000))
+                ctx.trail.append(step)
+                await _settle_failure(store, lease, route, key, exc)
+                if not exc.kind.fails_over:
+                    raise client_error(exc, ctx) from None
+                if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
+                    break  # this model can't serve this request with any key
+                continue
+            except BaseException:
+                # Cancelled (client left) or a bug: the call may have reached upstream; count it.
+                await store.settle(lease, 0)
+                raise
+            ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))
+            return Served(model, key, route, lease, result)
+    raise exhausted_error(ctx)
+
+
+async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | None = None,
+                 fallback_tokens: int = 0) -> None:
+    """Finish a served request: real usage to the quota store, the outcome to the circuit breaker."""
+    if served.settled:
+        return
+    served.settled = True
+    store = get_quota_store()
+    tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
+    await store.settle(served.lease, tokens)
+    headers = getattr(served.result, "headers", None)
+    if error is None:
+        await store.record(served.route, None, headers=headers)
+    else:
+        await store.record(served.route, error.kind, retry_after=error.retry_after, headers=error.headers,
+                           message=error.message)
+    if served.key.id is not None:
+        await _touch_key(served.key.id)
+
+
+async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
+    if exc.kind == ErrorKind.CONNECTION:
+        await store.release(lease)  # never reached the provider
+    else:
+        await store.settle(lease, 0)
+    await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    if exc.kind == ErrorKind.AUTH and key.id is not None:
+        await _mark_key_invalid(key.id, exc.message)
+
+
+@sync_to_async
+def _mark_key_invalid(key_id: int, detail: str) -> None:
+    from providers.models import ProviderKey
+    from routing.config import bump_config_version
+
+    ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
+    bump_config_version()
+
+
+_touched: dict[int, float] = {}
+
+
+async def _touch_key(key_id: int) -> None:
+    # last_used_at is for people: once a minute per key is plenty, and keeps writes off the hot path.
+    now = time.monotonic()
+    if now - _touched.get(key_id, -1e9) < 60:
+        return
+    _touched[key_id] = now
+    from django.utils import timezone
+
+    from providers.models import ProviderKey
+
+    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def client_error(exc: UpstreamError, ctx: RequestContext) -> GatewayError:
+    status = exc.status if exc.status and 400 <= exc.status < 500 else 400
+    code = "content_blocked" if exc.kind == ErrorKind.BLOCKED else "upstream_rejected_request"
+    return GatewayError(status, f"{ctx.trail[-1].route.provider} rejected the request: {exc.message}", code=code)
+
+
+def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> GatewayError:
+    steps = ctx.trail
+    if not steps:
+        return GatewayError(503, f"No usable upstream is configured for '{ctx.requested}' (no enabled key)",
+                            code="no_upstream")
+    groups = Counter(s.group for s in steps)
+    parts = ", ".join(f"{n} {g}" for g, n in groups.most_common())
+    waits = [s.retry_after for s in steps if s.retry_after is not None and s.group in ("rate-limited", "cooling down")]
+    message = f"{len(steps)} route{'s' if len(steps) != 1 else ''} checked: {parts}"
+    headers = {}
+    if waits:
+        soonest = max(1, math.ceil(min(waits)))
+        message += f"; soonest reset in ~{soonest}s"
+        headers["Retry-After"] = str(soonest)
+    if budget_spent:
+        message += f" (stopped after {ctx.attempts} attempts / {settings.FREELLM_TIME_BUDGET:g}s budget)"
+    temporary = {"rate-limited", "cooling down"}
+    if set(groups) <= temporary | {"key invalid", "not capable"} and groups.keys() & temporary:
+        return GatewayError(429, message, code="all_routes_exhausted", headers=headers)
+    if set(groups) <= {"not capable", "context too small", "model unavailable"}:
+        return GatewayError(422, message, code="no_capable_model")
+    called = [s for s in steps if s.called]
+    if called and all(s.group == "timed out" for s in called):
+        return GatewayError(504, message, code="upstream_timeout", headers=headers)
+    if called and not groups.keys() & temporary:
+        return GatewayError(502, message, code="upstream_error", headers=headers)
+    return GatewayError(503, message, code="upstream_unavailable", headers=headers)

@@ -1,0 +1,76 @@
+"""The gateway under test: freellm's ASGI app on a real socket, plus helpers to configure upstreams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class Gateway:
+    url: str  # http://127.0.0.1:PORT
+    api_key: str  # a valid unified key
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def openai(self, **kwargs):
+        import openai
+
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def _gateway_server():
+    from freellm.asgi import application
+    from tests.servers import ServerThread
+
+    server = ServerThread(application).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(_gateway_server, transactional_db, django_user_model):
+    """A live gateway with a fresh routing config, fresh quota state and a unified key for `alice`."""
+    from routing.config import bump_config_version, invalidate_local_config
+    from routing.quota import reset_quota_store
+    from routing.services import api_key_create
+
+    reset_quota_store()
+    invalidate_local_config()
+    bump_config_version()
+    user = django_user_model.objects.create_user("alice", password="x")
+    _, raw = api_key_create(user=user, name="test")
+    return Gateway(_gateway_server.url, raw)
+
+
+def add_provider(emulator, slug: str, keys: list[str], models: list[dict | str], *, adapter: str = "openai",
+                 path: str | None = None, **provider_fields):
+    """Create a provider served by the emulator at `<emulator>/<slug>/v1` with the given keys and models."""
+    from providers.models import Provider, ProviderKey, UpstreamModel
+
+    provider = Provider.objects.create(
+        slug=slug, name=slug, adapter=adapter, base_url=f"{emulator.url}/{path or slug + '/v1'}", **provider_fields
+    )
+    for i, secret in enumerate(keys):
+        ProviderKey.objects.create(provider=provider, label=f"{slug}-{i}", secret=secret)
+    for spec in models:
+        spec = {"model_id": spec} if isinstance(spec, str) else dict(spec)
+        UpstreamModel.objects.create(provider=provider, **spec)
+    return provider
+
+
+def add_chain(name: str, routes: list[str], kind: str = "chat"):
+    """A chain over "provider/model_id" names, in order."""
+    from providers.models import ChainEntry, FallbackChain, UpstreamModel
+
+    chain = FallbackChain.objects.create(name=name, kind=kind)
+    for pos, route in enumerate(routes):
+        slug, model_id = route.split("/", 1)
+        model = UpstreamModel.objects.get(provider__slug=slug, model_id=model_id)
+        ChainEntry.objects.create(chain=chain, model=model, position=pos)
+    return chain

@@ -68,6 +68,7 @@ class HealthState:
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+    KEY_INVALID = "key_invalid"  # the key failed auth: every model of it is off until cleared
 
 
 @dataclass
@@ -79,6 +80,12 @@ class RouteStatus:
     failures: int = 0
     used: Mapping[str, int] = field(default_factory=dict)  # window name → used (rpm, rpd, tpm, tpd)
     learned: Mapping[str, int] = field(default_factory=dict)  # limits learned from headers / error texts
+    # Added by the quota backends: the effective limits (min of configured and learned; None = unlimited),
+    # whether the key is disabled after an auth failure, and a window the provider reported empty.
+    limits: Mapping[str, int | None] = field(default_factory=dict)
+    key_invalid: bool = False
+    exhausted_until: float | None = None
+    exhausted_reason: str = ""
 
 
 class QuotaStore(ABC):

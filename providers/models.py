@@ -38,6 +38,9 @@ class Provider(models.Model):
     daily_reset_tz = models.CharField(
         max_length=64, default="UTC", help_text="IANA time zone whose midnight resets the daily quotas."
     )
+    # What the provider catalog last wrote (fields, plus the model ids it created): catalog_sync only
+    # changes a field still equal to it, so edits made in the admin on purpose survive a sync.
+    catalog_values = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -99,6 +102,8 @@ class UpstreamModel(models.Model):
     tpm = models.PositiveIntegerField(null=True, blank=True)
     tpd = models.PositiveIntegerField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
+    # What the provider catalog last wrote for this model (see Provider.catalog_values).
+    catalog_values = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["provider__slug", "model_id"]

@@ -17,6 +17,8 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     the first N calls with this key fail with STATUS (429s carry ``Retry-After: 1``), then it succeeds.
 ``drop=N``
     a stream ends abruptly after N content chunks: the connection is closed without the final events.
+``midfail=N``
+    a stream sends N content chunks, then an in-band error event (HTTP status already 200), then ends.
 ``slow=SECONDS``
     delay before the answer (before the status line, so it counts against the client's first-byte timeout).
 ``gap=SECONDS``
@@ -87,6 +89,7 @@ class KeySpec:
     fail_count: int = 0
     fail_status: int = 500
     drop_after: int | None = None
+    midfail_after: int | None = None
     slow: float = 0.0
     gap: float = 0.0
     rpm: int | None = None
@@ -115,6 +118,8 @@ def parse_key(raw: str) -> KeySpec:
                 spec["fail_status"] = int(status or 500)
             elif word == "drop":
                 spec["drop_after"] = int(value)
+            elif word == "midfail":
+                spec["midfail_after"] = int(value)
             elif word == "slow":
                 spec["slow"] = float(value)
             elif word == "gap":
@@ -171,6 +176,10 @@ class Decision:
     @property
     def drop_after(self) -> int | None:
         return self.spec.drop_after if self.spec else None
+
+    @property
+    def midfail_after(self) -> int | None:
+        return self.spec.midfail_after if self.spec else None
 
     @property
     def gap(self) -> float:
@@ -449,18 +458,22 @@ class Engine:
         content_frames: Iterable[bytes],
         tail_frames: Iterable[bytes] = (),
         *,
+        error_frames: Iterable[bytes] = (),
         media_type: str = "text/event-stream",
         headers: Mapping[str, str] | None = None,
     ) -> StreamingResponse:
         """Stream pre-encoded frames: the content frames, then the tail (final events, usage, [DONE]).
 
-        ``gap=`` sleeps between frames; ``drop=N`` closes the socket after N content frames, before the tail.
+        ``gap=`` sleeps between frames; ``drop=N`` closes the socket after N content frames, before the tail;
+        ``midfail=N`` sends ``error_frames`` (the wire format's in-band error event) instead of the rest.
         A client that leaves early is recorded as ``disconnected``.
         """
         record = decision.record
         content = list(content_frames)
         tail = list(tail_frames)
         drop_after = decision.drop_after
+        midfail_after = decision.midfail_after
+        errors = list(error_frames)
         gap = decision.gap
 
         async def frames():
@@ -468,6 +481,8 @@ class Engine:
             try:
                 for index, frame in enumerate(content):
                     if drop_after is not None and index >= drop_after:
+                        break
+                    if midfail_after is not None and index >= midfail_after:
                         break
                     if index and gap:
                         await asyncio.sleep(gap)
@@ -477,6 +492,13 @@ class Engine:
                     record.dropped = True
                     record.ended = time.time()
                     raise DropConnection("the emulator drops the stream (drop=N)")
+                if midfail_after is not None:
+                    for frame in errors:
+                        yield frame
+                        record.chunks_sent += 1
+                    finished = True
+                    record.ended = time.time()
+                    return
                 for frame in tail:
                     yield frame
                     record.chunks_sent += 1

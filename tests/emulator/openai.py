@@ -146,7 +146,9 @@ def routes(engine: Engine) -> list[Route]:
                 "choices": [], "usage": usage,
             }))
         tail.append(b"data: [DONE]\n\n")
-        return engine.stream(decision, frames, tail)
+        # OpenRouter's shape for a failure after the status line: an error object in a data event.
+        failure = [_sse({"error": {"code": 502, "message": "Upstream provider failed mid-stream."}})]
+        return engine.stream(decision, frames, tail, error_frames=failure)
 
     async def embeddings(request: Request) -> Response:
         body = await _json_body(request)

@@ -1,0 +1,290 @@
+"""HTTP plumbing the native adapters share: timeouts, transport errors, SSE reading, OpenAI result shapes.
+
+No Django here. Every failure leaves as ``UpstreamError`` so the router sees one vocabulary whichever
+provider answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import struct
+import time
+import uuid
+import zoneinfo
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .base import ErrorKind, Timeouts, UpstreamError
+
+# Turns a non-2xx response (body already read) into the error the router acts on.
+ErrorMapper = Callable[[httpx.Response], UpstreamError]
+
+
+def httpx_timeout(timeouts: Timeouts, *, read: float | None = None) -> httpx.Timeout:
+    read = timeouts.first_token if read is None else read
+    return httpx.Timeout(connect=timeouts.connect, read=read, write=timeouts.first_token, pool=timeouts.connect)
+
+
+def transport_error(exc: BaseException, provider: str) -> UpstreamError:
+    """A failure below HTTP (no status): connect refused, timeouts, a connection cut mid-body."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+        return UpstreamError(ErrorKind.CONNECTION, f"{provider}: could not connect ({type(exc).__name__})")
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return UpstreamError(ErrorKind.TIMEOUT, f"{provider}: no answer in time")
+    return UpstreamError(ErrorKind.CONNECTION, f"{provider}: connection failed ({type(exc).__name__})")
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The default reading of an HTTP status; adapters refine it from the provider's error body."""
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (401, 402, 403):
+        return ErrorKind.AUTH
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status == 413:
+        return ErrorKind.CONTEXT_LENGTH
+    if status >= 500:
+        return ErrorKind.SERVER
+    return ErrorKind.BAD_REQUEST
+
+
+def response_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    timeouts: Timeouts,
+    to_error: ErrorMapper,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """One non-streaming call; the whole answer must arrive within ``first_token``."""
+    try:
+        async with asyncio.timeout(timeouts.connect + timeouts.first_token):
+            response = await client.request(
+                method, url, headers=headers, json=json, content=content, timeout=httpx_timeout(timeouts)
+            )
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise transport_error(exc, provider) from None
+    if response.status_code >= 400:
+        raise to_error(response)
+    return response
+
+
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    timeouts: Timeouts,
+    to_error: ErrorMapper,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+) -> httpx.Response:
+    """POST and wait for the status line only; the body is read later, chunk by chunk."""
+    request = client.build_request(
+        "POST", url, headers=headers, json=json, timeout=httpx_timeout(timeouts, read=timeouts.idle)
+    )
+    try:
+        async with asyncio.timeout(timeouts.connect + timeouts.first_token):
+            response = await client.send(request, stream=True)
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise transport_error(exc, provider) from None
+    if response.status_code >= 400:
+        try:
+            async with asyncio.timeout(timeouts.first_token):
+                await response.aread()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise transport_error(exc, provider) from None
+        finally:
+            await response.aclose()
+        raise to_error(response)
+    return response
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str) -> AsyncIterator[SSEEvent]:
+    """Server-sent events of an opened response; ``first_token`` until the first line, ``idle`` between lines."""
+    lines = response.aiter_lines()
+    wait = timeouts.first_token
+    event, data = "", []
+    while True:
+        try:
+            async with asyncio.timeout(wait):
+                line = await anext(lines)
+        except StopAsyncIteration:
+            break
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise transport_error(exc, provider) from None
+        wait = timeouts.idle
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+    if data:
+        yield SSEEvent(event or "message", "\n".join(data))
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict:
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return usage
+
+
+def chat_completion(
+    *,
+    model: str,
+    message: dict,
+    finish_reason: str | None,
+    usage: dict | None,
+    response_id: str | None = None,
+) -> dict:
+    body = {
+        "id": response_id or completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+class ChunkFactory:
+    """Builds the ``chat.completion.chunk`` dicts of one stream (one id, one created time)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = completion_id()
+        self.created = int(time.time())
+
+    def _chunk(self, choices: list, **extra: Any) -> dict:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
+
+    def delta(self, delta: dict, finish_reason: str | None = None) -> dict:
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+
+    def usage(self, usage: dict) -> dict:
+        return self._chunk([], usage=usage)
+
+
+def text_of(content: Any) -> str:
+    """The text of an OpenAI message ``content`` (string, or a list of parts of which the text ones count)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+
+
+def stop_list(stop: Any) -> list[str] | None:
+    if stop is None:
+        return None
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def drop_params(request: dict, names: frozenset[str]) -> dict:
+    return {k: v for k, v in request.items() if k not in names} if names else request
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` → (mime, base64 data); None for anything else."""
+    if not url.startswith("data:"):
+        return None
+    header, _, data = url[5:].partition(",")
+    mime, _, encoding = header.partition(";")
+    if encoding != "base64":
+        return None
+    return mime or "application/octet-stream", data
+
+
+def encode_embedding(vector: Sequence[float], encoding_format: str | None) -> list[float] | str:
+    """OpenAI's ``encoding_format``: floats, or base64 of little-endian float32 (what the openai SDK asks for)."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return list(vector)
+
+
+def embedding_list(
+    vectors: Sequence[Sequence[float]], *, model: str, encoding_format: str | None, prompt_tokens: int
+) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_embedding(vector, encoding_format)}
+            for i, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def embedding_inputs(request: dict) -> list[str]:
+    """OpenAI ``input`` as a list of strings; token-id inputs cannot be sent to a native API."""
+    value = request.get("input")
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(item, str) for item in items):
+        raise UpstreamError(
+            ErrorKind.BAD_REQUEST, "`input` must be a string or a non-empty list of strings for this model", status=400
+        )
+    return items
+
+
+def seconds_until_midnight(tz: str, now: dt.datetime | None = None) -> float:
+    """Seconds until the next midnight in ``tz``: when a provider's daily quota comes back."""
+    zone = zoneinfo.ZoneInfo(tz)
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(zone)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=zone)
+    return max(1.0, (midnight - local).total_seconds())

@@ -316,6 +316,15 @@ async def test_dropped_stream_is_a_connection_error(emulator, client):
     assert caught.value.kind is ErrorKind.CONNECTION
 
 
+async def test_error_event_mid_stream_is_a_server_error(emulator, client):
+    stream = await ADAPTER.chat_stream(client, target(emulator, key="k;midfail=1"), chat("one two three four"), TIMEOUTS)
+    with pytest.raises(UpstreamError) as caught:
+        await collect(stream)
+
+    assert caught.value.kind is ErrorKind.SERVER
+    assert "overloaded" in caught.value.message
+
+
 async def test_hanging_upstream_times_out(emulator, client):
     with pytest.raises(UpstreamError) as caught:
         await ADAPTER.chat(client, target(emulator, key="k;hang"), chat("hi"), Timeouts(connect=1, first_token=0.3, idle=0.3))

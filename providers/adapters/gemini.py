@@ -57,6 +57,7 @@ from .transport import (
     kind_for_status,
     open_stream,
     parse_data_url,
+    redact,
     response_json,
     seconds_until_midnight,
     send,
@@ -423,14 +424,14 @@ def _error_reasons(details: list[dict]) -> set[str]:
     return {str(d.get("reason")) for d in details if d.get("@type", "").endswith("google.rpc.ErrorInfo")}
 
 
-def error_from_response(response: httpx.Response) -> UpstreamError:
+def error_from_response(response: httpx.Response, api_key: str | None = None) -> UpstreamError:
     body = response_json(response)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(body, list) and body and isinstance(body[0], dict):
         error = body[0].get("error")  # the streaming endpoint without alt=sse wraps errors in a list
     error = error if isinstance(error, dict) else {}
     status = response.status_code
-    message = str(error.get("message") or response.reason_phrase or "error")
+    message = redact(str(error.get("message") or response.reason_phrase or "error"), api_key)
     details = [d for d in error.get("details") or [] if isinstance(d, dict)]
     kind = kind_for_status(status)
     retry_after = None
@@ -474,7 +475,7 @@ class GeminiAdapter(Adapter):
             self._url(target, method),
             provider=PROVIDER,
             timeouts=timeouts,
-            to_error=error_from_response,
+            to_error=lambda r: error_from_response(r, target.api_key),
             headers=self._headers(target),
             json=body,
         )
@@ -492,7 +493,7 @@ class GeminiAdapter(Adapter):
             self._url(target, "streamGenerateContent") + "?alt=sse",
             provider=PROVIDER,
             timeouts=timeouts,
-            to_error=error_from_response,
+            to_error=lambda r: error_from_response(r, target.api_key),
             headers=self._headers(target),
             json=body,
         )

@@ -56,6 +56,13 @@ def kind_for_status(status: int) -> ErrorKind:
     return ErrorKind.BAD_REQUEST
 
 
+def redact(text: str, secret: str | None) -> str:
+    """Upstream error text with the key blanked out, should a provider echo it back."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text
+
+
 def response_json(response: httpx.Response) -> Any:
     try:
         return response.json()

@@ -339,7 +339,10 @@ def routes(engine: Engine) -> list[Route]:
         # Without alt=sse Gemini answers the whole stream as one JSON array.
         if request.query_params.get("alt") != "sse":
             return engine.json(decision, [*frames, *tail])
-        return engine.stream(decision, [_sse(f) for f in frames], [_sse(f) for f in tail])
+        failure = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                             "status": "UNAVAILABLE"}}
+        return engine.stream(decision, [_sse(f) for f in frames], [_sse(f) for f in tail],
+                             error_frames=[_sse(failure)])
 
     async def embed(request: Request, body: Any, key: str | None, model: str, *, batch: bool) -> Response:
         provider = provider_of(request)

@@ -43,6 +43,8 @@ class RequestLog(models.Model):
             models.Index(fields=["outcome", "created_at"]),
             models.Index(fields=["user", "created_at"]),
         ]
+        # Staff hold this; members with only view_requestlog see their own requests in the admin.
+        permissions = [("view_all_requests", "Can see every team member's requests and the live feed")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.endpoint} {self.status_code}"

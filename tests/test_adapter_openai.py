@@ -11,7 +11,7 @@ import pytest
 
 from providers.adapters import get_adapter
 from providers.adapters.base import ErrorKind, Target, Timeouts, UpstreamError
-from providers.adapters.openai import OpenAIAdapter
+from providers.adapters.openai import OpenAIAdapter, _error_from_response
 
 FAST = Timeouts(connect=2.0, first_token=5.0, idle=5.0)
 USER = {"role": "user", "content": "hello there, emulator"}
@@ -257,3 +257,51 @@ async def test_mid_stream_error_event_raises(emulator, client):
     assert caught.value.kind is ErrorKind.SERVER
     assert caught.value.status == 502
     assert "failed mid-stream" in caught.value.message
+
+
+GROQ_TPM = (
+    "Rate limit reached for model `llama` in organization `org_1` on tokens per minute (TPM): Limit 6000, "
+    "Used 5800, Requested 400. Please try again in 1m2.5s."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "retry_after"),
+    [
+        (429, {"error": {"message": GROQ_TPM, "type": "tokens", "code": "rate_limit_exceeded"}}, {},
+         ErrorKind.RATE_LIMITED, 62.5),
+        (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}, ErrorKind.RATE_LIMITED, 1.5),
+        (413, {"error": {"message": "Request too large for model `llama` on tokens per minute (TPM)",
+                         "code": "rate_limit_exceeded"}}, {}, ErrorKind.CONTEXT_LENGTH, None),
+        (400, {"object": "error", "message": "Prompt contains 40000 tokens, too many tokens for model",
+               "type": "invalid_request_message_error", "code": "3051"}, {}, ErrorKind.CONTEXT_LENGTH, None),
+        (400, {"object": "error", "message": "Invalid model: nope", "type": "invalid_model", "code": "1500"}, {},
+         ErrorKind.NOT_FOUND, None),
+        (400, [{"error": {"code": 400, "message": "The input token count exceeds the maximum number of tokens "
+                          "allowed", "status": "INVALID_ARGUMENT"}}], {}, ErrorKind.CONTEXT_LENGTH, None),
+        (400, {"error": {"message": "temperature must be <= 2", "code": "invalid_value"}}, {},
+         ErrorKind.BAD_REQUEST, None),
+        (400, {"error": {"message": "blocked", "code": "content_policy_violation"}}, {}, ErrorKind.BLOCKED, None),
+        (402, {"error": {"message": "Insufficient credits", "code": 402}}, {}, ErrorKind.AUTH, None),
+        (503, {"detail": "Service Unavailable"}, {}, ErrorKind.SERVER, None),
+    ],
+)
+def test_error_dialects(status, body, headers, kind, retry_after):
+    response = httpx.Response(status, json=body, headers=headers)
+    t = Target(provider="p", base_url="http://x", model="m", api_key="sk-secret-value")
+
+    error = _error_from_response(response, t)
+
+    assert error.kind is kind
+    assert error.status == status
+    assert error.retry_after == (pytest.approx(retry_after) if retry_after is not None else None)
+
+
+def test_error_message_never_carries_the_key():
+    response = httpx.Response(401, json={"error": {"message": "Incorrect API key provided: sk-secret-value."}})
+    t = Target(provider="p", base_url="http://x", model="m", api_key="sk-secret-value")
+
+    error = _error_from_response(response, t)
+
+    assert error.kind is ErrorKind.AUTH
+    assert "sk-secret-value" not in error.message and "sk-secret-value" not in str(error)

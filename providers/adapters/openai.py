@@ -44,7 +44,7 @@ _CONTEXT_SIGNALS = (
     "tokens exceed",
 )
 _BLOCKED_CODES = {"content_filter", "content_policy_violation", "moderation_blocked"}
-_NOT_FOUND_CODES = {"model_not_found", "model_not_available"}
+_NOT_FOUND_CODES = {"model_not_found", "model_not_available", "invalid_model"}
 # Groq and OpenAI put the wait in the message: "Please try again in 1m2.5s" / "in 20ms".
 _TRY_AGAIN = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:h|ms|m|s))+)", re.IGNORECASE)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
@@ -213,6 +213,9 @@ async def _stream_chunks(response: httpx.Response, target: Target, timeouts: Tim
 
 def _error_from_response(response: httpx.Response, target: Target) -> UpstreamError:
     payload = transport.response_json(response)
+    # Gemini's OpenAI-compatible endpoint wraps its error in a one-element list.
+    if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+        payload = payload[0]
     if not isinstance(payload, dict):
         payload = {"message": response.text}
     return _error_from_payload(payload, target, status=response.status_code, headers=response.headers)
@@ -230,8 +233,8 @@ def _error_from_payload(
     code = error.get("code")
     if status is None and isinstance(code, int) and 400 <= code < 600:
         status = code
-    code_text = str(code or error.get("type") or "").lower()
-    kind = _kind(status, code_text, message)
+    codes = {str(value).lower() for value in (code, error.get("type"), error.get("status")) if value}
+    kind = _kind(status, codes, message)
     retry_after = parse_retry_after(headers) if kind is ErrorKind.RATE_LIMITED else None
     if kind is ErrorKind.RATE_LIMITED and retry_after is None:
         retry_after = _wait_from_message(message)
@@ -244,20 +247,21 @@ def _error_from_payload(
     )
 
 
-def _kind(status: int | None, code: str, message: str) -> ErrorKind:
-    lowered = message.lower()
-    if code in _BLOCKED_CODES:
+def _kind(status: int | None, codes: set[str], message: str) -> ErrorKind:
+    text = " ".join([message.lower(), *codes])
+    too_long = any(signal in text for signal in _CONTEXT_SIGNALS)
+    if codes & _BLOCKED_CODES:
         return ErrorKind.BLOCKED
-    if code in _NOT_FOUND_CODES:
+    if codes & _NOT_FOUND_CODES:
         return ErrorKind.NOT_FOUND
-    if code == "rate_limit_exceeded" and status != 413:
+    # Groq answers 413 "rate_limit_exceeded" for one request larger than the whole TPM budget: that never
+    # fits on this model, so it is a context-length problem, not a wait.
+    if codes & {"rate_limit_exceeded", "resource_exhausted"} and status != 413:
         return ErrorKind.RATE_LIMITED
     if status is None:
         # A mid-stream error without a status: context signals still rule the model out; else the server failed.
-        if any(signal in lowered or signal in code for signal in _CONTEXT_SIGNALS):
-            return ErrorKind.CONTEXT_LENGTH
-        return ErrorKind.SERVER
-    if status in (400, 413, 422) and any(signal in lowered or signal in code for signal in _CONTEXT_SIGNALS):
+        return ErrorKind.CONTEXT_LENGTH if too_long else ErrorKind.SERVER
+    if status in (400, 413, 422) and too_long:
         return ErrorKind.CONTEXT_LENGTH
     return transport.kind_for_status(status)
 

@@ -415,13 +415,12 @@ class Engine:
         return Decision(PROCEED, record, spec, headers=headers)
 
     def _tokens_reset(self, window: deque[tuple[float, int]], tpm: int | None, requested: int, now: float) -> float:
-        """Seconds until enough tokens leave the window for ``requested`` more (0 when nothing is pending)."""
+        """Seconds until the window has room for ``requested`` more tokens (with 0 requested: until the
+        oldest entry leaves, as for requests)."""
         if tpm is None or not window:
             return 0.0
         used = sum(tokens for _, tokens in window)
         for stamp, tokens in window:
-            if used + requested <= tpm:
-                return max(0.0, stamp - now + self.window) if requested else 0.0
             used -= tokens
             if used + requested <= tpm:
                 return max(0.0, stamp + self.window - now)

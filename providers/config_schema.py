@@ -1,0 +1,193 @@
+"""The shape of the declarative config file (`manage.py import_config` / `export_config`).
+
+Pydantic checks types and field names; ``config_import`` in providers/services.py checks what needs the
+whole file or the database (duplicates, chain references, secrets). Every problem is reported as
+``<path>: <message>``, e.g. ``providers[0].models[2].limits.rpm: must be a non-negative integer``.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+import zoneinfo
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .models import ModelKind, Provider
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
+AdapterName = Literal[tuple(Provider.Adapter.values)]  # type: ignore[valid-type]
+SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
+
+
+class ConfigError(Exception):
+    """The file is not a valid config. ``problems`` are ``<path>: <message>`` lines; never secrets."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Spec(BaseModel):
+    # strict: YAML already yields typed values, so "30" for a number or "yes" for a flag is a mistake.
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class LimitsSpec(_Spec):
+    rpm: NonNegativeInt | None = None
+    rpd: NonNegativeInt | None = None
+    tpm: NonNegativeInt | None = None
+    tpd: NonNegativeInt | None = None
+
+
+class KeySpec(_Spec):
+    label: str = Field(min_length=1, max_length=100)
+    secret: str | None = Field(default=None, min_length=1)
+    secret_env: str | None = Field(default=None, min_length=1)
+    enabled: bool = True
+
+
+class ModelSpec(_Spec):
+    id: str = Field(min_length=1, max_length=200)
+    kind: Kind = ModelKind.CHAT.value
+    family: str = Field(default="", max_length=100)
+    dimensions: NonNegativeInt | None = None
+    context_window: NonNegativeInt | None = None
+    tools: bool = False
+    vision: bool = False
+    # "json" would shadow BaseModel.json; the file still says `json:`.
+    json_mode: bool = Field(default=False, alias="json")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    enabled: bool = True
+
+
+class ProviderSpec(_Spec):
+    name: str = Field(min_length=1, max_length=64)
+    display_name: str | None = Field(default=None, min_length=1, max_length=120)
+    adapter: AdapterName = Provider.Adapter.OPENAI.value
+    base_url: str = Field(max_length=500)
+    headers: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    keyless: bool = False
+    drop_params: list[str] = Field(default_factory=list)
+    account_rpm: NonNegativeInt | None = None
+    account_rpd: NonNegativeInt | None = None
+    daily_reset_tz: str = "UTC"
+    keys: list[KeySpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG.match(value):
+            raise ValueError("must be a slug (letters, digits, '-' and '_'); it is the first part of route names")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # Looser than URLValidator on purpose: in-cluster hosts such as http://ollama:11434/v1 are fine.
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("daily_reset_tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as UTC or America/Los_Angeles") from None
+        return value
+
+
+class ChainSpec(_Spec):
+    name: str = Field(min_length=1, max_length=100)
+    kind: Kind = ModelKind.CHAT.value
+    description: str = Field(default="", max_length=300)
+    enabled: bool = True
+    models: list[str] = Field(min_length=1)
+
+
+class ConfigSpec(_Spec):
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    chains: list[ChainSpec] = Field(default_factory=list)
+
+
+def config_parse(data: Any) -> ConfigSpec:
+    """Validate loaded YAML; raise ConfigError naming every bad field by its path."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping with `providers` and/or `chains`"])
+    try:
+        return ConfigSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{format_path(e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
+
+
+def format_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "int_type": "must be a non-negative integer",
+    "int_from_float": "must be a non-negative integer",
+    "greater_than_equal": "must be a non-negative integer",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string (quote it)",
+    "string_too_short": "must not be empty",
+    "too_short": "must not be empty",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+}
+
+
+def _message(error: dict) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(error["loc"][:-1])
+        return "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    return _MESSAGES.get(kind, error["msg"])
+
+
+def _allowed_fields(loc: tuple) -> list[str]:
+    """The field names the file may use at ``loc`` (walks the spec classes along the path)."""
+    current: Any = ConfigSpec
+    for part in loc:
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, _Spec) and part in _by_alias(current):
+            current = _unwrap_optional(_by_alias(current)[part].annotation)
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, _Spec):
+        return list(_by_alias(current))
+    return []
+
+
+def _by_alias(spec: type[_Spec]) -> dict:
+    return {info.alias or name: info for name, info in spec.model_fields.items()}
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else annotation
+    return annotation

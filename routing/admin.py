@@ -1,0 +1,111 @@
+"""Team API keys in the admin.
+
+Staff (permission ``routing.manage_all_api_keys``) see every key; members see and manage only their own.
+A new key is shown once, in a message; only its SHA-256 hash is stored and the hash is never displayed.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .models import ApiKey
+from .services import api_key_create, api_key_revoke
+
+MANAGE_ALL = "routing.manage_all_api_keys"
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "shown_prefix", "user", "state", "created_at", "last_used_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    actions = ["revoke"]
+
+    @staticmethod
+    def _manages_all(request: HttpRequest) -> bool:
+        return request.user.has_perm(MANAGE_ALL)
+
+    def _owns(self, request: HttpRequest, obj: ApiKey | None) -> bool:
+        return obj is None or self._manages_all(request) or obj.user_id == request.user.pk
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        queryset = super().get_queryset(request).select_related("user")
+        if self._manages_all(request):
+            return queryset
+        return queryset.filter(user=request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return super().has_view_permission(request, obj) and self._owns(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._owns(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._owns(request, obj)
+
+    def get_list_display(self, request: HttpRequest):
+        if self._manages_all(request):
+            return self.list_display
+        return [name for name in self.list_display if name != "user"]
+
+    def get_list_filter(self, request: HttpRequest):
+        return [StateFilter, "user"] if self._manages_all(request) else [StateFilter]
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        if obj is None:
+            return ["user", "name"] if self._manages_all(request) else ["name"]
+        return ["name", "user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        if obj is None:
+            return []
+        return ["user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        owner = obj.user if self._manages_all(request) and obj.user_id else request.user
+        created, raw = api_key_create(user=owner, name=obj.name)
+        # The admin goes on with `obj` (history entry, redirect): make it the row just created.
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        messages.warning(
+            request,
+            f"New API key {obj.name!r} for {owner.get_username()}: {raw} — copy it now, it will not be shown again.",
+        )
+
+    @admin.display(description="key")
+    def shown_prefix(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(description="state", ordering="revoked_at")
+    def state(self, obj: ApiKey) -> str:
+        return "active" if obj.is_active else f"revoked {obj.revoked_at:%Y-%m-%d %H:%M}"
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key)
+            count += 1
+        self.message_user(request, f"{count} key(s) revoked; clients using them now get 401.")

@@ -29,6 +29,11 @@ def create_app(engine: Engine | None = None) -> Starlette:
         routes.extend(module.routes(engine))
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        # Recorded too, so a test that built a wrong URL sees what was called.
+        key = request.headers.get("x-goog-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        call = engine.record(request, provider=request.url.path.strip("/").split("/", 1)[0], key=key or None,
+                             model=None, body=None)
+        call.status = 404
         body = {"error": {"message": f"emulator: no route for {request.method} {request.url.path}",
                           "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
         return JSONResponse(body, status_code=404)

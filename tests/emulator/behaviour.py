@@ -45,7 +45,8 @@ How a route handler uses the engine
     if decision.action == ERROR:    # render decision.error in the wire format, with decision.headers
     if decision.action == GONE:     # the client went away during hang/slow: return any response
     # PROCEED: build the answer; add decision.headers; for a stream use
-    return engine.stream(decision, content_frames, tail_frames)   # honours drop= and gap=
+    return engine.stream(decision, content_frames, tail_frames,   # honours drop=, gap= and midfail=
+                         error_frames=[in_band_error_event])
     # for a plain answer call decision.finish(status) (or engine.json(decision, body) does it)
 
 Every call to ``admit`` appends a ``CallRecord`` to ``engine.calls``; its ``status``, ``disconnected``,

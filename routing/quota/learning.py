@@ -67,10 +67,22 @@ class Observation:
     learned: dict[str, int] = field(default_factory=dict)  # window → limit the provider reported
     used_floor: dict[str, int] = field(default_factory=dict)  # window → usage the provider reported
     exhausted: dict[str, float] = field(default_factory=dict)  # window → seconds until it reopens
+    resets: dict[str, float] = field(default_factory=dict)  # window → the provider's own reset horizon
     retry_after: float | None = None  # explicit wait (header or "try again in")
 
     def __bool__(self) -> bool:
         return bool(self.learned or self.used_floor or self.exhausted or self.retry_after is not None)
+
+    def floors(self, to_midnight: float) -> dict[str, int]:
+        """The usage floors to charge. A day window whose provider resets it well before our midnight
+        (Groq replenishes its RPD/TPD continuously) gets none: charging it into our calendar-day counter
+        would keep that usage until midnight and leave quota unused; its exhaustion is handled by
+        ``exhausted`` / the cooldown instead."""
+        return {
+            window: floor
+            for window, floor in self.used_floor.items()
+            if window.endswith("m") or self.resets.get(window, math.inf) >= to_midnight - MINUTE
+        }
 
 
 def _int(value: str | None) -> int | None:
@@ -107,6 +119,8 @@ def _from_headers(route: Route, headers: Mapping[str, str], obs: Observation) ->
                 continue
             if window is None:
                 window = _requests_window(route, limit, reset) if unit == "requests" else "tpm"
+            if reset is not None:
+                obs.resets[window] = reset
             if limit is not None and limit > 0:
                 obs.learned[window] = limit
                 if remaining is not None:
@@ -145,6 +159,8 @@ def _from_message(message: str, obs: Observation) -> None:
         obs.learned[window] = int(limit.group(1))
     if used:
         obs.used_floor[window] = max(obs.used_floor.get(window, 0), int(used.group(1)))
+    if wait is not None:
+        obs.resets[window] = wait
     if "rate limit" in message.lower() or (limit and used and int(used.group(1)) >= int(limit.group(1))):
         obs.exhausted[window] = wait if wait is not None else _default_reset(window)
     if wait is not None and obs.retry_after is None:

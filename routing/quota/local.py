@@ -307,7 +307,7 @@ class LocalQuotaStore(QuotaStore):
             state.learned_at = now
         day = policy.day_id(now, route.daily_reset_tz)
         used = dict(zip(WINDOWS, state.windows.used(now, day), strict=True))
-        for window, floor in obs.used_floor.items():
+        for window, floor in obs.floors(policy.seconds_to_midnight(now, route.daily_reset_tz)).items():
             missing = floor - used[window]
             if missing > 0:
                 # Someone else spent this key too: charge the difference now so our windows agree.

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
+
+from routing.api import api, unknown_endpoint
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("v1/", api.urls),
+    # Anything else under /v1 answers in OpenAI's error shape, not Django's HTML 404.
+    re_path(r"^v1/.*$", unknown_endpoint),
 ]

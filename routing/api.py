@@ -10,9 +10,10 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from ninja import NinjaAPI, Schema
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from analytics.services import request_log_enqueue
 from providers.adapters.base import UpstreamError, UpstreamStream, Usage
@@ -84,8 +85,12 @@ def _too_big(request, exc):
 # --- schemas (extra fields pass through to the upstream) --------------------------------------------
 
 
-class _OpenSchema(Schema):
+class _OpenSchema(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    def to_upstream(self) -> dict[str, Any]:
+        """What the client sent (declared fields it set, plus every extra field), for the upstream."""
+        return {**self.model_dump(exclude_unset=True), **(self.model_extra or {})}
 
 
 class ChatCompletionRequest(_OpenSchema):
@@ -111,7 +116,7 @@ class EmbeddingRequest(_OpenSchema):
 
 @api.post("/chat/completions", summary="Create a chat completion (streaming or not)")
 async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest):
-    body = payload.model_dump(exclude_unset=True)
+    body = payload.to_upstream()
     for i, message in enumerate(body["messages"]):
         if not isinstance(message.get("role"), str):
             raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
@@ -145,7 +150,7 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
 
 @api.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest, payload: EmbeddingRequest):
-    body = payload.model_dump(exclude_unset=True)
+    body = payload.to_upstream()
     ctx = _context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     resolution = router.resolve(await get_routing_config(), body["model"], "embedding")
 
@@ -326,5 +331,6 @@ def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str
     )
 
 
+@csrf_exempt
 def unknown_endpoint(request: HttpRequest) -> HttpResponse:
     return GatewayError(404, f"Unknown endpoint: {request.method} {request.path}", code="unknown_url").response()

@@ -37,15 +37,30 @@ def _gateway_server():
 def gateway(_gateway_server, transactional_db, django_user_model):
     """A live gateway with a fresh routing config, fresh quota state and a unified key for `alice`."""
     from routing.config import bump_config_version, invalidate_local_config
-    from routing.quota import reset_quota_store
     from routing.services import api_key_create
 
-    reset_quota_store()
+    reset_shared_state()
     invalidate_local_config()
     bump_config_version()
     user = django_user_model.objects.create_user("alice", password="x")
     _, raw = api_key_create(user=user, name="test")
     return Gateway(_gateway_server.url, raw)
+
+
+def reset_shared_state() -> None:
+    """Forget quota, health and sticky sessions left by earlier tests, in process and in Redis."""
+    from django.conf import settings
+
+    from routing.quota import set_quota_store
+
+    set_quota_store(None)
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        keys = list(client.scan_iter("freellm:*", count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 def add_provider(emulator, slug: str, keys: list[str], models: list[dict | str], *, adapter: str = "openai",

@@ -162,6 +162,9 @@ FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
+FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
+FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

@@ -101,6 +101,11 @@ class ProviderAdmin(admin.ModelAdmin):
             _keys=Count("keys", distinct=True), _models=Count("models", distinct=True)
         )
 
+    def get_urls(self):
+        from .admin_catalog import catalog_admin_urls
+
+        return catalog_admin_urls(self) + super().get_urls()
+
     @admin.display(description="keys", ordering="_keys")
     def key_count(self, obj: Provider) -> int:
         return obj._keys
@@ -191,7 +196,7 @@ class ChainEntryFormSet(CustomInlineFormSet):
             if form.cleaned_data.get("model") and not form.cleaned_data.get("DELETE")
         ]
         problems = [
-            f"{model.route_name} is a {model.kind} model; this chain is {chain.kind}"
+            f"{model.route_name} has kind {model.kind}; this chain has kind {chain.kind}"
             for model in chosen
             if model.kind != chain.kind
         ]

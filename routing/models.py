@@ -41,3 +41,49 @@ class ApiKey(models.Model):
     @staticmethod
     def new_raw_key() -> str:
         return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class QuotaWindow(models.Model):
+    """A periodic snapshot of one quota window of one route (provider, model, key) for the admin.
+
+    The live counters are in the quota store (Redis or in-process); these rows are rolled up from it by
+    the ``quota_windows_rollup`` service, so the admin can list, sort and filter them.
+    """
+
+    class Window(models.TextChoices):
+        RPM = "rpm", "requests / minute"
+        RPD = "rpd", "requests / day"
+        TPM = "tpm", "tokens / minute"
+        TPD = "tpd", "tokens / day"
+        PROVIDER_RPM = "provider_rpm", "provider requests / minute"
+        PROVIDER_RPD = "provider_rpd", "provider requests / day"
+
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    key_label = models.CharField(max_length=100, blank=True)
+    window = models.CharField(max_length=16, choices=Window.choices)
+    used = models.PositiveIntegerField(default=0)
+    limit = models.PositiveIntegerField(null=True, blank=True, help_text="Effective: min(configured, learned).")
+    configured_limit = models.PositiveIntegerField(null=True, blank=True)
+    learned_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Reported by the provider (rate-limit headers or error texts)."
+    )
+    health = models.CharField(max_length=16, default="closed")
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    exhausted_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["provider", "model", "key_label", "window"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model", "key_label", "window"], name="uniq_quota_window")
+        ]
+        indexes = [models.Index(fields=["health"])]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}/{self.key_label or '-'} {self.window}"
+
+    @property
+    def usage_ratio(self) -> float | None:
+        return None if not self.limit else self.used / self.limit

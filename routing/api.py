@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analytics.services import request_log_enqueue
 from providers.adapters.base import UpstreamError, UpstreamStream, Usage
-from routing import router
+from routing import continuity, router
 from routing.auth import authenticate_request
 from routing.config import get_routing_config
 from routing.errors import GatewayError
+from routing.families import embedding_resolution, family_unavailable
 from routing.quota import get_quota_store
 from routing.tokens import estimate_request_tokens, estimate_tokens
 
@@ -127,21 +128,26 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
     resolution = router.resolve(await get_routing_config(), body["model"], "chat")
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    # Gating (422 before any call), the session's sticky model first, a handoff for whoever takes over.
+    plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
+                                      resolution=resolution, requested=body["model"])
 
     if not stream:
         async def call(adapter, target, timeouts):
-            return await adapter.chat(router_client(), target, upstream, timeouts)
+            return await adapter.chat(router_client(), target, plan.body_for(target), timeouts)
 
-        served = await _execute(request, ctx, resolution, call)
+        served = await _execute(request, ctx, plan.resolution, call, skip=plan.skip)
+        await plan.settle(ctx, served)
         result = served.result
         await router.settle(served, result.usage, fallback_tokens=ctx.est_tokens)
         _log(request, ctx, served, 200, result.usage)
         return _with_trail(JsonResponse(result.body), ctx, served)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(adapter, target, upstream, timeouts)
+        return await _primed_stream(adapter, target, plan.body_for(target), timeouts)
 
-    served = await _execute(request, ctx, resolution, open_stream)
+    served = await _execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
+    await plan.settle(ctx, served)
     response = StreamingHttpResponse(_relay(request, ctx, served, include_usage), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -152,12 +158,13 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
 async def embeddings(request: HttpRequest, payload: EmbeddingRequest):
     body = payload.to_upstream()
     ctx = _context(request, "embedding", body["model"], estimate_tokens(body["input"]))
-    resolution = router.resolve(await get_routing_config(), body["model"], "embedding")
+    # Failover only inside the requested model's family: a vector from another family would be garbage.
+    resolution, family = embedding_resolution(await get_routing_config(), body["model"])
 
     async def call(adapter, target, timeouts):
         return await adapter.embeddings(router_client(), target, body, timeouts)
 
-    served = await _execute(request, ctx, resolution, call)
+    served = await _execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
     await router.settle(served, served.result.usage, fallback_tokens=ctx.est_tokens)
     _log(request, ctx, served, 200, served.result.usage)
     return _with_trail(JsonResponse(served.result.body), ctx, served)
@@ -205,12 +212,16 @@ def _context(request: HttpRequest, kind: str, model: str, est_tokens: int) -> ro
     return ctx
 
 
-async def _execute(request, ctx, resolution, call) -> router.Served:
+async def _execute(request, ctx, resolution, call, *, skip=None, reword=None) -> router.Served:
+    """router.execute + the request log on failure. skip: model → reason to pass it over (gating);
+    reword: turns the router's error into the endpoint's own (embeddings name their family)."""
     try:
-        return await router.execute(ctx, resolution.models, call)
+        return await router.execute(ctx, resolution.models, call, skip=skip)
     except GatewayError as exc:
+        if reword is not None:
+            exc = reword(exc)
         _log(request, ctx, None, exc.status, None, error=exc.message)
-        raise
+        raise exc from None
 
 
 async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
@@ -302,7 +313,13 @@ def _with_trail(response: HttpResponse, ctx: router.RequestContext | None, serve
         response["X-FreeLLM-Model"] = served.model.model_id
     response["X-FreeLLM-Attempts"] = str(ctx.attempts)
     response["X-FreeLLM-Trail"] = ctx.trail_header()
+    if ctx.switched:
+        response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)
     return response
+
+
+def _api_key_id(request) -> int | None:
+    return getattr(getattr(request, "auth", None), "id", None)
 
 
 def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str | None = None,
@@ -328,9 +345,17 @@ def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str
         completion_tokens=usage.completion_tokens if usage else 0,
         latency_ms=int((time.monotonic() - ctx.started) * 1000),
         error=error[:500],
+        session_id=ctx.session_id,
+        switched=ctx.switched[:300],
     )
 
 
 @csrf_exempt
 def unknown_endpoint(request: HttpRequest) -> HttpResponse:
     return GatewayError(404, f"Unknown endpoint: {request.method} {request.path}", code="unknown_url").response()
+
+
+# Images and audio live in their own module; imported last because they reuse the plumbing above.
+from routing.api_media import media  # noqa: E402
+
+api.add_router("/", media)

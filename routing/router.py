@@ -80,6 +80,8 @@ class RequestContext:
     requested: str  # `model` as the client sent it
     est_tokens: int  # prompt estimate + output reserve, what reserve() takes
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
+    session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
+    switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
 

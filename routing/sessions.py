@@ -294,3 +294,9 @@ def get_session_store() -> StickySessionStore:
         return _local_store
     url = settings.REDIS_URL
     return DegradingSessionStore(RedisSessionStore(_redis_client(url)), _local_store, name=url)
+
+
+def reset_session_store() -> None:
+    """Forget every in-process session (tests; the Redis keys are the test's own database)."""
+    _local_store._items.clear()
+    DegradingSessionStore._down_until.clear()

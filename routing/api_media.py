@@ -1,0 +1,113 @@
+"""/v1 images and audio: the same router (resolve → reserve → call → settle, failover) as chat.
+
+POST /v1/images/generations     JSON in, JSON out (b64_json or url items as the upstream gives them)
+POST /v1/audio/transcriptions   multipart upload; response_format json | text | verbose_json | srt | vtt
+POST /v1/audio/speech           JSON in, audio bytes out with the upstream's content type
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import File, Router
+from ninja.files import UploadedFile
+from pydantic import Field
+
+from routing import router
+from routing.api import _context, _execute, _log, _OpenSchema, _with_trail, router_client
+from routing.config import get_routing_config
+from routing.errors import GatewayError
+from routing.tokens import estimate_request_tokens
+
+media = Router(tags=["images and audio"])
+
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+
+class ImageRequest(_OpenSchema):
+    model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    n: int | None = Field(None, ge=1, le=10)
+    response_format: str | None = Field(None, pattern="^(url|b64_json)$")
+
+
+class SpeechRequest(_OpenSchema):
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | dict[str, Any] | None = None
+    response_format: str | None = Field(None, pattern=f"^({'|'.join(SPEECH_FORMATS)})$")
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+
+
+@media.post("/images/generations", summary="Create images from a prompt")
+async def images_generations(request: HttpRequest, payload: ImageRequest):
+    body = payload.to_upstream()
+
+    async def call(adapter, target, timeouts):
+        return await adapter.images(router_client(), target, body, timeouts)
+
+    ctx, served = await _route(
+        request, "image", body["model"], estimate_request_tokens(body, output_reserve=0), call
+    )
+    await router.settle(served, served.result.usage, fallback_tokens=ctx.est_tokens)
+    _log(request, ctx, served, 200, served.result.usage)
+    return _with_trail(JsonResponse(served.result.body), ctx, served)
+
+
+@media.post("/audio/transcriptions", summary="Transcribe an audio file (multipart upload)")
+async def audio_transcriptions(request: HttpRequest, file: File[UploadedFile]):
+    fields = {name: _single_or_list(request.POST.getlist(name)) for name in request.POST}
+    model = str(fields.pop("model", "") or "")
+    if not model:
+        raise GatewayError(400, "model: Field required", param="model", code="invalid_value")
+    response_format = fields.get("response_format") or "json"
+    if response_format not in TRANSCRIPTION_FORMATS:
+        raise GatewayError(
+            400,
+            f"response_format must be one of {', '.join(TRANSCRIPTION_FORMATS)}",
+            param="response_format",
+            code="invalid_value",
+        )
+    upload = (file.name or "audio", file.read(), file.content_type or "application/octet-stream")
+
+    async def call(adapter, target, timeouts):
+        return await adapter.transcription(router_client(), target, upload, fields, timeouts)
+
+    ctx, served = await _route(request, "transcription", model, 0, call)
+    result = served.result
+    await router.settle(served, result.usage, fallback_tokens=ctx.est_tokens)
+    _log(request, ctx, served, 200, result.usage)
+    if isinstance(result.body, str):
+        response = HttpResponse(result.body, content_type="text/plain; charset=utf-8")
+    else:
+        response = JsonResponse(result.body)
+    return _with_trail(response, ctx, served)
+
+
+@media.post("/audio/speech", summary="Turn text into speech (audio bytes)")
+async def audio_speech(request: HttpRequest, payload: SpeechRequest):
+    body = payload.to_upstream()
+
+    async def call(adapter, target, timeouts):
+        return await adapter.speech(router_client(), target, body, timeouts)
+
+    ctx, served = await _route(
+        request, "speech", body["model"], estimate_request_tokens(body, output_reserve=0), call
+    )
+    await router.settle(served, None, fallback_tokens=ctx.est_tokens)
+    _log(request, ctx, served, 200, None)
+    response = HttpResponse(served.result.content, content_type=served.result.content_type)
+    return _with_trail(response, ctx, served)
+
+
+async def _route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
+    ctx = _context(request, kind, model, est_tokens)
+    resolution = router.resolve(await get_routing_config(), model, kind)
+    return ctx, await _execute(request, ctx, resolution, call)
+
+
+def _single_or_list(values: list[str]) -> str | list[str]:
+    # `timestamp_granularities[]` and the like repeat; everything else is a single value.
+    return values[0] if len(values) == 1 else values

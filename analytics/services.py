@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from .live import live_rows_publish, live_rows_publish_sync
 from .models import RequestLog
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ async def request_logs_flush() -> None:
             await RequestLog.objects.abulk_create(batch)
         except Exception:
             log.exception("could not write %d request log rows", len(batch))
+            continue
+        await live_rows_publish(batch)
 
 
 def request_logs_flush_sync() -> None:
@@ -46,3 +49,8 @@ def request_logs_flush_sync() -> None:
         batch = _queue[:_BATCH]
         del _queue[:_BATCH]
         RequestLog.objects.bulk_create(batch)
+        live_rows_publish_sync(batch)
+
+
+def request_logs_idle() -> bool:
+    return not _queue and not _flushing

@@ -302,7 +302,19 @@ async def _relay(request, ctx: router.RequestContext, served: router.Served, inc
             _log(request, ctx, served, status, final, outcome=outcome, stream=True,
                  error=error.message if error else "")
 
-        asyncio.get_running_loop().create_task(finish())
+        task = asyncio.get_running_loop().create_task(finish())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+# Settle-and-log tasks of streams still running (strong references, and something to wait for).
+_background: set[asyncio.Task] = set()
+
+
+def background_idle() -> bool:
+    from analytics.services import request_logs_idle
+
+    return not _background and request_logs_idle()
 
 
 def _with_trail(response: HttpResponse, ctx: router.RequestContext | None, served: router.Served | None = None):

@@ -44,7 +44,20 @@ def gateway(_gateway_server, transactional_db, django_user_model):
     bump_config_version()
     user = django_user_model.objects.create_user("alice", password="x")
     _, raw = api_key_create(user=user, name="test")
-    return Gateway(_gateway_server.url, raw)
+    yield Gateway(_gateway_server.url, raw)
+    wait_until_idle()
+
+
+def wait_until_idle(timeout: float = 10.0) -> None:
+    """Let the gateway finish settling and logging before the database is flushed under it."""
+    import time
+
+    from routing.api import background_idle
+
+    deadline = time.monotonic() + timeout
+    while not background_idle() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)
 
 
 def reset_shared_state() -> None:

@@ -31,7 +31,8 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
 ``ctx=N``
     400 with code ``context_length_exceeded`` when the estimated prompt tokens exceed N.
 
-No key at all → 401. A model id starting with ``missing`` → 404 ``model_not_found``.
+No key at all → 401, except under a provider path segment starting with ``keyless`` (a keyless provider
+such as Pollinations), where a call without a key behaves like a plain succeeding key. A model id starting with ``missing`` → 404 ``model_not_found``.
 Unknown directives are ignored, so a key is never rejected for its spelling.
 Precedence: no key, 401/403, hang, fail=N, 429, 5xx, missing model, ctx, rpm/tpm; ``slow`` delays whatever
 the answer is (errors included); ``gap`` and ``drop`` shape a successful stream.
@@ -298,7 +299,7 @@ class Engine:
         """
         record = self.record(request, provider=provider, key=key, model=model, body=body, form=form,
                              stream=stream)
-        spec = parse_key(key) if key else None
+        spec = parse_key(key) if key else (parse_key("anonymous") if provider.startswith("keyless") else None)
         decision = self._decide(record, spec, model, est_tokens)
         decision.request = request
         delay = _HANG_LIMIT if spec and spec.hang else (spec.slow if spec else 0.0)

@@ -1,4 +1,8 @@
-"""Admin for sticky sessions: which conversation is pinned to which model, and how often it switched."""
+"""Admin for sticky sessions: which conversation is pinned to which model, and how often it switched.
+
+Like the request log, staff with ``analytics.view_all_requests`` see every session; other members see the
+sessions of their own API keys.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from django.contrib import admin
 from django.utils import timezone
 
 from .models import StickySession
+
+VIEW_ALL = "analytics.view_all_requests"
 
 
 class ActiveFilter(admin.SimpleListFilter):
@@ -40,11 +46,12 @@ class StickySessionAdmin(admin.ModelAdmin):
         "last_used",
         "active",
     ]
-    list_filter = [ActiveFilter, "source", "provider"]
+    # One row per conversation, so the table grows: no facets, no date hierarchy, no DISTINCT-based filters.
+    list_filter = [ActiveFilter, "source"]
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ["key", "provider", "model"]
     readonly_fields = [f.name for f in StickySession._meta.fields]
     list_select_related = ["api_key"]
-    date_hierarchy = "last_used"
 
     @admin.display(description="session", ordering="key")
     def short_key(self, obj: StickySession) -> str:
@@ -57,6 +64,12 @@ class StickySessionAdmin(admin.ModelAdmin):
     @admin.display(boolean=True)
     def active(self, obj: StickySession) -> bool:
         return obj.last_used >= timezone.now() - timedelta(seconds=settings.FREELLM_STICKY_TTL)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.has_perm(VIEW_ALL):
+            return queryset
+        return queryset.filter(api_key__user=request.user)
 
     def has_add_permission(self, request) -> bool:
         return False

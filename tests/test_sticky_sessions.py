@@ -200,3 +200,36 @@ async def admin_client_async(db):
     client = AsyncClient()
     await sync_to_async(client.force_login)(user)
     return client
+
+
+@pytest.mark.django_db
+def test_members_see_only_the_sessions_of_their_own_keys(client, django_user_model):
+    from datetime import UTC, datetime
+
+    from django.contrib.auth.models import Permission
+
+    from routing.services import api_key_create
+
+    alice = django_user_model.objects.create_user("alice", password="pw", is_staff=True)
+    bob = django_user_model.objects.create_user("bob", password="pw", is_staff=True)
+    alice.user_permissions.add(Permission.objects.get(codename="view_stickysession"))
+    now = datetime.now(UTC)
+    for owner, model in ((alice, "alice-model"), (bob, "bob-model")):
+        key, _ = api_key_create(user=owner, name="k")
+        StickySessionRow.objects.create(
+            key=owner.username * 4,
+            source="header",
+            api_key=key,
+            provider="groq",
+            model=model,
+            created=now,
+            last_used=now,
+        )
+    client.force_login(alice)
+    page = client.get("/admin/analytics/stickysession/").content.decode()
+    assert "groq/alice-model" in page and "bob-model" not in page
+    alice.user_permissions.add(Permission.objects.get(codename="view_all_requests"))
+    alice = django_user_model.objects.get(pk=alice.pk)  # permissions are cached per user object
+    client.force_login(alice)
+    page = client.get("/admin/analytics/stickysession/").content.decode()
+    assert "groq/alice-model" in page and "groq/bob-model" in page

@@ -6,6 +6,9 @@ from __future__ import annotations
 from .base import QuotaStore
 
 _store: QuotaStore | None = None
+# Embedded mode: the worker's health probe revives a key through its database status only (see
+# LocalQuotaStore); the gateway forgets its own auth-failure flag after this long.
+EMBEDDED_KEY_INVALID_TTL = 600.0
 
 
 def get_quota_store() -> QuotaStore:
@@ -22,7 +25,7 @@ def build_quota_store(redis_url: str | None = None) -> QuotaStore:
 
     url = settings.REDIS_URL if redis_url is None else redis_url
     if not url:
-        return LocalQuotaStore()
+        return LocalQuotaStore(key_invalid_ttl=EMBEDDED_KEY_INVALID_TTL)
     from .redis import RedisQuotaStore
     from .resilient import ResilientQuotaStore
 

@@ -121,3 +121,8 @@ class QuotaStore(ABC):
     async def headroom(self, route: Route) -> float:
         """0..1, how much of the tightest window is left (used to order a model's keys). 1 when unknown."""
         return 1.0
+
+    async def set_key_invalid(self, route: Route, invalid: bool) -> None:
+        """Mark ``route``'s key (all its models) invalid or valid again, e.g. after a health probe."""
+        raise NotImplementedError
+

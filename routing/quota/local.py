@@ -119,7 +119,17 @@ class _LeaseRecord:
 class LocalQuotaStore(QuotaStore):
     backend = "local"
 
-    def __init__(self, *, lease_ttl: float | None = None, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        lease_ttl: float | None = None,
+        now: Callable[[], float] = time.time,
+        key_invalid_ttl: float | None = None,
+    ) -> None:
+        """``key_invalid_ttl``: forget an auth failure after this long (None: until cleared). The embedded
+        setup sets it because there the health probe runs in the worker process and can only revive a key
+        through its database status; the router leaves keys marked invalid there out anyway."""
+        self.key_invalid_ttl = key_invalid_ttl
         if lease_ttl is None:
             from django.conf import settings
 
@@ -175,7 +185,7 @@ class LocalQuotaStore(QuotaStore):
             provider = self._providers.setdefault(route.provider, _Windows())
             day = policy.day_id(now, route.daily_reset_tz)
 
-            if route.key_id in self._invalid_keys:
+            if self._key_invalid(route, now):
                 return Denied("key_invalid", policy.KEY_INVALID_RETRY)
             trial = False
             if state.open:
@@ -358,7 +368,7 @@ class LocalQuotaStore(QuotaStore):
             p_rpm, p_rpd, _, _ = provider.used(now, day)
             used["provider_rpm"] = p_rpm
             used["provider_rpd"] = p_rpd
-            invalid = route.key_id in self._invalid_keys
+            invalid = self._key_invalid(route, now)
             return RouteStatus(
                 health=_health(state, invalid, now),
                 cooldown_until=state.cooldown_until if state.open else None,
@@ -380,10 +390,26 @@ class LocalQuotaStore(QuotaStore):
                 state.exhausted_until = 0.0
                 state.exhausted_reason = ""
 
+    async def set_key_invalid(self, route: Route, invalid: bool) -> None:
+        with self._lock:
+            if invalid:
+                self._invalid_keys.setdefault(route.key_id, self.now())
+            else:
+                self._invalid_keys.pop(route.key_id, None)
+
+    def _key_invalid(self, route: Route, now: float) -> bool:
+        since = self._invalid_keys.get(route.key_id)
+        if since is None:
+            return False
+        if self.key_invalid_ttl is not None and now - since > self.key_invalid_ttl:
+            del self._invalid_keys[route.key_id]
+            return False
+        return True
+
     def headroom_now(self, route: Route) -> float:
         with self._lock:
             now = self.now()
-            if route.key_id in self._invalid_keys:
+            if self._key_invalid(route, now):
                 return 0.0
             state = self._routes.get(route.id)
             if state is None:

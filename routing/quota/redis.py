@@ -497,6 +497,14 @@ class RedisQuotaStore(QuotaStore):
         fractions = [1.0 - used[w] / limit for w, limit in limits.items() if limit]
         return max(0.0, min(fractions)) if fractions else 1.0
 
+    async def set_key_invalid(self, route: Route, invalid: bool) -> None:
+        key = f"{PREFIX}k:{route.key_id}"
+        client = self._conn().client
+        if invalid:
+            await client.set(key, repr(self.now()), nx=True)
+        else:
+            await client.delete(key)
+
     async def clear_cooldown(self, route: Route) -> None:
         r = f"{PREFIX}r:{route.id}"
         await self._conn().client.delete(f"{r}:h", f"{PREFIX}k:{route.key_id}")

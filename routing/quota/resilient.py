@@ -109,3 +109,7 @@ class ResilientQuotaStore(QuotaStore):
 
     async def headroom(self, route: Route) -> float:
         return await self._call("headroom", route)
+
+    async def set_key_invalid(self, route: Route, invalid: bool) -> None:
+        await self.fallback.set_key_invalid(route, invalid)
+        return await self._call("set_key_invalid", route, invalid)

@@ -10,6 +10,7 @@ from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, Sortabl
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
@@ -95,6 +96,7 @@ class ProviderAdmin(admin.ModelAdmin):
     ]
     inlines = [ProviderKeyInline, UpstreamModelInline]
     actions = ["enable", "disable", "test_keys"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(

@@ -46,7 +46,7 @@ class LimitsSpec(_Spec):
 
 class KeySpec(_Spec):
     label: str = Field(min_length=1, max_length=100)
-    secret: str | None = Field(default=None, min_length=1)
+    secret: str | None = None  # "" = a key slot without a secret (keyless providers)
     secret_env: str | None = Field(default=None, min_length=1)
     enabled: bool = True
 

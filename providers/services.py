@@ -12,6 +12,8 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 
+from .adapters import get_adapter
+from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
 from .config_schema import ChainSpec, ConfigError, ConfigSpec, ModelSpec, ProviderSpec, config_parse
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
 
@@ -68,8 +70,8 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
     problems: list[str] = []
     secrets: list[dict[str, str | None]] = []
     declared: dict[str, ModelSpec] = {}
-    _duplicates(problems, "providers", [p.name for p in spec.providers], "provider")
-    _duplicates(problems, "chains", [c.name for c in spec.chains], "chain")
+    _duplicates(problems, "providers", [p.name for p in spec.providers], "provider", "name")
+    _duplicates(problems, "chains", [c.name for c in spec.chains], "chain", "name")
     for p_index, provider in enumerate(spec.providers):
         path = f"providers[{p_index}]"
         _duplicates(problems, f"{path}.keys", [k.label for k in provider.keys], "key label", "label")
@@ -113,7 +115,7 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
             if kind is None:
                 problems.append(f"{path}.models[{m_index}]: unknown model {route!r} (not defined under providers)")
             elif kind != chain.kind:
-                problems.append(f"{path}.models[{m_index}]: {route} is a {kind} model; chain {chain.name!r} is {chain.kind}")
+                problems.append(f"{path}.models[{m_index}]: {route} has kind {kind}; chain {chain.name!r} has kind {chain.kind}")
             elif kind == ModelKind.EMBEDDING:
                 embedding_routes.append((route, family))
         if conflict := embedding_family_conflict(embedding_routes):
@@ -291,7 +293,8 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         keys = []
         for key in provider.keys.all():
             key_item: dict[str, Any] = {"label": key.label}
-            if with_secrets and key.secret:
+            # An empty secret hides nothing; writing it keeps the round trip lossless.
+            if with_secrets or not key.secret:
                 key_item["secret"] = key.secret
             _put_if(key_item, "enabled", key.enabled, default=True)
             keys.append(key_item)
@@ -346,9 +349,6 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
     Sets ``status`` to ACTIVE or INVALID with a short detail; an inconclusive outcome (timeout, 5xx,
     unknown model) keeps the status and only records the detail. The detail never holds the secret.
     """
-    from .adapters import get_adapter
-    from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
-
     provider = key.provider
     model = _test_model(provider)
     if model is None:
@@ -371,7 +371,13 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
         idle=settings.FREELLM_IDLE_TIMEOUT,
     )
     try:
-        async_to_sync(_probe)(get_adapter(provider.adapter), target, model.kind, timeouts)
+        adapter = get_adapter(provider.adapter)
+    except KeyError:
+        result = KeyTestResult(None, f"no {provider.adapter!r} adapter installed to test with")
+        _save_key_status(key, None, result.detail)
+        return result
+    try:
+        async_to_sync(_probe)(adapter, target, model.kind, timeouts)
     except UpstreamError as exc:
         message = _scrub(exc.message, secret)
         status = f" ({exc.status})" if exc.status else ""

@@ -233,3 +233,44 @@ def test_members_see_only_the_sessions_of_their_own_keys(client, django_user_mod
     client.force_login(alice)
     page = client.get("/admin/analytics/stickysession/").content.decode()
     assert "groq/alice-model" in page and "groq/bob-model" in page
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_log_batches_turns_and_keeps_the_last_switch_reason():
+    common = {"source": SessionSource.USER, "api_key_id": None, "provider": "groq", "created": 1e9}
+    session_log(key="a" * 32, model="m1", switches=0, last_used=1e9 + 1, **common)
+    session_log(
+        key="a" * 32, model="m2", switches=1, last_used=1e9 + 2, switch_reason="m1 → m2: failing", **common
+    )
+    session_log(key="a" * 32, model="m2", switches=1, last_used=1e9 + 3, **common)
+    session_log(key="b" * 32, model="m1", switches=0, last_used=1e9 + 4, **common)
+    await session_log_drain()
+    a = await StickySessionRow.objects.aget(key="a" * 32)
+    assert (a.model, a.switches, a.last_switch_reason) == ("m2", 1, "m1 → m2: failing")
+    assert a.last_used.timestamp() == 1e9 + 3
+    # A later ordinary turn, written in a batch of its own, keeps the recorded reason too.
+    session_log(key="a" * 32, model="m2", switches=1, last_used=1e9 + 5, **common)
+    await session_log_drain()
+    a = await StickySessionRow.objects.aget(key="a" * 32)
+    assert a.last_switch_reason == "m1 → m2: failing" and a.last_used.timestamp() == 1e9 + 5
+    assert await StickySessionRow.objects.acount() == 2
+
+
+@pytest.mark.django_db
+def test_prune_deletes_sessions_unused_past_the_retention():
+    from datetime import UTC, datetime, timedelta
+
+    from analytics.sessions import sticky_sessions_prune
+
+    now = datetime.now(UTC)
+    for name, age in (("old", 40), ("new", 1)):
+        StickySessionRow.objects.create(
+            key=name * 8,
+            source="user",
+            provider="p",
+            model="m",
+            created=now,
+            last_used=now - timedelta(days=age),
+        )
+    assert sticky_sessions_prune(keep_days=30) == 1
+    assert list(StickySessionRow.objects.values_list("key", flat=True)) == ["new" * 8]

@@ -14,6 +14,9 @@ from .base import Adapter
 # name → "module:Class" inside this package
 ADAPTERS: dict[str, str] = {
     "openai": "openai:OpenAIAdapter",
+    "gemini": "gemini:GeminiAdapter",
+    "cohere": "cohere:CohereAdapter",
+    "cloudflare": "cloudflare:CloudflareAdapter",
 }
 
 _instances: dict[str, Adapter] = {}

@@ -52,6 +52,7 @@ from .transport import (
     open_stream,
     redact,
     response_json,
+    rough_tokens,
     send,
     sse_events,
     stop_list,
@@ -401,7 +402,7 @@ class CohereAdapter(Adapter):
         if not isinstance(vectors, list) or len(vectors) != len(texts):
             raise UpstreamError(ErrorKind.SERVER, "Cohere returned a different number of embeddings than inputs")
         billed = ((data.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
-        prompt_tokens = int(billed) if billed is not None else sum(max(1, len(t) // 4) for t in texts)
+        prompt_tokens = int(billed) if billed is not None else rough_tokens(texts)
         answer = embedding_list(
             vectors,
             model=request.get("model") or target.model,

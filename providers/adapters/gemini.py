@@ -59,6 +59,7 @@ from .transport import (
     parse_data_url,
     redact,
     response_json,
+    rough_tokens,
     seconds_until_midnight,
     send,
     sse_events,
@@ -536,7 +537,7 @@ class GeminiAdapter(Adapter):
         if len(response_vectors) != len(texts) or not all(response_vectors):
             raise UpstreamError(ErrorKind.SERVER, "Gemini returned fewer embeddings than inputs")
         # The embedding endpoints report no usage; a rough count keeps token quotas honest.
-        prompt_tokens = sum(max(1, len(text) // 4) for text in texts)
+        prompt_tokens = rough_tokens(texts)
         body = embedding_list(
             response_vectors,
             model=request.get("model") or target.model,

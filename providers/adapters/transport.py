@@ -289,6 +289,11 @@ def embedding_inputs(request: dict) -> list[str]:
     return items
 
 
+def rough_tokens(texts: Sequence[str]) -> int:
+    """About four characters a token: for quota accounting when a provider reports no usage."""
+    return sum(max(1, len(text) // 4) for text in texts if text)
+
+
 def seconds_until_midnight(tz: str, now: dt.datetime | None = None) -> float:
     """Seconds until the next midnight in ``tz``: when a provider's daily quota comes back."""
     zone = zoneinfo.ZoneInfo(tz)

@@ -1,0 +1,73 @@
+"""The live feed's wire: each written request log row goes to the "live" group of the channel layer.
+
+Publishing is best effort: a missing, slow or failing channel layer is logged and never reaches the
+request path (rows are published by the background flush, after they are in the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+
+from .models import RequestLog
+
+log = logging.getLogger(__name__)
+
+LIVE_GROUP = "live"
+# Consumer method live_rows handles it (channels maps "live.rows" → live_rows).
+LIVE_EVENT = "live.rows"
+PUBLISH_TIMEOUT = 2.0
+
+# What the feed shows of a row: no API key, no trail, no error text (the detail page has those).
+LIVE_FIELDS = (
+    "id",
+    "endpoint",
+    "requested_model",
+    "provider",
+    "model",
+    "key_label",
+    "stream",
+    "status_code",
+    "outcome",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "first_token_ms",
+)
+
+
+def request_log_payload(row: RequestLog, usernames: dict[int, str]) -> dict:
+    payload = {name: getattr(row, name) for name in LIVE_FIELDS}
+    payload["created_at"] = row.created_at.isoformat()
+    payload["user"] = usernames.get(row.user_id, "") if row.user_id else ""
+    return payload
+
+
+async def live_rows_publish(rows: Sequence[RequestLog]) -> None:
+    """Send the rows to the live group; never raises."""
+    try:
+        layer = get_channel_layer()
+        if layer is None or not rows:
+            return
+        user_ids = {row.user_id for row in rows if row.user_id}
+        usernames: dict[int, str] = {}
+        if user_ids:
+            users = get_user_model().objects.filter(id__in=user_ids).values_list("id", "username")
+            usernames = {uid: name async for uid, name in users}
+        message = {"type": LIVE_EVENT, "rows": [request_log_payload(row, usernames) for row in rows]}
+        await asyncio.wait_for(layer.group_send(LIVE_GROUP, message), PUBLISH_TIMEOUT)
+    except Exception:
+        log.warning("live feed: could not publish %d request log rows", len(rows), exc_info=True)
+
+
+def live_rows_publish_sync(rows: Sequence[RequestLog]) -> None:
+    try:
+        async_to_sync(live_rows_publish)(rows)
+    except Exception:
+        log.warning("live feed: could not publish %d request log rows", len(rows), exc_info=True)

@@ -109,3 +109,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(api_key=api_key)
             count += 1
         self.message_user(request, f"{count} key(s) revoked; clients using them now get 401.")
+
+
+from . import admin_quota  # noqa: E402, F401  (quota windows; kept in its own module)

@@ -1,0 +1,254 @@
+"""Quota and health upkeep, run by Celery beat (routing/tasks.py) and by the quota admin.
+
+- ``quota_windows_rollup``: the quota store's live counters → ``QuotaWindow`` rows for the admin.
+- ``quota_cooldowns_expire``: rows whose cooldown has passed show half-open; stale local state is purged.
+  (Cooldowns themselves need no job: every reserve compares timestamps.)
+- ``provider_key_probe``: one cheap real call with a key (``providers.services.provider_key_test``), at
+  most once per key per FREELLM_PROBE_INTERVAL; the outcome marks the key valid/invalid in the store.
+- ``request_logs_prune``: request logs older than FREELLM_LOG_RETENTION_DAYS.
+- ``ensure_periodic_tasks``: the beat schedule as django-celery-beat rows (editable in the admin).
+
+Without Redis the live quota state exists only inside the gateway process, so the worker cannot roll it
+up: there the quota admin rolls up in-process when it is opened, and the worker's rollup is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from .models import QuotaWindow
+from .quota import get_quota_store
+from .quota.base import QuotaStore, Route, RouteStatus
+from .quota.local import LocalQuotaStore
+from .quota.resilient import ResilientQuotaStore
+from .selectors_quota import quota_routes
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ROUTE_WINDOWS = ("rpm", "rpd", "tpm", "tpd")
+PROVIDER_WINDOWS = ("provider_rpm", "provider_rpd")
+PROVIDER_ROW_MODEL = "*"  # provider-wide windows are shown once per provider, on this pseudo model
+
+
+def quota_store_is_shared() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def _run_with_store(fn: Callable[[QuotaStore], Awaitable[T]], store: QuotaStore | None) -> T:
+    """Run async store calls from sync code (worker, admin). A Redis store of its own is used and closed
+    afterwards: the caller's event loop may be a throwaway one, and the gateway's connections belong to
+    the gateway's loop. The in-process store is the process-wide one (its state lives there)."""
+    if store is not None:
+        return async_to_sync(fn)(store)
+    shared = get_quota_store()
+    if not isinstance(shared, ResilientQuotaStore):
+        return async_to_sync(fn)(shared)
+
+    async def with_private_client() -> T:
+        from .quota.redis import RedisQuotaStore
+
+        private = RedisQuotaStore(shared.primary.url)
+        try:
+            return await fn(private)
+        finally:
+            await private.aclose()
+
+    return async_to_sync(with_private_client)()
+
+
+def _dt(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
+
+
+def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = False) -> int:
+    """Write the current usage vs limit of every route into QuotaWindow. Returns the rows written.
+
+    ``in_process``: called from the gateway process itself (the admin), where the local store lives.
+    """
+    if store is None and not quota_store_is_shared() and not in_process:
+        log.debug("quota rollup skipped: the quota state lives in the gateway process (no REDIS_URL)")
+        return 0
+    routes = quota_routes()
+
+    async def collect(s: QuotaStore) -> list[tuple[Route, RouteStatus]]:
+        return [(r, await s.status(r)) for r in routes]
+
+    statuses = _run_with_store(collect, store)
+    now = timezone.now()
+    wanted: dict[tuple[str, str, str, str], dict] = {}
+    for route, status in statuses:
+        common = {
+            "health": status.health,
+            "cooldown_until": _dt(status.cooldown_until),
+            "failures": status.failures,
+            "exhausted_until": _dt(status.exhausted_until),
+            "updated_at": now,
+        }
+        for window in ROUTE_WINDOWS:
+            wanted[(route.provider, route.model, route.key, window)] = {
+                **common,
+                "used": status.used.get(window, 0),
+                "limit": status.limits.get(window),
+                "configured_limit": getattr(route.limits, window),
+                "learned_limit": status.learned.get(window),
+            }
+        for window in PROVIDER_WINDOWS:
+            configured = getattr(route.provider_limits, window.removeprefix("provider_"))
+            if configured is None:
+                continue
+            wanted[(route.provider, PROVIDER_ROW_MODEL, "", window)] = {
+                "used": status.used.get(window, 0),
+                "limit": configured,
+                "configured_limit": configured,
+                "learned_limit": None,
+                "health": "closed",
+                "cooldown_until": None,
+                "failures": 0,
+                "exhausted_until": None,
+                "updated_at": now,
+            }
+    fields = ["used", "limit", "configured_limit", "learned_limit", "health", "cooldown_until", "failures",
+              "exhausted_until", "updated_at"]  # fmt: skip
+    with transaction.atomic():
+        existing = {(w.provider, w.model, w.key_label, w.window): w for w in QuotaWindow.objects.all()}
+        changed, created = [], []
+        for ident, values in wanted.items():
+            row = existing.pop(ident, None)
+            if row is None:
+                provider, model, key_label, window = ident
+                created.append(QuotaWindow(provider=provider, model=model, key_label=key_label, window=window, **values))
+            else:
+                for name, value in values.items():
+                    setattr(row, name, value)
+                changed.append(row)
+        QuotaWindow.objects.bulk_create(created)
+        QuotaWindow.objects.bulk_update(changed, fields)
+        # Routes that no longer exist (key or model removed / disabled).
+        QuotaWindow.objects.filter(pk__in=[w.pk for w in existing.values()]).delete()
+    return len(wanted)
+
+
+def quota_cooldowns_expire(*, now: datetime | None = None) -> int:
+    """Show routes whose cooldown is over as half-open (their next request is the trial); purge expired
+    in-process lease records. Returns the rows updated."""
+    now = now or timezone.now()
+    updated = QuotaWindow.objects.filter(health="open", cooldown_until__lte=now).update(health="half_open")
+    store = get_quota_store()
+    local = store.fallback if isinstance(store, ResilientQuotaStore) else store
+    if isinstance(local, LocalQuotaStore):
+        local.purge()
+    return updated
+
+
+def quota_cooldown_clear(*, windows, store: QuotaStore | None = None) -> int:
+    """Admin action: close the circuit of the selected rows' routes and re-enable their keys."""
+    routes = {Route(w.provider, w.model, w.key_label) for w in windows if w.model != PROVIDER_ROW_MODEL}
+
+    async def clear(s: QuotaStore) -> None:
+        for route in routes:
+            await s.clear_cooldown(route)
+
+    _run_with_store(clear, store)
+    for route in routes:
+        QuotaWindow.objects.filter(provider=route.provider, model=route.model, key_label=route.key).update(
+            health="closed", cooldown_until=None, failures=0, exhausted_until=None
+        )
+    return len(routes)
+
+
+# --- health probes ---------------------------------------------------------------------------------
+
+
+def _claim_probe(key_id: int, interval: float) -> bool:
+    """True if nobody probed this key within ``interval`` seconds (and marks it probed now)."""
+    if quota_store_is_shared():
+        # Redis-backed cache: one claim across every worker process.
+        return cache.add(f"freellm:probe:{key_id}", "1", timeout=int(interval))
+    # Embedded: the worker's pool processes share var/, not a cache.
+    marker = settings.VAR_DIR / "probes" / str(key_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if time.time() - marker.stat().st_mtime < interval:
+            return False
+    except FileNotFoundError:
+        pass
+    marker.touch()
+    return True
+
+
+def provider_key_probe(*, key_id: int, interval: float | None = None, store: QuotaStore | None = None):
+    """Test one key with a real cheap call, at most once per interval. Returns the KeyTestResult, or None
+    when the key was probed recently (or no longer exists)."""
+    from providers.models import ProviderKey
+    from providers.services import provider_key_test
+
+    interval = settings.FREELLM_PROBE_INTERVAL if interval is None else interval
+    key = ProviderKey.objects.select_related("provider").filter(pk=key_id, enabled=True).first()
+    if key is None or not _claim_probe(key_id, interval):
+        return None
+    result = provider_key_test(key=key)
+    if result.ok is not None:
+        route = Route(key.provider.slug, "", key.label)
+
+        async def mark(s: QuotaStore) -> None:
+            await s.set_key_invalid(route, not result.ok)
+
+        _run_with_store(mark, store)
+    log.info("health probe of %s: %s", key, result.detail)
+    return result
+
+
+# --- request log pruning ---------------------------------------------------------------------------
+
+
+def request_logs_prune(*, keep_days: int | None = None, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete request logs older than ``keep_days`` in batches (short write locks). Returns rows deleted."""
+    from analytics.models import RequestLog
+
+    keep_days = settings.FREELLM_LOG_RETENTION_DAYS if keep_days is None else keep_days
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    deleted = 0
+    while True:
+        ids = list(RequestLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += RequestLog.objects.filter(id__in=ids).delete()[0]
+
+
+# --- the beat schedule -----------------------------------------------------------------------------
+
+PERIODIC_TASKS = (
+    # name, task, every (seconds)
+    ("freellm: quota windows rollup", "routing.tasks.quota_windows_rollup", 60),
+    ("freellm: cooldown expiry", "routing.tasks.quota_cooldowns_expire", 30),
+    ("freellm: health probes", "routing.tasks.health_probe_sweep", None),  # FREELLM_PROBE_INTERVAL
+    ("freellm: prune request logs", "routing.tasks.request_logs_prune", 6 * 3600),
+)
+
+
+def ensure_periodic_tasks() -> list[str]:
+    """Create the beat schedule's PeriodicTask rows if missing (idempotent; an admin's edits to existing
+    rows are kept). Returns the names created. Called by ``manage.py bootstrap``."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    created = []
+    for name, task, every in PERIODIC_TASKS:
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        schedule, _ = IntervalSchedule.objects.get_or_create(
+            every=every or settings.FREELLM_PROBE_INTERVAL, period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.create(name=name, task=task, interval=schedule)
+        created.append(name)
+    return created

@@ -1,0 +1,105 @@
+"""Gemini, Cohere and Workers AI native routes behind the live gateway: the openai SDK cannot tell them
+apart from OpenAI-compatible ones, and their 429s and auth failures drive failover like any other."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.emulator.gemini import SIGNATURE
+from tests.fixtures_gateway import add_chain, add_provider
+
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def add_native(emulator, kind: str, key: str, slug: str | None = None) -> str:
+    """One native provider served by the emulator; returns its route name."""
+    slug = slug or kind
+    if kind == "gemini":
+        models = ["gemini-2.5-flash", {"model_id": "gemini-3-flash-preview", "supports_tools": True}]
+        add_provider(emulator, slug, [key], models, adapter="gemini", path=f"{slug}/v1beta")
+        return f"{slug}/gemini-2.5-flash"
+    if kind == "cohere":
+        add_provider(emulator, slug, [key], ["command-a-03-2025"], adapter="cohere", path=f"{slug}/v2")
+        return f"{slug}/command-a-03-2025"
+    add_provider(emulator, slug, [f"{ACCOUNT}:{key}"], ["@cf/meta/llama-3.3-70b-instruct-fp8-fast"],
+                 adapter="cloudflare", path=f"{slug}/client/v4")
+    return f"{slug}/@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+
+
+@pytest.mark.parametrize("kind", ["gemini", "cohere", "cloudflare"])
+def test_native_route_answers_plain_and_streamed(gateway, emulator, kind):
+    add_chain("auto", [add_native(emulator, kind, "ok")])
+    client = gateway.openai()
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hello native"}]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Echo: hello native"
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    assert raw.headers["X-FreeLLM-Provider"] == kind
+
+    chunks = list(client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "stream me please"}], stream=True,
+        stream_options={"include_usage": True},
+    ))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == "Echo: stream me please"
+    assert len(pieces) >= 3
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize(("first", "second"), [("gemini", "cohere"), ("cohere", "cloudflare"), ("cloudflare", "gemini")])
+def test_native_429_fails_over_and_the_route_cools_down(gateway, emulator, first, second):
+    add_chain("auto", [add_native(emulator, first, "busy;429=30"), add_native(emulator, second, "ok")])
+    client = gateway.openai()
+
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["X-FreeLLM-Provider"] == second
+    # The wait the provider asked for (RetryInfo, Retry-After, the daily allocation) kept the router away.
+    assert len(emulator.calls_for(provider=first)) == 1
+    assert len(emulator.calls_for(provider=second)) == 3
+
+
+@pytest.mark.parametrize("kind", ["gemini", "cohere", "cloudflare"])
+def test_native_auth_failure_marks_the_key_invalid_and_fails_over(gateway, emulator, kind):
+    from providers.models import ProviderKey
+
+    add_chain("auto", [add_native(emulator, kind, "bad;401"), add_native(emulator, "gemini", "ok", slug="backup")])
+    raw = gateway.openai().chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+
+    assert raw.headers["X-FreeLLM-Provider"] == "backup"
+    assert ProviderKey.objects.get(label=f"{kind}-0").status == ProviderKey.Status.INVALID
+
+
+def test_gemini_tool_call_round_trip_keeps_the_thought_signature(gateway, emulator):
+    add_native(emulator, "gemini", "ok")
+    add_chain("auto", ["gemini/gemini-3-flash-preview"])
+    client = gateway.openai()
+    question = {"role": "user", "content": "call tool for Oslo"}
+
+    first = client.chat.completions.create(model="auto", messages=[question], tools=[WEATHER_TOOL])
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = message.tool_calls[0]
+    second = client.chat.completions.create(
+        model="auto",
+        tools=[WEATHER_TOOL],
+        messages=[
+            question,
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ],
+    )
+
+    assert second.choices[0].message.content == 'Tool said: {"result": "sunny"}'
+    sent = emulator.calls_for(provider="gemini")[-1].body["contents"][1]["parts"][0]
+    assert sent["thoughtSignature"] == SIGNATURE

@@ -10,6 +10,7 @@ from django.db import transaction
 from providers.management.commands.import_config import import_file
 from providers.models import Provider
 from routing.services import first_admin_create, team_groups_sync
+from routing.services_quota import ensure_periodic_tasks
 
 # A request anyone can paste; `auto` is the chain name clients use when they do not care which model.
 CURL = (
@@ -35,6 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, config: Path, **options) -> None:
         with transaction.atomic():
             team_groups_sync()
+            ensure_periodic_tasks()  # the Celery beat schedule (quota rollups, probes, pruning)
             first = first_admin_create(password=os.environ.get("FREELLM_ADMIN_PASSWORD") or None)
         if config.exists():
             report = import_file(config)

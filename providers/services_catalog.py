@@ -277,7 +277,7 @@ def _place_models(provider: Provider, entry: CatalogProvider, *, only: set[str] 
     embedding models go at the end of the chain named after their family. ``only`` limits this to
     the given model ids (catalog_sync places only the models it creates).
     """
-    placements = []
+    placed: list[tuple[FallbackChain, UpstreamModel]] = []
     for model in provider.models.filter(enabled=True).order_by("model_id"):
         catalog_model = entry.model(model.model_id)
         if catalog_model is None or (only is not None and model.model_id not in only):
@@ -286,19 +286,24 @@ def _place_models(provider: Provider, entry: CatalogProvider, *, only: set[str] 
             chain = _chain(
                 AUTO_CHAIN, ModelKind.CHAT, "Default chain: free chat models, best first (from the catalog)"
             )
-            position = _insert_ranked(chain, model, catalog_model.auto_rank)
+            rank = catalog_model.auto_rank
         elif catalog_model.kind == ModelKind.EMBEDDING:
             chain = _chain(
                 embedding_chain_name(catalog_model.family),
                 ModelKind.EMBEDDING,
                 f"Embedding models of the {catalog_model.family} family ({catalog_model.dimensions} dimensions)",
             )
-            position = _insert_ranked(chain, model, None)
+            rank = None
         else:
             continue
-        if position is not None:
-            placements.append(f"{chain.name} #{position + 1}: {model.route_name}")
-    return placements
+        if _insert_ranked(chain, model, rank) is not None:
+            placed.append((chain, model))
+    # Positions are reported once everything is in, so they are the final ones.
+    final = []
+    for chain, model in placed:
+        order = list(chain.entries.order_by("position", "pk").values_list("model_id", flat=True))
+        final.append((chain.name, order.index(model.pk) + 1, model.route_name))
+    return [f"{name} #{position}: {route}" for name, position, route in sorted(final)]
 
 
 def _chain(name: str, kind: str, description: str) -> FallbackChain:
@@ -382,7 +387,8 @@ def catalog_sync(
             found = _sync_provider(provider, entries[provider.slug], apply=apply)
         changes.extend(found)
         if progress:
-            progress(f"[{index}/{len(providers)}] {provider.slug}: {len(found) or 'no'} difference(s)")
+            count = {0: "no differences", 1: "1 difference"}.get(len(found), f"{len(found)} differences")
+            progress(f"[{index}/{len(providers)}] {provider.slug}: {count}")
     return changes
 
 

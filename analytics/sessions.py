@@ -84,6 +84,10 @@ async def session_log_drain() -> None:
         await asyncio.gather(*mine, return_exceptions=True)
 
 
+def session_log_idle() -> bool:
+    return not _pending and not _writers
+
+
 def sticky_sessions_prune(*, keep_days: int | None = None) -> int:
     """Delete mirror rows of sessions unused for ``keep_days`` (the request-log retention by default)."""
     keep_days = settings.FREELLM_LOG_RETENTION_DAYS if keep_days is None else keep_days

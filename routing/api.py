@@ -313,8 +313,9 @@ _background: set[asyncio.Task] = set()
 
 def background_idle() -> bool:
     from analytics.services import request_logs_idle
+    from analytics.sessions import session_log_idle
 
-    return not _background and request_logs_idle()
+    return not _background and request_logs_idle() and session_log_idle()
 
 
 def _with_trail(response: HttpResponse, ctx: router.RequestContext | None, served: router.Served | None = None):

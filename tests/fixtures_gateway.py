@@ -65,8 +65,10 @@ def reset_shared_state() -> None:
     from django.conf import settings
 
     from routing.quota import set_quota_store
+    from routing.sessions import reset_session_store
 
     set_quota_store(None)
+    reset_session_store()
     if settings.REDIS_URL:
         import redis
 

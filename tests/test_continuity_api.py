@@ -10,8 +10,6 @@ from routing.handoff import HANDOFF_MARKER
 from routing.tokens import estimate_tokens
 from tests.fixtures_gateway import add_chain, add_provider
 
-pytestmark = pytest.mark.usefixtures("fresh_sessions")
-
 SYSTEM = {"role": "system", "content": "You are a concise travel planner."}
 
 
@@ -80,6 +78,25 @@ def test_same_session_stays_on_its_model_when_the_chain_order_changes(gateway, e
     raw, _ = chat(client, [SYSTEM, {"role": "user", "content": "Something else entirely."}],
                   extra_headers={"X-Session-Id": "trip-2"})
     assert raw.headers["X-FreeLLM-Provider"] == "cerebras"
+
+
+def test_sessions_live_in_redis_and_survive_a_restart(gateway, emulator, groq_then_cerebras, settings, redis_url):
+    import redis
+
+    from routing.sessions import REDIS_KEY_PREFIX, reset_session_store
+
+    settings.REDIS_URL = redis_url
+    client = gateway.openai()
+    turn = [SYSTEM, {"role": "user", "content": "Hi"}]
+    raw, _ = chat(client, turn, extra_headers={"X-Session-Id": "kept"})
+    assert raw.headers["X-FreeLLM-Provider"] == "groq"
+    stored = list(redis.Redis.from_url(redis_url).scan_iter(REDIS_KEY_PREFIX + "*"))
+    assert len(stored) == 1
+    # What a restart loses: the process's own memory. The session is still in Redis.
+    reset_session_store()
+    reorder_chain("auto", ["cerebras/qwen", "groq/llama"])
+    raw, _ = chat(client, turn, extra_headers={"X-Session-Id": "kept"})
+    assert raw.headers["X-FreeLLM-Provider"] == "groq"
 
 
 def test_without_session_id_the_conversation_opening_identifies_the_session(gateway, emulator, groq_then_cerebras):

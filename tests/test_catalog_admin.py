@@ -118,3 +118,31 @@ def test_chat_for_auto_routes_through_the_provider_added_in_the_admin(
     assert raw.headers["x-freellm-model"] == "openai/gpt-oss-120b"  # the first entry of the ranked chain
     (call,) = emulator.calls_for(provider="groq")
     assert call.key == "live-key-0001" and call.model == "openai/gpt-oss-120b"
+
+
+@pytest.mark.django_db
+def test_native_providers_are_added_and_their_keys_tested_in_their_own_wire_format(staff_client, emulator):
+    # Cloudflare: the key is account_id:token; the account goes into the path, the token into Bearer.
+    staff_client.post(
+        ADD_URL,
+        {
+            "provider": "cloudflare",
+            "keys": "acct-one:cf-good-0001\nacct-two:cf-bad-0002;401",
+            "base_url": f"{emulator.url}/cloudflare/client/v4",
+        },
+    )
+    calls = {c.key: c for c in emulator.calls_for(provider="cloudflare")}
+    assert set(calls) == {"cf-good-0001", "cf-bad-0002;401"}
+    assert "/accounts/acct-one/ai/run/" in calls["cf-good-0001"].path
+    statuses = dict(ProviderKey.objects.filter(provider__slug="cloudflare").values_list("label", "status"))
+    assert statuses == {"cloudflare-1": "active", "cloudflare-2": "invalid"}
+    assert FallbackChain.objects.get(name="bge-m3").kind == "embedding"
+
+    # Gemini: the key travels in x-goog-api-key.
+    staff_client.post(
+        ADD_URL, {"provider": "gemini", "keys": "gem-good-0001", "base_url": f"{emulator.url}/gemini/v1beta"}
+    )
+    (call,) = emulator.calls_for(provider="gemini")
+    assert call.key == "gem-good-0001" and call.headers.get("x-goog-api-key") == "gem-good-0001"
+    assert ProviderKey.objects.get(provider__slug="gemini").status == "active"
+    assert "gemini/gemini-2.5-flash" in _auto_routes()

@@ -441,3 +441,46 @@ async def test_headroom_orders_keys(quota_store):
     assert await quota_store.headroom(fresh) == 1.0
     assert await quota_store.headroom(used) == pytest.approx(0.4)
     assert await quota_store.headroom(route(key="c")) == 1.0
+
+
+async def test_set_key_invalid_from_a_probe(quota_store):
+    a, b = route("m1", "k1"), route("m2", "k1")
+    await quota_store.set_key_invalid(a, True)
+    assert (await quota_store.reserve(b, 0)).reason == "key_invalid"
+    await quota_store.set_key_invalid(a, False)
+    assert isinstance(await quota_store.reserve(b, 0), Lease)
+
+
+async def test_embedded_store_forgets_an_auth_failure_after_its_ttl(clock):
+    from routing.quota.local import LocalQuotaStore
+
+    store = LocalQuotaStore(lease_ttl=LEASE_TTL, now=clock, key_invalid_ttl=600)
+    r = route()
+    await store.record(r, ErrorKind.AUTH)
+    clock.advance(599)
+    assert (await store.reserve(r, 0)).reason == "key_invalid"
+    clock.advance(2)
+    assert isinstance(await store.reserve(r, 0), Lease)
+
+
+async def test_redis_keys_are_namespaced_and_expire(redis_url, clock):
+    import redis.asyncio as aioredis
+
+    from routing.quota.redis import PREFIX, RedisQuotaStore
+
+    store = RedisQuotaStore(redis_url, lease_ttl=LEASE_TTL, now=clock)
+    r = route(rpm=5, tpm=1000, p_rpm=10)
+    lease = await store.reserve(r, 100)
+    await store.reserve(r, 100)
+    await store.settle(lease, 50)
+    await store.record(r, ErrorKind.RATE_LIMITED, headers={"x-ratelimit-limit-tokens": "900"})
+    await store.record(route(key="bad"), ErrorKind.AUTH)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    keys = [k async for k in client.scan_iter("*")]
+    assert keys and all(k.startswith(PREFIX) for k in keys)
+    for key in keys:
+        ttl = await client.ttl(key)
+        # Only a disabled key's flag waits for an admin or a probe.
+        assert (ttl == -1) if key.startswith(f"{PREFIX}k:") else (0 < ttl <= 7 * 86400), (key, ttl)
+    await client.aclose()
+    await store.aclose()

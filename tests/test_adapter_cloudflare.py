@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from providers.adapters.base import ErrorKind, Target, Timeouts, UpstreamError
-from providers.adapters.cloudflare import CloudflareAdapter
+from providers.adapters.cloudflare import CloudflareAdapter, vtt_to_srt
 from tests.emulator import content
 
 ADAPTER = CloudflareAdapter()
@@ -307,14 +307,23 @@ async def test_whisper_turbo_sends_base64_json_and_verbose_json(emulator, client
     assert base64.b64decode(emulator.calls[-1].body["audio"]) == audio
 
 
-async def test_whisper_text_and_vtt_formats(emulator, client):
+async def test_whisper_text_vtt_and_srt_formats(emulator, client):
     audio = bytes(50)
     model = "@cf/openai/whisper"
     text = await ADAPTER.transcription(client, target(emulator, model=model), ("a.wav", audio, "audio/wav"), {"response_format": "text"}, TIMEOUTS)
     vtt = await ADAPTER.transcription(client, target(emulator, model=model), ("a.wav", audio, "audio/wav"), {"response_format": "vtt"}, TIMEOUTS)
 
+    srt = await ADAPTER.transcription(client, target(emulator, model=model), ("a.wav", audio, "audio/wav"), {"response_format": "srt"}, TIMEOUTS)
+
     assert text.body == content.transcript_text("audio", len(audio))
     assert vtt.body.startswith("WEBVTT")
+    assert srt.body == f"1\n00:00:00,000 --> 00:00:01,000\n{text.body}\n"
+
+
+def test_vtt_to_srt_numbers_cues_and_adds_hours():
+    vtt = "WEBVTT\n\nNOTE made by whisper\n\n00:01.500 --> 00:02.000\nhello\n\n01:02:03.250 --> 01:02:04.000 align:start\nworld\nagain\n"
+
+    assert vtt_to_srt(vtt) == "1\n00:00:01,500 --> 00:00:02,000\nhello\n\n2\n01:02:03,250 --> 01:02:04,000\nworld\nagain\n"
 
 
 async def test_whisper_auth_error(emulator, client):

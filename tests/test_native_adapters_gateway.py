@@ -3,8 +3,11 @@ apart from OpenAI-compatible ones, and their 429s and auth failures drive failov
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
+from tests.emulator import content
 from tests.emulator.gemini import SIGNATURE
 from tests.fixtures_gateway import add_chain, add_provider
 
@@ -103,3 +106,44 @@ def test_gemini_tool_call_round_trip_keeps_the_thought_signature(gateway, emulat
     assert second.choices[0].message.content == 'Tool said: {"result": "sunny"}'
     sent = emulator.calls_for(provider="gemini")[-1].body["contents"][1]["parts"][0]
     assert sent["thoughtSignature"] == SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("kind", "model_id", "path"),
+    [
+        ("gemini", "gemini-embedding-001", "gemini/v1beta"),
+        ("cohere", "embed-v4.0", "cohere/v2"),
+        ("cloudflare", "@cf/baai/bge-m3", "cloudflare/client/v4"),
+    ],
+)
+def test_native_embeddings_through_the_sdk(gateway, emulator, kind, model_id, path):
+    key = f"{ACCOUNT}:ok" if kind == "cloudflare" else "ok"
+    add_provider(emulator, kind, [key], [{"model_id": model_id, "kind": "embedding", "family": kind}],
+                 adapter=kind, path=path)
+    add_chain("embed", [f"{kind}/{model_id}"], kind="embedding")
+
+    # The openai SDK asks for base64 unless told otherwise and decodes it: both paths must round-trip.
+    as_base64 = gateway.openai().embeddings.create(model="embed", input=["one", "two"])
+    as_floats = gateway.openai().embeddings.create(model="embed", input="one", encoding_format="float")
+
+    assert len(as_base64.data) == 2
+    assert as_base64.data[0].embedding == pytest.approx(content.embedding_vector("one"), abs=1e-6)
+    assert as_floats.data[0].embedding == content.embedding_vector("one")
+    assert as_base64.usage.prompt_tokens > 0
+
+
+def test_workers_ai_image_and_whisper_through_the_sdk(gateway, emulator):
+    add_provider(emulator, "cloudflare", [f"{ACCOUNT}:ok"], [
+        {"model_id": "@cf/black-forest-labs/flux-1-schnell", "kind": "image"},
+        {"model_id": "@cf/openai/whisper-large-v3-turbo", "kind": "transcription"},
+    ], adapter="cloudflare", path="cloudflare/client/v4")
+    add_chain("images", ["cloudflare/@cf/black-forest-labs/flux-1-schnell"], kind="image")
+    add_chain("whisper", ["cloudflare/@cf/openai/whisper-large-v3-turbo"], kind="transcription")
+    client = gateway.openai()
+
+    image = client.images.generate(model="images", prompt="a lighthouse", response_format="b64_json")
+    audio = b"RIFF$\x00\x00\x00WAVEfmt " + bytes(100)
+    transcript = client.audio.transcriptions.create(model="whisper", file=("a.wav", audio, "audio/wav"))
+
+    assert base64.b64decode(image.data[0].b64_json) == content.TINY_PNG
+    assert transcript.text == content.transcript_text("audio", len(audio))

@@ -446,7 +446,7 @@ class CloudflareAdapter(Adapter):
     ) -> UpstreamResponse:
         _, audio, _ = file
         response_format = fields.get("response_format") or "json"
-        if response_format not in ("json", "text", "verbose_json", "vtt"):
+        if response_format not in ("json", "text", "verbose_json", "vtt", "srt"):
             raise _bad_request(f"response_format {response_format!r} is not available from Workers AI Whisper")
         if "whisper-large-v3-turbo" in target.model:
             body: dict[str, Any] = {"audio": base64.b64encode(audio).decode()}
@@ -464,10 +464,11 @@ class CloudflareAdapter(Adapter):
         text = result["text"]
         if response_format == "text":
             return UpstreamResponse(text, None, response.headers)
-        if response_format == "vtt":
+        if response_format in ("vtt", "srt"):
             if not result.get("vtt"):
                 raise UpstreamError(ErrorKind.SERVER, "Workers AI answered without WebVTT")
-            return UpstreamResponse(result["vtt"], None, response.headers)
+            subtitles = result["vtt"] if response_format == "vtt" else vtt_to_srt(result["vtt"])
+            return UpstreamResponse(subtitles, None, response.headers)
         if response_format == "verbose_json":
             info = result.get("transcription_info") or {}
             body = {
@@ -490,6 +491,27 @@ class CloudflareAdapter(Adapter):
 
 
 _OPENAI = OpenAIAdapter()
+
+
+def vtt_to_srt(vtt: str) -> str:
+    """WebVTT (what Workers AI Whisper returns) → SRT: numbered cues, comma before the milliseconds."""
+    cues = []
+    for block in re.split(r"\r?\n\s*\r?\n", vtt.strip()):
+        lines = block.strip().splitlines()
+        timing = next((i for i, line in enumerate(lines) if "-->" in line), None)
+        if timing is None:
+            continue  # the WEBVTT header, NOTE and STYLE blocks
+        start, _, end = lines[timing].partition("-->")
+        times = [_srt_time(start.strip()), _srt_time(end.strip().split(" ")[0])]
+        cues.append(f"{len(cues) + 1}\n{times[0]} --> {times[1]}\n" + "\n".join(lines[timing + 1 :]))
+    return "\n\n".join(cues) + "\n"
+
+
+def _srt_time(stamp: str) -> str:
+    # WebVTT may leave out the hours; SRT always has them.
+    if stamp.count(":") == 1:
+        stamp = "00:" + stamp
+    return stamp.replace(".", ",")
 
 
 def _duration(result: dict) -> float:

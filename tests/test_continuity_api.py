@@ -143,6 +143,13 @@ def test_bad_keys_switch_the_session_with_exactly_one_handoff_that_fits(gateway,
     row = wait_for_session_row(lambda r: r.switches == 1)
     assert (row.provider, row.model, row.source) == ("cerebras", "qwen", "header")
     assert row.last_switch_reason == "groq/llama → cerebras/qwen: key invalid"
+    from analytics.models import RequestLog
+    from tests.fixtures_gateway import wait_until_idle
+
+    wait_until_idle()
+    logged = RequestLog.objects.get(switched__startswith="groq/llama")
+    assert logged.switched == "groq/llama → cerebras/qwen: key invalid"
+    assert logged.session_id == row.key and logged.provider == "cerebras"
 
     # The session now lives on cerebras: the next turn goes there first, without another handoff.
     set_key("groq", "g")

@@ -282,3 +282,14 @@ def test_no_capable_model_is_a_422_before_any_upstream_call(gateway, emulator, m
     assert error["code"] == "no_capable_model"
     assert needs in error["message"] and "groq/llama" in error["message"]
     assert emulator.calls == []
+
+
+def test_turn_the_sticky_model_cannot_serve_switches_with_the_capability_as_reason(gateway, emulator,
+                                                                                   mixed_capabilities):
+    client = gateway.openai()
+    raw, _ = chat(client, [{"role": "user", "content": "Hi"}], extra_headers={"X-Session-Id": "pics"})
+    assert raw.headers["X-FreeLLM-Provider"] == "groq"
+    raw, _ = chat(client, IMAGE_TURN, extra_headers={"X-Session-Id": "pics"})
+    assert raw.headers["X-FreeLLM-Switched"] == "groq/llama → gemini/flash: no vision"
+    assert len(handoffs(emulator.calls_for(provider="gemini")[-1].body["messages"])) == 1
+    assert len(emulator.calls_for(provider="groq")) == 1

@@ -163,6 +163,23 @@ async def test_tool_results_round_trip(emulator, client):
     assert sent[2] == {"role": "tool", "tool_call_id": assistant["tool_calls"][0]["id"], "content": "sunny"}
 
 
+async def test_assistant_text_beside_tool_calls_is_the_tool_plan(emulator, client):
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    request = {
+        "model": "auto",
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+        ],
+    }
+    result = await ADAPTER.chat(client, target(emulator), request, TIMEOUTS)
+
+    assert result.body["choices"][0]["message"]["content"] == "Tool said: rain"
+    assert emulator.calls[-1].body["messages"][1] == {"role": "assistant", "tool_plan": "Let me look.", "tool_calls": [call]}
+
+
 async def test_stream_tool_calls(emulator, client):
     stream = await ADAPTER.chat_stream(client, target(emulator), chat("call tool", tools=[WEATHER_TOOL]), TIMEOUTS)
     chunks = await collect(stream)

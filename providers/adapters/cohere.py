@@ -5,7 +5,8 @@
 
 Translation, both ways:
 - messages keep OpenAI's roles (system, user, assistant, tool); assistant ``tool_calls`` and tool results
-  (``tool_call_id`` + content) have the same shape in v2. ``developer`` becomes ``system``.
+  (``tool_call_id`` + content) have the same shape in v2; an assistant's text beside tool calls goes as its
+  ``tool_plan``. ``developer`` becomes ``system``.
 - sampling: ``top_p`` → ``p``, ``stop`` → ``stop_sequences``; ``response_format`` json → ``json_object``
   (with the schema for ``json_schema``); ``tool_choice`` ``required``/``none`` → ``REQUIRED``/``NONE`` (a
   named function: ``REQUIRED`` with only that tool offered).
@@ -111,7 +112,8 @@ def translate_messages(messages: list[dict]) -> list[dict]:
         elif role == "assistant":
             item: dict[str, Any] = {"role": "assistant"}
             if text := _text_content(message.get("content")):
-                item["content"] = text
+                # Beside tool calls, v2 calls the assistant's text its tool plan.
+                item["tool_plan" if message.get("tool_calls") else "content"] = text
             if message.get("tool_calls"):
                 item["tool_calls"] = [
                     {

@@ -69,6 +69,7 @@ async def test_chat_splits_the_key_and_builds_the_run_url(emulator, client):
     result = await ADAPTER.chat(client, target(emulator), request, TIMEOUTS)
 
     assert result.body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: hello"}
+    assert result.body["model"] == CHAT_MODEL  # the model that served, not the name asked for
     assert result.body["choices"][0]["finish_reason"] == "stop"
     [call] = emulator.calls_for(provider="cloudflare")
     assert call.path == f"/cloudflare/client/v4/accounts/{ACCOUNT}/ai/run/{CHAT_MODEL}"

@@ -67,6 +67,7 @@ async def test_chat_translates_parameters_and_answers(emulator, client):
     result = await ADAPTER.chat(client, target(emulator), request, TIMEOUTS)
 
     assert result.body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: hello"}
+    assert result.body["model"] == "command-a-03-2025"  # the model that served, not the name asked for
     assert result.body["choices"][0]["finish_reason"] == "stop"
     [call] = emulator.calls_for(provider="cohere")
     assert call.path == "/cohere/v2/chat"

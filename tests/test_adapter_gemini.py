@@ -70,6 +70,7 @@ async def test_chat_translates_roles_system_and_generation_config(emulator, clie
     choice = result.body["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": "Echo: hello there"}
     assert choice["finish_reason"] == "stop"
+    assert result.body["model"] == "gemini-2.5-flash"  # the model that served, not the name asked for
     assert result.body["object"] == "chat.completion"
     [call] = emulator.calls_for(provider="gemini")
     assert call.path.endswith("/v1beta/models/gemini-2.5-flash:generateContent")

@@ -347,7 +347,7 @@ class CloudflareAdapter(Adapter):
             return await _OPENAI.chat(client, openai_target, request, timeouts)
         body = build_chat_request(drop_params(request, target.drop_params), stream=False)
         result, response = await self._result(client, target, timeouts, json_body=body)
-        answer = chat_completion_from_result(result, request.get("model") or target.model)
+        answer = chat_completion_from_result(result, target.model)
         return UpstreamResponse(answer, _to_usage(answer.get("usage")), response.headers)
 
     async def chat_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
@@ -364,7 +364,7 @@ class CloudflareAdapter(Adapter):
             headers=self._headers(target, token),
             json=body,
         )
-        translator = _StreamTranslator(request.get("model") or target.model)
+        translator = _StreamTranslator(target.model)
 
         async def chunks() -> AsyncIterator[dict]:
             done = False
@@ -404,7 +404,7 @@ class CloudflareAdapter(Adapter):
         prompt_tokens = rough_tokens(texts)
         answer = embedding_list(
             vectors,
-            model=request.get("model") or target.model,
+            model=target.model,
             encoding_format=request.get("encoding_format"),
             prompt_tokens=prompt_tokens,
         )

@@ -350,7 +350,7 @@ class CohereAdapter(Adapter):
         data = response_json(response)
         if not isinstance(data, dict):
             raise UpstreamError(ErrorKind.SERVER, "Cohere's answer is not a JSON object", status=response.status_code)
-        answer = chat_completion_from_cohere(data, request.get("model") or target.model)
+        answer = chat_completion_from_cohere(data, target.model)
         return UpstreamResponse(answer, _to_usage(answer.get("usage")), response.headers)
 
     async def chat_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
@@ -365,7 +365,7 @@ class CohereAdapter(Adapter):
             headers=headers,
             json=body,
         )
-        translator = _StreamTranslator(request.get("model") or target.model)
+        translator = _StreamTranslator(target.model)
 
         async def chunks() -> AsyncIterator[dict]:
             try:
@@ -407,7 +407,7 @@ class CohereAdapter(Adapter):
         prompt_tokens = int(billed) if billed is not None else rough_tokens(texts)
         answer = embedding_list(
             vectors,
-            model=request.get("model") or target.model,
+            model=target.model,
             encoding_format=request.get("encoding_format"),
             prompt_tokens=prompt_tokens,
         )

@@ -484,7 +484,7 @@ class GeminiAdapter(Adapter):
     async def chat(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamResponse:
         body = build_generate_request(drop_params(request, target.drop_params))
         response = await self._post(client, target, "generateContent", body, timeouts)
-        answer = chat_completion_from_gemini(response_json(response) or {}, request.get("model") or target.model)
+        answer = chat_completion_from_gemini(response_json(response) or {}, target.model)
         return UpstreamResponse(answer, _to_usage(answer.get("usage")), response.headers)
 
     async def chat_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
@@ -498,7 +498,7 @@ class GeminiAdapter(Adapter):
             headers=self._headers(target),
             json=body,
         )
-        translator = _StreamTranslator(request.get("model") or target.model)
+        translator = _StreamTranslator(target.model)
 
         async def chunks() -> AsyncIterator[dict]:
             try:
@@ -540,7 +540,7 @@ class GeminiAdapter(Adapter):
         prompt_tokens = rough_tokens(texts)
         body = embedding_list(
             response_vectors,
-            model=request.get("model") or target.model,
+            model=target.model,
             encoding_format=request.get("encoding_format"),
             prompt_tokens=prompt_tokens,
         )

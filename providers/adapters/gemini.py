@@ -185,7 +185,8 @@ def translate_messages(messages: list[dict]) -> tuple[dict | None, list[dict]]:
     for message in messages:
         role = message.get("role")
         if role in ("system", "developer"):
-            system_parts.extend({"text": text} for text in [text_of(message.get("content"))] if text)
+            if text := text_of(message.get("content")):
+                system_parts.append({"text": text})
         elif role == "user":
             add("user", _content_parts(message.get("content")))
         elif role == "assistant":

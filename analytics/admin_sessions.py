@@ -13,8 +13,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from .models import StickySession
-
-VIEW_ALL = "analytics.view_all_requests"
+from .selectors import user_sees_all_requests
 
 
 class ActiveFilter(admin.SimpleListFilter):
@@ -67,7 +66,7 @@ class StickySessionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        if request.user.has_perm(VIEW_ALL):
+        if user_sees_all_requests(request.user):
             return queryset
         return queryset.filter(api_key__user=request.user)
 

@@ -40,4 +40,7 @@ def probe_key(key_id: int) -> str | None:
 
 @shared_task(name="routing.tasks.request_logs_prune")
 def request_logs_prune() -> int:
-    return services_quota.request_logs_prune()
+    from analytics.sessions import sticky_sessions_prune
+
+    # The sticky-session mirror ages out with the request log it sits beside.
+    return services_quota.request_logs_prune() + sticky_sessions_prune()

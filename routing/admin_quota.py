@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from .models import QuotaWindow
 from .quota import get_quota_store
-from .quota.resilient import ResilientQuotaStore
+from .quota.resilient import BACKEND_ERRORS, ResilientQuotaStore
 from .services_quota import quota_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 
@@ -63,10 +63,18 @@ class QuotaWindowAdmin(admin.ModelAdmin):
 
     @admin.action(description="Clear cooldown (close the circuit, re-enable the key)", permissions=["change"])
     def clear_cooldown(self, request: HttpRequest, queryset) -> None:
-        count = quota_cooldown_clear(windows=list(queryset))
+        try:
+            count = quota_cooldown_clear(windows=list(queryset))
+        except BACKEND_ERRORS as exc:
+            self.message_user(request, f"The quota store is unavailable ({type(exc).__name__}); try again.", messages.ERROR)
+            return
         self.message_user(request, f"Cooldown cleared on {count} route(s).", messages.SUCCESS)
 
     @admin.action(description="Refresh now from the quota store", permissions=["view"])
     def refresh_now(self, request: HttpRequest, queryset) -> None:
-        rows = quota_windows_rollup(in_process=True)
+        try:
+            rows = quota_windows_rollup(in_process=True)
+        except BACKEND_ERRORS as exc:
+            self.message_user(request, f"The quota store is unavailable ({type(exc).__name__}); try again.", messages.ERROR)
+            return
         self.message_user(request, f"{rows} quota window(s) refreshed.", messages.SUCCESS)

@@ -245,3 +245,20 @@ def test_a_real_celery_worker_runs_a_task_from_the_redis_broker(redis_url):
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+@pytest.mark.django_db
+def test_quota_admin_actions_survive_a_redis_outage(admin_client_local, settings):
+    from routing.quota import build_quota_store, set_quota_store
+
+    client, _ = admin_client_local
+    _setup_routes()
+    row = QuotaWindow.objects.create(provider="groq", model="llama", key_label="k1", window="rpm",
+                                     updated_at=timezone.now())  # fmt: skip
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    set_quota_store(build_quota_store())
+    for action in ("clear_cooldown", "refresh_now"):
+        response = client.post("/admin/routing/quotawindow/", {"action": action, "_selected_action": [row.pk]},
+                               follow=True)  # fmt: skip
+        assert response.status_code == 200
+        assert "The quota store is unavailable" in response.content.decode()

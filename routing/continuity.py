@@ -113,7 +113,8 @@ async def chat_plan(
 ) -> ChatPlan:
     """Gate the resolved models (422 when none can serve) and put the session's sticky model first."""
     requirements = chat_requirements(body)
-    if all(model_can_serve(m, requirements) for m in resolution.models):
+    # An empty chain is not a capability problem: the router reports it as having no usable upstream.
+    if resolution.models and all(model_can_serve(m, requirements) for m in resolution.models):
         raise GatewayError(
             422, no_capable_model_message(requested, requirements, resolution.models), code="no_capable_model"
         )

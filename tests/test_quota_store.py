@@ -484,3 +484,31 @@ async def test_redis_keys_are_namespaced_and_expire(redis_url, clock):
         assert (ttl == -1) if key.startswith(f"{PREFIX}k:") else (0 < ttl <= 7 * 86400), (key, ttl)
     await client.aclose()
     await store.aclose()
+
+
+async def test_learning_from_a_real_upstreams_headers_and_429(quota_store, emulator, clock):
+    """The emulator speaks Groq's wire format: headers on every answer, the 429 body text, Retry-After."""
+    import httpx
+
+    from providers.adapters import get_adapter
+    from providers.adapters.base import Target, Timeouts, UpstreamError
+
+    adapter = get_adapter("openai")
+    target = Target(provider="groq", base_url=f"{emulator.url}/groq/v1", model="llama", api_key="a;rpm=2;tpm=5000")
+    r = route(rpm=30)  # configured looser than the key really is
+    request = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    async with httpx.AsyncClient() as client:
+        answer = await adapter.chat(client, target, request, Timeouts())
+        await quota_store.record(r, None, headers=answer.headers)
+        status = await quota_store.status(r)
+        assert status.learned == {"rpm": 2, "tpm": 5000} and status.limits["rpm"] == 2
+        await adapter.chat(client, target, request, Timeouts())
+        with pytest.raises(UpstreamError) as failure:
+            await adapter.chat(client, target, request, Timeouts())
+    exc = failure.value
+    assert exc.kind == ErrorKind.RATE_LIMITED
+    await quota_store.record(r, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    denied = await quota_store.reserve(r, 0)
+    assert denied.reason == "cooldown" and 50 < denied.retry_after <= 61
+    # The provider counted two requests this minute that this store never reserved: they are ours now.
+    assert (await quota_store.status(r)).used["rpm"] == 2

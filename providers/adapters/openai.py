@@ -238,7 +238,7 @@ def _error_from_payload(
     retry_after = parse_retry_after(headers) if kind is ErrorKind.RATE_LIMITED else None
     if kind is ErrorKind.RATE_LIMITED and retry_after is None:
         retry_after = _wait_from_message(message)
-    text = _redact(message or "no error message", target.api_key)
+    text = transport.redact(message or "no error message", target.api_key)
     if len(text) > _MESSAGE_LIMIT:
         text = text[:_MESSAGE_LIMIT] + "…"
     label = f"HTTP {status}" if status else "stream error"
@@ -272,9 +272,3 @@ def _wait_from_message(message: str) -> float | None:
         return None
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     return sum(float(number) * scale[unit] for number, unit in _DURATION_PART.findall(match.group(1)))
-
-
-def _redact(text: str, secret: str | None) -> str:
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text

@@ -7,14 +7,22 @@ import io
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from routing.models import ApiKey
 from routing.selectors import api_key_authenticate
 from routing.services import api_key_create, api_key_revoke
+
+
+@pytest.fixture
+async def close_async_connections():
+    """The async ORM runs in asgiref's worker thread; close its connection so the test DB can be dropped."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
@@ -58,6 +66,7 @@ def test_revoke_is_recorded_once(user):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_async_connections")
 async def test_authenticate_finds_the_key_and_its_user():
     user = await get_user_model().objects.acreate(username="bob")
     api_key, raw = await _acreate(user, "ci")
@@ -69,6 +78,7 @@ async def test_authenticate_finds_the_key_and_its_user():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_async_connections")
 async def test_authenticate_refuses_unknown_revoked_and_deactivated():
     user = await get_user_model().objects.acreate(username="carol")
     _, raw = await _acreate(user, "a")
@@ -87,6 +97,7 @@ async def test_authenticate_refuses_unknown_revoked_and_deactivated():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_async_connections")
 async def test_last_used_is_written_at_most_once_a_minute():
     user = await get_user_model().objects.acreate(username="dave")
     api_key, raw = await _acreate(user, "k")
@@ -108,8 +119,6 @@ async def test_last_used_is_written_at_most_once_a_minute():
 
 
 async def _acreate(user, name: str):
-    from asgiref.sync import sync_to_async
-
     return await sync_to_async(api_key_create)(user=user, name=name)
 
 

@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
@@ -46,6 +48,7 @@ class ProviderKeyForm(forms.ModelForm):
         # field does not count as a change in the history.
         self.initial["secret"] = ""
 
+    @method_decorator(sensitive_variables())
     def clean_secret(self) -> str:
         typed = self.cleaned_data["secret"]
         if not typed and self.instance.pk:
@@ -63,6 +66,14 @@ def _report_key_tests(request: HttpRequest, keys) -> None:
         result: KeyTestResult = provider_key_test(key=key)
         level = {True: messages.SUCCESS, False: messages.ERROR, None: messages.WARNING}[result.ok]
         messages.add_message(request, level, f"{key}: {result.detail}")
+
+
+class HidePostedSecretsMixin:
+    """Error reports (DEBUG pages, error mails) show no POST value of these forms: they carry key secrets."""
+
+    @method_decorator(sensitive_post_parameters())
+    def changeform_view(self, request, *args, **kwargs):
+        return super().changeform_view(request, *args, **kwargs)
 
 
 class ProviderKeyInline(admin.TabularInline):
@@ -84,7 +95,7 @@ class UpstreamModelInline(admin.TabularInline):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "adapter", "base_url", "enabled", "key_count", "model_count"]
     list_filter = ["adapter", "enabled", "keyless"]
     search_fields = ["slug", "name", "base_url"]
@@ -132,7 +143,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProviderKey)
-class ProviderKeyAdmin(admin.ModelAdmin):
+class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     form = ProviderKeyForm
     list_display = ["__str__", masked_secret, "enabled", "status", "status_detail", "last_used_at"]
     list_filter = ["provider", "status", "enabled"]

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.views.decorators.debug import sensitive_variables
 
 PREFIX = "v1"
 
@@ -31,7 +32,12 @@ class DecryptionError(Exception):
 class Keyring:
     keys: tuple[tuple[str, bytes], ...]  # (key id, 32-byte key); the first encrypts
 
+    def __repr__(self) -> str:
+        # Never the key material: a Keyring shows up in tracebacks and error reports.
+        return f"Keyring(ids={[key_id for key_id, _ in self.keys]})"
+
     @classmethod
+    @sensitive_variables()
     def parse(cls, spec: str) -> Keyring:
         keys = []
         for part in (p.strip() for p in spec.split(",")):
@@ -55,12 +61,14 @@ class Keyring:
     def primary_id(self) -> str:
         return self.keys[0][0]
 
+    @sensitive_variables("key", "plaintext")
     def encrypt(self, plaintext: str, aad: bytes) -> str:
         key_id, key = self.keys[0]
         nonce = os.urandom(12)
         sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), aad)
         return f"{PREFIX}:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
+    @sensitive_variables("key")
     def decrypt(self, stored: str, aad: bytes) -> str:
         version, _, rest = stored.partition(":")
         key_id, _, b64 = rest.partition(":")
@@ -101,6 +109,7 @@ class EncryptedTextField(models.TextField):
             return value
         return keyring().decrypt(value, self.aad())
 
+    @sensitive_variables("value")
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
         if value in (None, ""):

@@ -11,6 +11,7 @@ import httpx
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
@@ -33,6 +34,8 @@ class ImportReport:
         self.changes.append(line)
 
 
+# The file, its parsed form and the resolved secrets stay out of error reports.
+@sensitive_variables()
 def config_import(
     *, data: Any, prune: bool = False, dry_run: bool = False, environ: Mapping[str, str] | None = None
 ) -> ImportReport:
@@ -64,6 +67,7 @@ def config_import(
     return report
 
 
+@sensitive_variables()
 def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) -> list[dict[str, str | None]]:
     """Checks that need the whole file or the database. Returns each provider's resolved secrets by label
     (None = keep the stored one). Raises ConfigError listing every problem."""
@@ -180,6 +184,7 @@ def _upsert(model_cls, lookup: dict[str, Any], wanted: dict[str, Any], what: str
     return obj
 
 
+@sensitive_variables()
 def _upsert_provider(
     spec: ProviderSpec, secrets: dict[str, str | None], *, prune: bool, report: ImportReport
 ) -> dict[str, UpstreamModel]:
@@ -274,6 +279,7 @@ def _upsert_chain(spec: ChainSpec, models_by_route: dict[str, UpstreamModel], *,
             report.add(f"~ chain {spec.name}: models → {', '.join(spec.models)}")
 
 
+@sensitive_variables()
 def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
     """Everything import_config reads, in the same format; secrets only when asked for."""
     providers = []
@@ -343,6 +349,7 @@ class KeyTestResult:
     detail: str
 
 
+@sensitive_variables()
 def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
     """One real, cheap upstream call with ``key`` (a 1-token chat, else an embedding).
 

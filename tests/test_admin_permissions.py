@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import re
@@ -280,3 +281,46 @@ def test_chain_admin_refuses_an_embedding_family_mix(team, provider):
     response = client.post(reverse("admin:providers_fallbackchain_add"), data)
     assert response.status_code == 302
     assert [e.model for e in FallbackChain.objects.get().entries.all()] == [a]
+
+
+def test_error_report_shows_neither_posted_secrets_nor_encryption_keys(team, provider, settings):
+    """A real 500 (the stored secret no longer decrypts): the report Django mails to ADMINS (what any
+    error reporter built on its filter sees) hides the POST values and the key material."""
+    import sys
+
+    from django.core.signals import got_request_exception
+    from django.views.debug import ExceptionReporter
+
+    from providers.crypto import generate_key_spec
+
+    key = provider.keys.get()
+    old_spec = settings.FREELLM_ENCRYPTION_KEYS
+    new_spec = generate_key_spec("other")
+    settings.FREELLM_ENCRYPTION_KEYS = new_spec
+    caught = []
+
+    def capture(sender, request, **kwargs):
+        caught.append((request, sys.exc_info()))
+
+    got_request_exception.connect(capture)
+    try:
+        client = client_for(team.staff)
+        client.raise_request_exception = False
+        response = client.post(reverse("admin:providers_providerkey_change", args=[key.pk]), _key_form(key, NEW_SECRET))
+    finally:
+        got_request_exception.disconnect(capture)
+
+    assert response.status_code == 500
+    [(request, exc_info)] = caught
+    reporter = ExceptionReporter(request, *exc_info, is_email=True)
+    # The HTML version (AdminEmailHandler with include_html) also lists every frame's local variables.
+    report = reporter.get_traceback_text() + reporter.get_traceback_html()
+    assert "DecryptionError" in report
+    text = html.unescape(report)
+    assert NEW_SECRET not in report and SECRET not in report
+    for spec in (old_spec, new_spec):
+        material = spec.split(":", 1)[1]
+        assert material not in report
+        # The raw key bytes, however a report wraps them: no 10-character run of their repr appears.
+        raw = repr(base64.b64decode(material))[2:-1]
+        assert not [raw[i : i + 10] for i in range(len(raw) - 10) if raw[i : i + 10] in text]

@@ -11,10 +11,11 @@ import pytest
 
 from providers.adapters import adapter_names
 from providers.catalog import ADAPTER_AUTH, CatalogError, catalog_providers, load_catalog, load_provider_file
-from providers.catalog.table import END_MARKER, START_MARKER, providers_table, replace_table
+from providers.catalog.table import END_MARKER, START_MARKER, providers_table, readme_section, replace_table
 from providers.models import ModelKind, Provider
 
 PROVIDERS = catalog_providers()
+README = Path(__file__).resolve().parent.parent / "README.md"
 BRIEF_PROVIDERS = {
     "gemini", "groq", "cerebras", "mistral", "openrouter", "modelscope", "cohere", "cloudflare", "nvidia",
     "huggingface", "zhipu", "siliconflow", "ollama", "llm7", "pollinations", "together",
@@ -166,4 +167,12 @@ def test_readme_table_replacement_keeps_the_rest_of_the_readme():
     assert (
         replace_table(f"x\n{START_MARKER}\nrest\n", table)
         == f"x\n{START_MARKER}\n{table}\n{END_MARKER}\nrest\n"
+    )
+
+
+def test_readme_providers_table_is_up_to_date():
+    text = README.read_text(encoding="utf-8")
+    assert START_MARKER in text and END_MARKER in text, "README.md has no providers table markers"
+    assert replace_table(text, readme_section(PROVIDERS)) == text, (
+        "README providers table is out of date: run `python manage.py catalog_table`"
     )

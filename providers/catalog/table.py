@@ -18,6 +18,22 @@ _AUTH = {
 _OTHER_KINDS = ("embedding", "image", "transcription", "speech")
 
 
+INTRO = (
+    "Generated from `providers/catalog/*.yaml` by `python manage.py catalog_table` (do not edit by hand). "
+    "To use one, open Providers → **Add from catalog** in the admin, pick it and paste keys (one per line; "
+    "each is checked with one real, cheap call). Its chat models join the `auto` chain by rank, its embedding "
+    "models a chain named after their family. `python manage.py catalog_sync` shows what a newer catalog "
+    "would change and `--apply` writes it, leaving keys and admin edits alone. Limits are the documented "
+    "free-tier figures on the date checked; the gateway also learns tighter ones from rate-limit headers "
+    "and 429s."
+)
+
+
+def readme_section(providers: Iterable[CatalogProvider]) -> str:
+    """What goes between the README markers: a short explanation and the table."""
+    return f"{INTRO}\n\n{providers_table(providers)}"
+
+
 def providers_table(providers: Iterable[CatalogProvider]) -> str:
     """A Markdown table: one row per provider, its free models and documented limits."""
     lines = [
@@ -67,7 +83,7 @@ def _escape(text: str) -> str:
 
 
 def replace_table(readme: str, table: str) -> str:
-    """``readme`` with the text between the markers replaced by ``table``.
+    """``readme`` with the text between the markers replaced by ``table`` (see ``readme_section``).
 
     A README without the markers gets a "Supported providers" section at the end; one with only the
     opening marker gets the closing marker right after the table.
@@ -75,11 +91,7 @@ def replace_table(readme: str, table: str) -> str:
     block = f"{START_MARKER}\n{table}\n{END_MARKER}"
     start = readme.find(START_MARKER)
     if start == -1:
-        section = (
-            "## Supported providers\n\n"
-            "Generated from `providers/catalog/*.yaml` by `python manage.py catalog_table`; do not edit by hand.\n\n"
-        )
-        return readme.rstrip("\n") + "\n\n" + section + block + "\n"
+        return readme.rstrip("\n") + "\n\n## Supported providers\n\n" + block + "\n"
     end = readme.find(END_MARKER, start)
     tail = readme[end + len(END_MARKER) :] if end != -1 else readme[start + len(START_MARKER) :]
     return readme[:start] + block + tail

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from providers.catalog import catalog_providers
-from providers.catalog.table import providers_table, replace_table
+from providers.catalog.table import readme_section, replace_table
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
         current = path.read_text(encoding="utf-8")
-        updated = replace_table(current, providers_table(catalog_providers()))
+        updated = replace_table(current, readme_section(catalog_providers()))
         if updated == current:
             self.stdout.write(f"{path.name}: providers table is up to date")
             return

@@ -69,7 +69,8 @@ def _report_key_tests(request: HttpRequest, keys) -> None:
 
 
 class HidePostedSecretsMixin:
-    """Error reports (DEBUG pages, error mails) show no POST value of these forms: they carry key secrets."""
+    """Error reports (mails to ADMINS, reporters using Django's filter) show no POST value of these forms:
+    they carry key secrets. DEBUG pages show everything by design; never run DEBUG with real keys."""
 
     @method_decorator(sensitive_post_parameters())
     def changeform_view(self, request, *args, **kwargs):

@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .catalog import CatalogError, catalog_providers
 from .models import Provider
@@ -52,12 +53,15 @@ def catalog_admin_urls(model_admin: admin.ModelAdmin) -> list[URLPattern]:
     """URLs to put in front of ``ProviderAdmin.get_urls()``."""
     name = f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_add_from_catalog"
 
+    # Keep pasted keys out of Django's error reports (POST data and local variables).
+    @sensitive_post_parameters("keys")
     def view(request: HttpRequest) -> HttpResponse:
         return add_from_catalog_view(model_admin, request)
 
     return [path("add-from-catalog/", model_admin.admin_site.admin_view(view), name=name)]
 
 
+@sensitive_variables("form")
 def add_from_catalog_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
     if not (model_admin.has_add_permission(request) and request.user.has_perm("providers.add_providerkey")):
         raise PermissionDenied

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from .catalog import CatalogError, CatalogModel, CatalogProvider, catalog_provider, catalog_providers
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
@@ -118,6 +119,7 @@ class CatalogAddResult:
     placements: list[str] = field(default_factory=list)  # e.g. "auto #3: groq/llama-3.3-70b-versatile"
 
 
+@sensitive_variables("keys", "secrets", "secret", "token")
 def provider_add_from_catalog(
     *, slug: str, keys: Iterable[str], base_url: str | None = None, test_keys: bool = True
 ) -> CatalogAddResult:
@@ -165,6 +167,7 @@ def provider_add_from_catalog(
     return CatalogAddResult(provider, created, changes, checks, placements)
 
 
+@sensitive_variables("keys", "seen", "raw", "secret")
 def _clean_secrets(keys: Iterable[str]) -> list[str]:
     seen: list[str] = []
     for raw in keys:
@@ -228,6 +231,7 @@ def _model_record(model: CatalogModel) -> dict[str, Any]:
     return record
 
 
+@sensitive_variables("secrets", "secret", "by_secret")
 def _add_keys(provider: Provider, secrets: list[str]) -> list[tuple[ProviderKey, bool]]:
     """Store new secrets under fresh labels; return (key, created) for every secret given."""
     stored = list(provider.keys.all())

@@ -24,7 +24,8 @@ def request_log_enqueue(**fields) -> None:
     except RuntimeError:
         request_logs_flush_sync()
         return
-    if not _flushing:
+    # A task that has returned stays in _flushing until its done-callback runs; it drains no more rows.
+    if all(task.done() for task in _flushing):
         task = loop.create_task(request_logs_flush())
         _flushing.add(task)
         task.add_done_callback(_flushing.discard)

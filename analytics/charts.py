@@ -71,12 +71,12 @@ def compact(value: float) -> str:
 
 
 def nice_ticks(maximum: float, count: int = 4) -> list[float]:
-    """0 … a round number ≥ maximum in steps of 1, 2 or 5 × 10^k."""
+    """0 … a round number ≥ maximum in steps of 1, 2, 2.5 or 5 × 10^k."""
     if maximum <= 0:
         return [0.0, 1.0]
     raw = maximum / count
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     top = math.ceil(maximum / step) * step
     return [i * step for i in range(int(round(top / step)) + 1)]
 

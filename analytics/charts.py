@@ -14,18 +14,19 @@ from dataclasses import dataclass
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-# Distinguishable on white and on the admin's dark background (Tableau 10).
+# Tableau 10, reordered so that the first colours a few providers get are not the red and green that
+# mean "failed" and "ok" elsewhere on the page.
 PALETTE = (
     "#4e79a7",
     "#f28e2b",
+    "#76b7b2",
+    "#b07aa1",
+    "#edc948",
+    "#9c755f",
+    "#ff9da7",
+    "#bab0ac",
     "#59a14f",
     "#e15759",
-    "#76b7b2",
-    "#edc948",
-    "#b07aa1",
-    "#ff9da7",
-    "#9c755f",
-    "#bab0ac",
 )
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:12px"
 
@@ -174,7 +175,7 @@ def stacked_bars(
 
 
 def horizontal_bars(
-    bars: Sequence[Bar], *, title: str, width: int = 620, label_width: int = 130, note_width: int = 170
+    bars: Sequence[Bar], *, title: str, width: int = 540, label_width: int = 110, note_width: int = 160
 ) -> SafeString:
     """One labelled bar per row, scaled to the largest value, with a note (figures) to its right."""
     row_h, top = 26, 6
@@ -209,8 +210,8 @@ def range_bars(
     low_name: str = "p50",
     high_name: str = "p95",
     unit: str = "ms",
-    width: int = 620,
-    label_width: int = 130,
+    width: int = 540,
+    label_width: int = 110,
 ) -> SafeString:
     """Per row a light bar to ``high`` with a dark bar to ``low`` on top: two percentiles at a glance."""
     row_h, top, axis_h = 26, 26, 22
@@ -223,6 +224,8 @@ def range_bars(
         f'<text x="{label_width + 16}" y="14" fill="currentColor">{escape(low_name)}</text>',
         f'<rect x="{label_width + 60}" y="5" width="11" height="11" rx="2" fill="currentColor" fill-opacity="0.3"/>',
         f'<text x="{label_width + 76}" y="14" fill="currentColor">{escape(high_name)}</text>',
+        f'<text x="{width - 4}" y="14" text-anchor="end" fill="currentColor" fill-opacity="0.7">'
+        f"in {escape(unit)}</text>",
     ]
     plot_bottom = top + row_h * max(len(ranges), 1)
     for tick in ticks:
@@ -254,10 +257,6 @@ def range_bars(
         )
     if not ranges:
         body.append(_empty(width / 2, top + row_h / 2 + 4))
-    body.append(
-        f'<text x="{width - 4}" y="{plot_bottom + 16}" text-anchor="end" fill="currentColor" '
-        f'fill-opacity="0.7">{escape(unit)}</text>'
-    )
     return _svg(width, height, body, title)
 
 

@@ -18,6 +18,8 @@ OUTCOME_COLORS = {
     RequestLog.Outcome.INCOMPLETE: "#f28e2b",
     RequestLog.Outcome.CANCELLED: "#bab0ac",
 }
+# Legend names where the model's choice label reads oddly in a chart.
+OUTCOME_NAMES = {RequestLog.Outcome.OK: "OK", RequestLog.Outcome.CLIENT_ERROR: "Client error"}
 FAILURE_COLOR = "#e15759"
 
 
@@ -89,7 +91,8 @@ def _requests_chart(qs, since: datetime, now: datetime, period: Period):
         buckets = selectors.day_buckets(since, now)
         labels = [b.strftime("%b %d") for b in buckets]
     series = [
-        charts.Series(str(outcome.label), OUTCOME_COLORS[outcome], [counts.get(b, {}).get(outcome, 0) for b in buckets])
+        charts.Series(OUTCOME_NAMES.get(outcome, str(outcome.label)), OUTCOME_COLORS[outcome],
+                      [counts.get(b, {}).get(outcome, 0) for b in buckets])
         for outcome in RequestLog.Outcome
     ]
     unit = "hour" if period.hourly else "day"

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.db import connections
 
 from analytics.models import RequestLog
 from analytics.services import request_log_enqueue, request_logs_flush, request_logs_idle
@@ -16,6 +17,14 @@ from analytics.services import request_log_enqueue, request_logs_flush, request_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture(autouse=True)
+async def close_async_connections():
+    """The async ORM and the consumer run in asgiref's worker thread; close its connection so the test
+    database can be dropped (PostgreSQL refuses while a session is open)."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 def _origin() -> bytes:

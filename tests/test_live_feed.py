@@ -165,3 +165,38 @@ def test_sync_writer_publishes_too(staff_user, settings):
     message = async_to_sync(receive)()
     assert message["type"] == "live.rows"
     assert [row["id"] for row in message["rows"]] == [RequestLog.objects.get(session_id="sync-1").id]
+
+
+async def test_a_real_gateway_request_reaches_the_feed(gateway, emulator, client, staff_user, settings, redis_url):
+    """End to end: openai client → gateway (its own server thread and loop) → request log → Redis → feed."""
+    from tests.fixtures_gateway import add_chain, add_provider
+
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
+    }
+
+    @sync_to_async
+    def configure():
+        add_provider(emulator, "groq", ["k;429=30"], ["llama-3.3-70b"])
+        add_provider(emulator, "cerebras", ["c-a"], ["qwen-3"])
+        add_chain("auto", ["groq/llama-3.3-70b", "cerebras/qwen-3"])
+
+    await configure()
+    communicator = _communicator(await _session_cookie(client, staff_user))
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    try:
+        completion = await asyncio.to_thread(
+            lambda: gateway.openai().chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hello live feed"}]
+            )
+        )
+        message = await communicator.receive_json_from(timeout=10)
+    finally:
+        await communicator.disconnect()
+
+    assert completion.choices[0].message.content == "Echo: hello live feed"
+    assert message["user"] == "alice" and message["requested_model"] == "auto"
+    assert (message["provider"], message["model"], message["attempts"], message["outcome"]) == (
+        "cerebras", "qwen-3", 2, "ok")
+    assert message["completion_tokens"] > 0

@@ -201,3 +201,13 @@ def test_client_disconnect_cancels_the_upstream_stream(gateway, emulator):
     while time.monotonic() < deadline and not emulator.calls_for(provider="groq")[0].disconnected:
         time.sleep(0.05)
     assert emulator.calls_for(provider="groq")[0].disconnected
+
+
+def test_request_rejected_by_upstream_goes_back_without_failover(gateway, emulator):
+    add_provider(emulator, "groq", ["a;fail=1:400"], ["llama"])
+    add_provider(emulator, "gemini", ["ok"], ["flash"])
+    add_chain("auto", ["groq/llama", "gemini/flash"])
+    with pytest.raises(openai.BadRequestError) as err:
+        gateway.openai().chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.response.headers["X-FreeLLM-Attempts"] == "1"
+    assert emulator.calls_for(provider="gemini") == []

@@ -211,3 +211,26 @@ def test_request_rejected_by_upstream_goes_back_without_failover(gateway, emulat
         gateway.openai().chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     assert err.value.response.headers["X-FreeLLM-Attempts"] == "1"
     assert emulator.calls_for(provider="gemini") == []
+
+
+def test_attempts_stop_at_the_configured_maximum(gateway, emulator, settings):
+    settings.FREELLM_MAX_ATTEMPTS = 2
+    add_provider(emulator, "groq", ["a;500", "b;500", "c;500"], ["llama"])
+    add_provider(emulator, "gemini", ["ok"], ["flash"])
+    add_chain("auto", ["groq/llama", "gemini/flash"])
+    with pytest.raises(openai.APIStatusError) as err:
+        gateway.openai().chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.response.headers["X-FreeLLM-Attempts"] == "2"
+    assert "stopped after 2 attempts" in err.value.body["message"]
+    assert len(emulator.calls) == 2
+
+
+def test_overall_time_budget_bounds_the_request(gateway, emulator, settings):
+    settings.FREELLM_TIME_BUDGET = 1.0
+    add_provider(emulator, "groq", ["a;hang", "b;hang", "c;hang"], ["llama"])
+    add_chain("auto", ["groq/llama"])
+    with pytest.raises(openai.APIStatusError) as err:
+        gateway.openai().chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 504
+    # The first call used the whole budget: the other keys were never called.
+    assert len(emulator.calls) == 1

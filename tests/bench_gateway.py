@@ -652,6 +652,9 @@ def run_step(argv: list[str], env: dict[str, str], what: str) -> str:
 
 async def benchmark(args, database: Database, emulator: tuple[subprocess.Popen, str], slug: str, api_key: str,
                     gateways: list[tuple[subprocess.Popen, str]], redis: RedisKeys | None) -> dict:
+    # Inside the loop SIGTERM cancels the run like Ctrl-C does (asyncio.run's own SIGINT handling), rather
+    # than raising in whichever task happens to be running.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     emulator_proc, emulator_url = emulator
     pids = {"gateway": [p.pid for p, _ in gateways], "emulator": [emulator_proc.pid]}
     if redis is not None and (redis_pid := redis.server_pid()):
@@ -857,7 +860,7 @@ def main() -> None:
             say(f"gateway {n} (daphne pid {gateways[-1][0].pid}) on {gateways[-1][1]}")
         results = asyncio.run(benchmark(args, database, emulator, slug, api_key, gateways, redis))
         report(args, results, logs, (load_before, os.getloadavg()))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         say("\ninterrupted; cleaning up")
         interrupted = True
     finally:

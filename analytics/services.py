@@ -6,6 +6,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from freellm.background import spawn
+
 from .live import live_rows_publish, live_rows_publish_sync
 from .models import RequestLog
 
@@ -20,13 +22,13 @@ def request_log_enqueue(**fields) -> None:
     """Queue one RequestLog row; a task on the running loop writes queued rows in one bulk insert."""
     _queue.append(RequestLog(created_at=datetime.now(UTC), **fields))
     try:
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()
     except RuntimeError:
         request_logs_flush_sync()
         return
     # A task that has returned stays in _flushing until its done-callback runs; it drains no more rows.
     if all(task.done() for task in _flushing):
-        task = loop.create_task(request_logs_flush())
+        task = spawn(request_logs_flush())
         _flushing.add(task)
         task.add_done_callback(_flushing.discard)
 

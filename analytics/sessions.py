@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from freellm.background import spawn
+
 from .models import StickySession
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def session_log(
     loop = asyncio.get_running_loop()
     # One writer per event loop: a writer left on a loop that has stopped must not hold the others up.
     if not any(task.get_loop() is loop for task in _writers):
-        task = loop.create_task(_write_pending())
+        task = spawn(_write_pending())
         _writers.add(task)
         task.add_done_callback(_writers.discard)
 

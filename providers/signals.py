@@ -8,9 +8,14 @@ from .models import ChainEntry, FallbackChain, Provider, ProviderKey, UpstreamMo
 
 
 def bump_routing_config(sender, **kwargs) -> None:
+    from django.db import transaction
+
     from routing.config import bump_config_version
 
     bump_config_version()
+    # Again once the change is committed: a process that reloaded in between read the old rows and would
+    # otherwise keep them under the new version.
+    transaction.on_commit(bump_config_version)
 
 
 for _model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry):

@@ -15,7 +15,9 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+import freellm.background
 from analytics.services import request_log_enqueue
+from freellm.background import spawn
 from providers.adapters.base import UpstreamError, UpstreamStream, Usage
 from routing import continuity, router
 from routing.auth import authenticate_request
@@ -302,20 +304,14 @@ async def _relay(request, ctx: router.RequestContext, served: router.Served, inc
             _log(request, ctx, served, status, final, outcome=outcome, stream=True,
                  error=error.message if error else "")
 
-        task = asyncio.get_running_loop().create_task(finish())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-# Settle-and-log tasks of streams still running (strong references, and something to wait for).
-_background: set[asyncio.Task] = set()
+        spawn(finish())
 
 
 def background_idle() -> bool:
     from analytics.services import request_logs_idle
     from analytics.sessions import session_log_idle
 
-    return not _background and request_logs_idle() and session_log_idle()
+    return freellm.background.background_idle() and request_logs_idle() and session_log_idle()
 
 
 def _with_trail(response: HttpResponse, ctx: router.RequestContext | None, served: router.Served | None = None):

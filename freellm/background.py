@@ -1,0 +1,36 @@
+"""Fire-and-forget work off the response path: request log batches, the session mirror, stream settling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Coroutine
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+_running: set[asyncio.Task] = set()
+
+
+def spawn(coro: Coroutine) -> asyncio.Task:
+    """Run ``coro`` as a task of its own on the running loop, keeping a strong reference to it.
+
+    The task gets an empty context: one inheriting the request's asgiref ThreadSensitiveContext would, after
+    the request ended, get a fresh thread (and database connection) per task that nobody ever closes.
+    """
+    task = asyncio.get_running_loop().create_task(_and_tidy(coro), context=contextvars.Context())
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
+
+
+async def _and_tidy(coro: Coroutine) -> None:
+    try:
+        await coro
+    finally:
+        # Background ORM calls share asgiref's one sync thread; no request signal closes its connection.
+        await sync_to_async(close_old_connections)()
+
+
+def background_idle() -> bool:
+    return not _running

@@ -183,6 +183,16 @@ def test_runs_alone_from_the_command_line():
         response = httpx.post(f"{url}/cerebras/v1/chat/completions", headers={"Authorization": "Bearer cli"},
                               json={"model": "m", "messages": MESSAGES}, timeout=5)
         assert response.json()["choices"][0]["message"]["content"] == "Echo: hello"
+        # A process of its own shows its records over HTTP (soak scripts read them there).
+        before = time.time()
+        httpx.post(f"{url}/groq/v1/chat/completions", headers={"Authorization": "Bearer cli2;503"},
+                   json={"model": "m2", "messages": MESSAGES}, timeout=5)
+        calls = httpx.get(f"{url}/_emulator/calls", timeout=5).json()
+        assert [(c["provider"], c["key_name"], c["model"], c["status"]) for c in calls] == [
+            ("cerebras", "cli", "m", 200), ("groq", "cli2", "m2", 503)]
+        recent = httpx.get(f"{url}/_emulator/calls", params={"since": before}, timeout=5).json()
+        assert [c["key"] for c in recent] == ["cli2;503"]
+        assert recent[0]["body"]["messages"] == MESSAGES
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -7,8 +7,9 @@ import importlib
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from .behaviour import Engine
+from .behaviour import CallRecord, Engine
 
 # Each module exposes ``routes(engine) -> list[Route]``. Native formats come before ``openai`` because the
 # OpenAI routes match ``/{prefix:path}/...`` and would otherwise swallow them. A module not written yet is
@@ -18,7 +19,13 @@ ROUTE_MODULES = ("gemini", "cohere", "cloudflare", "openai")
 
 def create_app(engine: Engine | None = None) -> Starlette:
     engine = engine or Engine()
-    routes = []
+
+    async def calls(request: Request) -> JSONResponse:
+        # The recorder over HTTP, for scripts that run the emulator as a process of its own (soak tests).
+        since = float(request.query_params.get("since") or 0)
+        return JSONResponse([_call_summary(call) for call in engine.calls if call.time >= since])
+
+    routes = [Route("/_emulator/calls", calls, methods=["GET"])]
     for name in ROUTE_MODULES:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
@@ -41,3 +48,11 @@ def create_app(engine: Engine | None = None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
     app.state.engine = engine
     return app
+
+
+def _call_summary(call: CallRecord) -> dict:
+    return {
+        "provider": call.provider, "path": call.path, "key": call.key, "key_name": call.key_name,
+        "model": call.model, "body": call.body, "time": call.time, "ended": call.ended, "status": call.status,
+        "stream": call.stream, "disconnected": call.disconnected, "completed": call.completed,
+    }  # fmt: skip

@@ -61,9 +61,11 @@ def session_log(
 
 
 async def _write_pending() -> None:
-    # Let the turns finishing together gather into one batch.
-    await asyncio.sleep(0.05)
-    while _pending:
+    # The mirror is for people: a write every quarter second at most lets busy sessions share a batch.
+    while True:
+        await asyncio.sleep(0.25)
+        if not _pending:
+            break
         rows = list(_pending.values())
         _pending.clear()
         # Only a switch changes the reason; ordinary turns must not blank the last one.

@@ -12,6 +12,7 @@ FREELLM_TIME_BUDGET seconds. A request the upstream calls bad goes straight back
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -149,12 +150,11 @@ async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
         return keys
     store = get_quota_store()
     turn = next(_rotation)
-    ranked = []
-    for i, key in enumerate(keys):
-        headroom = await store.headroom(model.route(key))
-        ranked.append((-round(headroom, 1), (i - turn) % len(keys), key))
-    ranked.sort(key=lambda r: (r[0], r[1]))
-    return [r[2] for r in ranked]
+    headrooms = await asyncio.gather(*(store.headroom(model.route(key)) for key in keys))
+    ranked = sorted(
+        range(len(keys)), key=lambda i: (-round(headrooms[i], 1), (i - turn) % len(keys))
+    )
+    return [keys[i] for i in ranked]
 
 
 # --- reserve → call → settle -----------------------------------------------------------------------

@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="rate-limit window in seconds")
     args = parser.parse_args()
     # Bind first so the printed URL carries the real port, even for --port 0.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP so that asyncio sets TCP_NODELAY (else keep-alive answers wait ~40 ms on Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     # Listen before printing: a client reading the URL may connect before uvicorn is up; the backlog holds it.

@@ -9,6 +9,7 @@ once per CHECK_INTERVAL seconds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,12 +17,20 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from providers.adapters.base import Target
 from routing.quota.base import Limits, Route
 
 _CACHE_KEY = "freellm:config-version"
 CHECK_INTERVAL = 1.0
+# Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
+# snapshot each process has, and the version Redis answers with afterwards (even an empty Redis's "0")
+# differs from it, so every process reloads once Redis is back.
+_VERSION_STORE_ERRORS = (RedisError, OSError)
+UNKNOWN_VERSION = "unknown"
+
+log = logging.getLogger(__name__)
 
 
 def _version_file():
@@ -31,16 +40,26 @@ def _version_file():
 def bump_config_version() -> None:
     version = str(time.time_ns())
     if settings.REDIS_URL:
-        cache.set(_CACHE_KEY, version, timeout=None)
+        try:
+            cache.set(_CACHE_KEY, version, timeout=None)
+        except _VERSION_STORE_ERRORS as exc:
+            # The change is in the database; this process reloads now, the others once Redis is back.
+            log.warning("routing config changed while Redis is unavailable (%s); other gateway processes "
+                        "see the change when it returns", type(exc).__name__)
+            _state.config = None
     else:
         _version_file().write_text(version)
     # This process need not wait for the next check.
     _state.checked_at = 0.0
 
 
-def current_config_version() -> str:
+def current_config_version() -> str | None:
+    """The shared version; None when it cannot be read (Redis down)."""
     if settings.REDIS_URL:
-        return cache.get(_CACHE_KEY) or "0"
+        try:
+            return cache.get(_CACHE_KEY) or "0"
+        except _VERSION_STORE_ERRORS:
+            return None
     try:
         return _version_file().read_text()
     except FileNotFoundError:
@@ -191,8 +210,10 @@ async def get_routing_config() -> RoutingConfig:
         return cfg
     version = await sync_to_async(current_config_version)()
     _state.checked_at = now
-    if cfg is not None and cfg.version == version:
+    if cfg is not None and (cfg.version == version or version is None):
         return cfg
+    if version is None:
+        version = UNKNOWN_VERSION
     # Two requests may rebuild at once right after a change; harmless, and no lock ties us to one loop.
     _state.config = await sync_to_async(load_routing_config)(version)
     return _state.config

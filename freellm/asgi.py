@@ -15,6 +15,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
+from routing.errors import openai_error_responses  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -29,8 +30,8 @@ class ApiASGIHandler(ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        get_response = self._get_response_async if is_async else self._get_response
-        self._middleware_chain = convert_exception_to_response(get_response)
+        # ASGI only (always async): errors answered outside the API's handlers still come in OpenAI's shape.
+        self._middleware_chain = openai_error_responses(convert_exception_to_response(self._get_response_async))
 
 
 api_asgi_app = ApiASGIHandler()

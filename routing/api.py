@@ -13,7 +13,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from ninja.parser import Parser
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 import freellm.background
 from analytics.services import request_log_enqueue
@@ -39,6 +41,37 @@ class UnifiedKeyAuth:
         return await authenticate_request(request)
 
 
+# Deeper than any real request (content parts, tool schemas) and far below where recursive code (token
+# estimates, JSON encoding for the upstream) would hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+class JsonBodyParser(Parser):
+    """json.loads with a nesting limit: a deeper body is refused before any code walks it."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        try:
+            data = json.loads(request.body)
+        except RecursionError:
+            raise too_deep from None
+        if _nested_deeper_than(data, MAX_JSON_DEPTH):
+            raise too_deep
+        return data
+
+
+def _nested_deeper_than(data: Any, limit: int) -> bool:
+    stack = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
 api = NinjaAPI(
     title="freellm",
     version="1",
@@ -46,6 +79,7 @@ api = NinjaAPI(
     urls_namespace="v1",
     docs_url="/docs",
     auth=UnifiedKeyAuth(),
+    parser=JsonBodyParser(),
 )
 
 
@@ -63,20 +97,31 @@ def _auth_error(request, exc):
                         code="invalid_api_key").response()
 
 
+# ninja's first element of an error location: which part of the request it is in.
+_REQUEST_PARTS = ("body", "query", "form", "file", "path", "header", "cookie")
+
+
 @api.exception_handler(ValidationError)
 def _validation_error(request, exc: ValidationError):
     first = exc.errors[0] if exc.errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "payload")]
-    param = ".".join(loc) or None
-    message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "Invalid request body")
-    return GatewayError(400, message, param=param, code="invalid_value").response()
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc[:1] and loc[0] in _REQUEST_PARTS:
+        loc = loc[1:]
+    if loc[:1] == ["payload"]:  # the name of the views' body parameter
+        loc = loc[1:]
+    if not loc:
+        return GatewayError(400, "The request body must be a JSON object.", code="invalid_value").response()
+    param = ".".join(loc)
+    return GatewayError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param,
+                        code="invalid_value").response()
 
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     message = str(exc)
-    if exc.status_code == 400 and "parse" in message.lower():
-        message = "We could not parse the JSON body of your request."
+    # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        message = f"We could not parse the JSON body of your request: {exc.__cause__}."
     return GatewayError(exc.status_code, message).response()
 
 
@@ -99,12 +144,23 @@ class _OpenSchema(BaseModel):
 class ChatCompletionRequest(_OpenSchema):
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n not in (None, 1):
+            raise PydanticCustomError(
+                "one_choice",
+                "only n=1 is supported: freellm returns one choice per request, since a failover to another "
+                "provider could not promise several; send several requests instead",
+            )
+        return n
 
 
 class EmbeddingRequest(_OpenSchema):

@@ -181,7 +181,7 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
             raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
                                code="invalid_value")
     stream = bool(body.get("stream"))
-    ctx = _context(request, "chat", body["model"], estimate_request_tokens(body))
+    ctx = _context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
     resolution = router.resolve(await get_routing_config(), body["model"], "chat")
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -264,14 +264,15 @@ def router_client():
     return get_client()
 
 
-def _context(request: HttpRequest, kind: str, model: str, est_tokens: int) -> router.RequestContext:
-    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens)
+def _context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
+             stream: bool = False) -> router.RequestContext:
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
     request.freellm_ctx = ctx  # for error responses and the request log
     return ctx
 
 
 async def _execute(request, ctx, resolution, call, *, skip=None, reword=None) -> router.Served:
-    """router.execute + the request log on failure. skip: model → reason to pass it over (gating);
+    """router.execute + the request log on failure or cancellation. skip: model → reason to pass it over (gating);
     reword: turns the router's error into the endpoint's own (embeddings name their family)."""
     try:
         return await router.execute(ctx, resolution.models, call, skip=skip)
@@ -280,6 +281,10 @@ async def _execute(request, ctx, resolution, call, *, skip=None, reword=None) ->
             exc = reword(exc)
         _log(request, ctx, None, exc.status, None, error=exc.message)
         raise exc from None
+    except asyncio.CancelledError:
+        # The client left before an answer (499, as nginx logs it): the row still says what was tried.
+        _log(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
+        raise
 
 
 async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
@@ -357,8 +362,7 @@ async def _relay(request, ctx: router.RequestContext, served: router.Served, inc
             await stream.aclose()
             final = usage or Usage(ctx.prompt_tokens, max(1, text_chars // 4))
             await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
-            _log(request, ctx, served, status, final, outcome=outcome, stream=True,
-                 error=error.message if error else "")
+            _log(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
 
         spawn(finish())
 
@@ -388,7 +392,7 @@ def _api_key_id(request) -> int | None:
 
 
 def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str | None = None,
-         stream: bool = False, error: str = "") -> None:
+         error: str = "") -> None:
     api_key = getattr(request, "auth", None)
     if outcome is None:
         outcome = "ok" if status < 400 else "exhausted" if status == 429 else (
@@ -401,7 +405,7 @@ def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str
         provider=served.model.provider.slug if served else "",
         model=served.model.model_id if served else "",
         key_label=served.key.label if served else "",
-        stream=stream,
+        stream=ctx.stream,
         status_code=status,
         outcome=outcome,
         attempts=ctx.attempts,

@@ -80,6 +80,7 @@ class RequestContext:
     kind: str  # chat | embedding | image | transcription | speech
     requested: str  # `model` as the client sent it
     est_tokens: int  # prompt estimate + output reserve, what reserve() takes
+    stream: bool = False  # the client asked for a stream (chat), for the request log
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
     session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
     switched: str = ""  # "old → new: reason" when another model took the session over
@@ -203,8 +204,10 @@ async def execute(
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
                     break  # this model can't serve this request with any key
                 continue
-            except BaseException:
+            except BaseException as exc:
                 # Cancelled (client left) or a bug: the call may have reached upstream; count it.
+                outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+                ctx.trail.append(Step(route, outcome, True, ms=int((time.monotonic() - began) * 1000)))
                 await store.settle(lease, 0)
                 raise
             ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))

@@ -7,10 +7,11 @@ POST /v1/audio/speech           JSON in, audio bytes out with the upstream's con
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import File, Router
+from ninja import File, Form, Router
 from ninja.files import UploadedFile
 from pydantic import Field
 
@@ -22,7 +23,6 @@ from routing.tokens import estimate_request_tokens
 
 media = Router(tags=["images and audio"])
 
-TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
 
@@ -57,19 +57,19 @@ async def images_generations(request: HttpRequest, payload: ImageRequest):
 
 
 @media.post("/audio/transcriptions", summary="Transcribe an audio file (multipart upload)")
-async def audio_transcriptions(request: HttpRequest, file: File[UploadedFile]):
-    fields = {name: _single_or_list(request.POST.getlist(name)) for name in request.POST}
-    model = str(fields.pop("model", "") or "")
-    if not model:
-        raise GatewayError(400, "model: Field required", param="model", code="invalid_value")
-    response_format = fields.get("response_format") or "json"
-    if response_format not in TRANSCRIPTION_FORMATS:
-        raise GatewayError(
-            400,
-            f"response_format must be one of {', '.join(TRANSCRIPTION_FORMATS)}",
-            param="response_format",
-            code="invalid_value",
-        )
+async def audio_transcriptions(
+    request: HttpRequest,
+    file: File[UploadedFile],
+    model: str = Form(..., min_length=1),
+    response_format: Literal["json", "text", "verbose_json", "srt", "vtt"] = Form("json"),
+):
+    # Declared fields are checked and documented; every other field (language, prompt, ...) passes through.
+    fields = {name: _single_or_list(request.POST.getlist(name)) for name in request.POST if name != "model"}
+    if not file.size:
+        raise GatewayError(400, "file: the uploaded file is empty", param="file", code="invalid_value")
+    if file.size > settings.FREELLM_MAX_BODY_BYTES:
+        raise GatewayError(413, f"file: larger than the limit of {settings.FREELLM_MAX_BODY_BYTES} bytes",
+                           param="file", code="request_too_large")
     upload = (file.name or "audio", file.read(), file.content_type or "application/octet-stream")
 
     async def call(adapter, target, timeouts):

@@ -263,11 +263,16 @@ def _errors(body: Any) -> list[dict]:
     return []
 
 
+def _redacted(text: str, api_key: str | None) -> str:
+    # The stored key is `account_id:token`; an error that quotes a secret quotes the token alone.
+    return redact(text, (api_key or "").partition(":")[2] or api_key)
+
+
 def error_from_response(response: httpx.Response, api_key: str | None = None) -> UpstreamError:
     errors = _errors(response_json(response))
     codes = {int(e["code"]) for e in errors if str(e.get("code", "")).isdigit()}
     message = "; ".join(str(e.get("message", "")) for e in errors) or response.text[:300] or response.reason_phrase
-    message = redact(message, api_key)
+    message = _redacted(message, api_key)
     status = response.status_code
     kind = kind_for_status(status)
     retry_after = None
@@ -288,7 +293,7 @@ def error_from_response(response: httpx.Response, api_key: str | None = None) ->
 
 def _stream_error(event: dict, api_key: str | None) -> UpstreamError:
     errors = _errors(event) or [event.get("error") if isinstance(event.get("error"), dict) else {"message": event.get("error")}]
-    message = redact("; ".join(str(e.get("message", "")) for e in errors) or "error in stream", api_key)
+    message = _redacted("; ".join(str(e.get("message", "")) for e in errors) or "error in stream", api_key)
     kind = ErrorKind.CONTEXT_LENGTH if _CONTEXT_LENGTH.search(message) else ErrorKind.SERVER
     return UpstreamError(kind, f"Workers AI stream error: {message}")
 

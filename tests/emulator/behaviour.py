@@ -30,6 +30,8 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     `m` ... Limit 30, Used 30, Requested 1 ...".
 ``ctx=N``
     400 with code ``context_length_exceeded`` when the estimated prompt tokens exceed N.
+``echo``
+    error messages quote the key back, as some providers do (to test that the gateway never passes it on).
 
 No key at all → 401, except under a provider path segment starting with ``keyless`` (a keyless provider
 such as Pollinations), where a call without a key behaves like a plain succeeding key. A model id starting with ``missing`` → 404 ``model_not_found``.
@@ -97,6 +99,7 @@ class KeySpec:
     rpm: int | None = None
     tpm: int | None = None
     ctx: int | None = None
+    echo: bool = False
 
 
 def parse_key(raw: str) -> KeySpec:
@@ -114,6 +117,8 @@ def parse_key(raw: str) -> KeySpec:
                 spec["always_status"] = int(word)
             elif word == "hang":
                 spec["hang"] = True
+            elif word == "echo":
+                spec["echo"] = True
             elif word == "fail":
                 count, _, status = value.partition(":")
                 spec["fail_count"] = int(count)
@@ -315,6 +320,8 @@ class Engine:
         def error(status: int, message: str, type_: str, code: str | None = None,
                   retry_after: float | None = None, headers: dict[str, str] | None = None) -> Decision:
             headers = dict(headers or {})
+            if spec is not None and spec.echo:
+                message = f"{message} (key: {spec.raw})"
             if retry_after is not None:
                 headers["retry-after"] = _seconds_header(retry_after)
             return Decision(ERROR, record, spec, ErrorReply(status, message, type_, code, retry_after), headers)

@@ -13,8 +13,16 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+
+from routing.admin_quota import health_badge
+from routing.quota.resilient import BACKEND_ERRORS
+from routing.selectors_quota import key_health_annotations
+from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
@@ -33,9 +41,10 @@ admin.site.index_title = "Providers, keys, chains and team"
 
 class ProviderKeyForm(forms.ModelForm):
     secret = forms.CharField(
+        # The label names the field in the change history ("Changed secret."): keep it plain.
         required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only. Leave blank to keep the current secret.",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "style": "width: 12em"}),
+        help_text="Write-only: type a new secret to replace the current one, or leave blank to keep it.",
     )
 
     class Meta:
@@ -56,9 +65,59 @@ class ProviderKeyForm(forms.ModelForm):
         return typed
 
 
-@admin.display(description="secret")
+@admin.display(description="current secret")
 def masked_secret(obj: ProviderKey) -> str:
     return obj.masked_secret if obj.pk else "-"
+
+
+@admin.display(description="health")
+def key_health(obj: ProviderKey):
+    """The key's worst route state from the last quota snapshot, linked to its quota windows."""
+    health = getattr(obj, "_health", None)
+    if not obj.pk or health is None:
+        return "—"
+    unhealthy = obj._unhealthy
+    badge = health_badge(
+        health,
+        cooldown_until=obj._cooldown_until,
+        notes=[f"on {unhealthy} model{'s' if unhealthy != 1 else ''}"] if unhealthy else (),
+    )
+    url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(
+        {"provider": obj.provider.slug, "key_label": obj.label}
+    )
+    return format_html('<a href="{}" title="Quota windows of this key">{}</a>', url, badge)
+
+
+STATUS_COLORS = {
+    ProviderKey.Status.ACTIVE: "#3d8b37",
+    ProviderKey.Status.INVALID: "#c0392b",
+    ProviderKey.Status.UNKNOWN: "#888",
+}
+
+
+@admin.display(description="status", ordering="status")
+def key_status(obj: ProviderKey):
+    """The last test's verdict, with its detail shortened (whole on hover) so rows stay one line high."""
+    if not obj.pk:
+        return "—"
+    detail = obj.status_detail
+    short = detail if len(detail) <= 48 else detail[:45] + "…"
+    return format_html(
+        '<span style="color:{};font-weight:600">{}</span>{}',
+        STATUS_COLORS.get(obj.status, "#888"),
+        obj.get_status_display(),
+        format_html('<br><small title="{}" style="opacity:.8">{}</small>', detail, short) if detail else "",
+    )
+
+
+def refresh_quota_snapshot() -> None:
+    """Embedded mode keeps the live quota state in this process and no worker rolls it up: do it now, so
+    the health shown is current (with Redis, Celery beat rolls up every minute)."""
+    if not quota_store_is_shared():
+        try:
+            quota_windows_rollup(in_process=True)
+        except BACKEND_ERRORS:
+            pass
 
 
 def _report_key_tests(request: HttpRequest, keys) -> None:
@@ -80,9 +139,18 @@ class HidePostedSecretsMixin:
 class ProviderKeyInline(admin.TabularInline):
     model = ProviderKey
     form = ProviderKeyForm
-    fields = ["label", "secret", masked_secret, "enabled", "status", "status_detail", "last_used_at"]
-    readonly_fields = [masked_secret, "status", "status_detail", "last_used_at"]
+    fields = ["label", "secret", masked_secret, "enabled", key_status, key_health, "last_used_at"]
+    readonly_fields = [masked_secret, key_status, key_health, "last_used_at"]
     extra = 0
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name == "label":
+            field.widget.attrs["style"] = "width: 12em"
+        return field
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
+        return super().get_queryset(request).select_related("provider").annotate(**key_health_annotations())
 
 
 class UpstreamModelInline(admin.TabularInline):
@@ -93,6 +161,27 @@ class UpstreamModelInline(admin.TabularInline):
     ]
     extra = 0
     show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UpstreamModel]:
+        return super().get_queryset(request).select_related("provider")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # Twelve columns: narrow inputs keep the row inside the page instead of scrolling sideways.
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is None:
+            return field
+        widths = {"model_id": "13em", "family": "7em", "kind": "7em"}
+        if db_field.name in widths:
+            field.widget.attrs["style"] = f"width: {widths[db_field.name]}"
+        elif isinstance(db_field, models.PositiveIntegerField):
+            field.widget.attrs["style"] = "width: 6em"
+        field.label = self.short_labels.get(db_field.name, field.label)
+        return field
+
+    short_labels = {
+        "context_window": "context", "supports_tools": "tools", "supports_vision": "vision",
+        "supports_json": "JSON mode", "rpm": "RPM", "rpd": "RPD", "tpm": "TPM", "tpd": "TPD",
+    }  # fmt: skip
 
 
 @admin.register(Provider)
@@ -114,6 +203,11 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
         return super().get_queryset(request).annotate(
             _keys=Count("keys", distinct=True), _models=Count("models", distinct=True)
         )
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id and request.method == "GET":
+            refresh_quota_snapshot()
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         from .admin_catalog import catalog_admin_urls
@@ -146,13 +240,26 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
 @admin.register(ProviderKey)
 class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     form = ProviderKeyForm
-    list_display = ["__str__", masked_secret, "enabled", "status", "status_detail", "last_used_at"]
+    list_display = ["__str__", masked_secret, "enabled", key_status, key_health, "last_used_at"]
     list_filter = ["provider", "status", "enabled"]
     search_fields = ["label", "provider__slug"]
     list_select_related = ["provider"]
-    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", "last_used_at", "created_at"]
-    readonly_fields = [masked_secret, "status", "status_detail", "last_used_at", "created_at"]
-    actions = ["enable", "disable", "test_now"]
+    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", key_health,
+              "last_used_at", "created_at"]  # fmt: skip
+    readonly_fields = [masked_secret, "status", "status_detail", key_health, "last_used_at", "created_at"]
+    actions = ["enable", "disable", "test_now", "clear_cooldown"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
+        return super().get_queryset(request).annotate(**key_health_annotations())
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        refresh_quota_snapshot()
+        return super().changelist_view(request, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id and request.method == "GET":
+            refresh_quota_snapshot()
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.action(description="Enable selected keys", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
@@ -167,6 +274,18 @@ class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     @admin.action(description="Test selected keys now (one real, 1-token call each)", permissions=["change"])
     def test_now(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
         _report_key_tests(request, queryset.select_related("provider"))
+
+    @admin.action(description="Clear cooldown of selected keys (and re-enable keys marked invalid)",
+                  permissions=["change"])  # fmt: skip
+    def clear_cooldown(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
+        try:
+            count = provider_keys_cooldown_clear(keys=list(queryset.select_related("provider")))
+        except BACKEND_ERRORS as exc:
+            self.message_user(request, f"The quota store is unavailable ({type(exc).__name__}); try again.",
+                              messages.ERROR)  # fmt: skip
+            return
+        self.message_user(request, f"Cooldown cleared on {count} route(s); keys marked invalid are tried again.",
+                          messages.SUCCESS)  # fmt: skip
 
 
 @admin.register(UpstreamModel)
@@ -229,12 +348,30 @@ class ChainEntryInline(SortableTabularInline):
     autocomplete_fields = ["model"]
     extra = 0
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChainEntry]:
+        # Each row's title names its chain and route (provider/model).
+        return super().get_queryset(request).select_related("chain", "model__provider")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "model":
+            # The autocomplete widget looks up each row's chosen model: with its provider, for the label.
+            kwargs["queryset"] = UpstreamModel.objects.select_related("provider")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
 
 @admin.register(FallbackChain)
 class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
     list_display = ["name", "kind", "enabled", "route_list", "description"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "description"]
+    fieldsets = [
+        (None, {
+            "fields": ["name", "kind", "description", "enabled"],
+            "description": "Clients send the chain's name as <code>model</code>; its models below are tried from "
+                           "the top down. To reorder, drag a row by its striped title bar (or use the arrows to "
+                           "move it to the top or bottom), then save.",
+        }),
+    ]  # fmt: skip
     inlines = [ChainEntryInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FallbackChain]:

@@ -438,6 +438,16 @@ def _save_key_status(key: ProviderKey, status: str | None, detail: str) -> None:
     key.save(update_fields=fields)
 
 
+def provider_key_status_reset(*, keys: Iterable[ProviderKey], detail: str) -> int:
+    """Back to UNKNOWN (e.g. an admin cleared a key marked invalid): the routing config takes the keys in
+    again (post_save bumps it) and the next call or probe decides. Returns the keys reset."""
+    count = 0
+    for key in keys:
+        _save_key_status(key, ProviderKey.Status.UNKNOWN, detail)
+        count += 1
+    return count
+
+
 def provider_set_enabled(*, providers: Iterable[Provider], enabled: bool) -> int:
     return _set_enabled(providers, enabled)
 

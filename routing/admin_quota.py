@@ -15,12 +15,55 @@ from .quota import get_quota_store
 from .quota.resilient import BACKEND_ERRORS, ResilientQuotaStore
 from .services_quota import quota_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
+HEALTH_LABELS = {
+    "closed": "closed",
+    "open": "open: cooling down",
+    "half_open": "half-open: next call is a trial",
+    "key_invalid": "key invalid (auth failed)",
+}
+HEALTH_COLORS = {"closed": "#3d8b37", "open": "#c0392b", "half_open": "#c98a00", "key_invalid": "#c0392b"}
+
+
+def _left(until: datetime | None, now: datetime) -> str:
+    seconds = max(0, int((until - now).total_seconds()))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def health_badge(health: str, *, cooldown_until=None, failures: int = 0, exhausted_until=None, notes=()):
+    """A coloured dot and the circuit state in words, with what is left of a cooldown or an empty window."""
+    now = timezone.now()
+    notes = list(notes)
+    if cooldown_until and cooldown_until > now:
+        notes.append(f"{_left(cooldown_until, now)} left")
+    if exhausted_until and exhausted_until > now:
+        notes.append(f"quota empty for {_left(exhausted_until, now)}")
+    if failures:
+        notes.append(f"{failures} failure{'s' if failures != 1 else ''} in a row")
+    return format_html(
+        '<span style="white-space:nowrap"><span style="display:inline-block;width:.7em;height:.7em;'
+        'border-radius:50%;background:{};margin-right:.35em"></span>{}</span>{}',
+        HEALTH_COLORS.get(health, "#888"),
+        HEALTH_LABELS.get(health, health),
+        format_html('<br><small style="opacity:.8">{}</small>', " · ".join(notes)) if notes else "",
+    )
+
+
+class HealthFilter(admin.SimpleListFilter):
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return list(HEALTH_LABELS.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(health=self.value()) if self.value() else queryset
+
 
 @admin.register(QuotaWindow)
 class QuotaWindowAdmin(admin.ModelAdmin):
-    list_display = ["route", "window", "usage", "limit", "configured_limit", "learned_limit", "health",
-                    "cooldown_until", "failures", "updated_at"]  # fmt: skip
-    list_filter = ["health", "window", "provider"]
+    # Few columns, so health and cooldowns fit on screen without scrolling sideways.
+    list_display = ["route", "window", "usage", "limits", "health_state", "updated_at"]
+    list_filter = [HealthFilter, "window", "provider"]
     search_fields = ["provider", "model", "key_label"]
     actions = ["clear_cooldown", "refresh_now"]
     list_per_page = 200
@@ -38,14 +81,34 @@ class QuotaWindowAdmin(admin.ModelAdmin):
     @admin.display(description="used")
     def usage(self, obj: QuotaWindow) -> str:
         if obj.usage_ratio is None:
-            return str(obj.used)
+            return f"{obj.used:,}"
         percent = min(100, round(obj.usage_ratio * 100))
         colour = "#ba2121" if percent >= 90 else "#c98a00" if percent >= 70 else "#417690"
         return format_html(
-            '<span title="{} of {}" style="display:inline-block;width:80px;background:#eee;vertical-align:middle">'
-            '<span style="display:block;width:{}%;height:8px;background:{}"></span></span> {} ({}%)',
-            obj.used, obj.limit, percent, colour, obj.used, percent,
+            '<span style="white-space:nowrap" title="{}%"><span style="display:inline-block;width:80px;'
+            'background:#eee;vertical-align:middle"><span style="display:block;width:{}%;height:8px;background:{}">'
+            "</span></span> {} / {}</span>",
+            percent, percent, colour, f"{obj.used:,}", f"{obj.limit:,}",
         )  # fmt: skip
+
+    @admin.display(description="limit (configured · learned)", ordering="limit")
+    def limits(self, obj: QuotaWindow):
+        """The effective limit, and where it comes from when the provider reported a different one."""
+        def number(value: int | None) -> str:
+            return "not set" if value is None else f"{value:,}"
+
+        if obj.learned_limit is None:
+            return "—" if obj.configured_limit is None else number(obj.configured_limit)
+        return format_html(
+            '{}<br><small style="opacity:.8">configured {} · learned {}</small>',
+            number(obj.limit), number(obj.configured_limit), number(obj.learned_limit),
+        )  # fmt: skip
+
+    @admin.display(description="health", ordering="health")
+    def health_state(self, obj: QuotaWindow):
+        return health_badge(
+            obj.health, cooldown_until=obj.cooldown_until, failures=obj.failures, exhausted_until=obj.exhausted_until
+        )
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         store = get_quota_store()

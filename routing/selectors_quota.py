@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.db.models import Case, Count, Max, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce
+
 from providers.models import ProviderKey, UpstreamModel
 
 from .models import QuotaWindow
@@ -33,6 +36,36 @@ def quota_routes() -> list[Route]:
                 )
             )
     return routes
+
+
+# Worst first: the state a key's badge shows when its models differ.
+_HEALTH_RANK = {"key_invalid": 0, "open": 1, "half_open": 2, "closed": 3}
+
+
+def key_health_annotations() -> dict[str, Subquery]:
+    """Annotations for a ProviderKey queryset, from the last QuotaWindow snapshot (one row per route and
+    window; the rpm row stands for the route): ``_health`` (worst state over the key's models, None when
+    there is no snapshot yet), ``_unhealthy`` (models not closed) and ``_cooldown_until`` (the latest)."""
+    routes = QuotaWindow.objects.filter(
+        provider=OuterRef("provider__slug"), key_label=OuterRef("label"), window=QuotaWindow.Window.RPM
+    )
+    rank = Case(*(When(health=h, then=Value(r)) for h, r in _HEALTH_RANK.items()), default=Value(len(_HEALTH_RANK)))
+
+    def aggregate(expression, queryset=routes):
+        return Subquery(queryset.order_by().values("provider").annotate(v=expression).values("v")[:1])
+
+    return {
+        "_health": Subquery(routes.annotate(rank=rank).order_by("rank").values("health")[:1]),
+        "_unhealthy": Coalesce(aggregate(Count("pk"), routes.exclude(health="closed")), 0),
+        "_cooldown_until": aggregate(Max("cooldown_until")),
+    }
+
+
+def keys_marked_invalid() -> set[tuple[str, str]]:
+    """(provider slug, key label) of the keys the router leaves out after an auth failure."""
+    return set(
+        ProviderKey.objects.filter(status=ProviderKey.Status.INVALID).values_list("provider__slug", "label")
+    )
 
 
 def keys_needing_probe() -> list[int]:

@@ -28,10 +28,10 @@ from django.utils import timezone
 
 from .models import QuotaWindow
 from .quota import get_quota_store
-from .quota.base import QuotaStore, Route, RouteStatus
+from .quota.base import HealthState, QuotaStore, Route, RouteStatus
 from .quota.local import LocalQuotaStore
 from .quota.resilient import ResilientQuotaStore
-from .selectors_quota import quota_routes
+from .selectors_quota import keys_marked_invalid, quota_routes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,11 +85,14 @@ def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = 
         return [(r, await s.status(r)) for r in routes]
 
     statuses = _run_with_store(collect, store)
+    # The store forgets an auth failure (restart, key flag expiry) while the key stays marked invalid in the
+    # database, and the router leaves such a key out: show it as invalid, not as a healthy route.
+    invalid_keys = keys_marked_invalid()
     now = timezone.now()
     wanted: dict[tuple[str, str, str, str], dict] = {}
     for route, status in statuses:
         common = {
-            "health": status.health,
+            "health": HealthState.KEY_INVALID if (route.provider, route.key) in invalid_keys else status.health,
             "cooldown_until": _dt(status.cooldown_until),
             "failures": status.failures,
             "exhausted_until": _dt(status.exhausted_until),
@@ -154,7 +157,23 @@ def quota_cooldowns_expire(*, now: datetime | None = None) -> int:
 def quota_cooldown_clear(*, windows, store: QuotaStore | None = None) -> int:
     """Admin action: close the circuit of the selected rows' routes and re-enable their keys."""
     routes = {Route(w.provider, w.model, w.key_label) for w in windows if w.model != PROVIDER_ROW_MODEL}
+    _routes_cooldown_clear(routes, store)
+    _keys_retry({(route.provider, route.key) for route in routes if route.key})
+    return len(routes)
 
+
+def provider_keys_cooldown_clear(*, keys, store: QuotaStore | None = None) -> int:
+    """Admin action on provider keys: close the circuit of every route of these keys and re-enable them.
+    Returns the routes cleared."""
+    wanted = {(key.provider.slug, key.label) for key in keys}
+    routes = {Route(r.provider, r.model, r.key) for r in quota_routes() if (r.provider, r.key) in wanted}
+    _routes_cooldown_clear(routes, store)
+    # Every selected key, also one without an enabled model (no route) that still carries the invalid mark.
+    _keys_retry(wanted)
+    return len(routes)
+
+
+def _routes_cooldown_clear(routes: set[Route], store: QuotaStore | None) -> None:
     async def clear(s: QuotaStore) -> None:
         for route in routes:
             await s.clear_cooldown(route)
@@ -164,7 +183,25 @@ def quota_cooldown_clear(*, windows, store: QuotaStore | None = None) -> int:
         QuotaWindow.objects.filter(provider=route.provider, model=route.model, key_label=route.key).update(
             health="closed", cooldown_until=None, failures=0, exhausted_until=None
         )
-    return len(routes)
+
+
+def _keys_retry(keys: set[tuple[str, str]]) -> None:
+    """The router leaves keys marked invalid out of the routing config, so clearing the store alone would
+    not bring such a key back: reset the mark too (the next call or probe tests the key again)."""
+    from providers.models import ProviderKey
+    from providers.services import provider_key_status_reset
+
+    if not keys:
+        return
+    invalid = ProviderKey.objects.select_related("provider").filter(
+        status=ProviderKey.Status.INVALID,
+        provider__slug__in={slug for slug, _ in keys},
+        label__in={label for _, label in keys},
+    )
+    provider_key_status_reset(
+        keys=[key for key in invalid if (key.provider.slug, key.label) in keys],
+        detail="re-enabled by an admin (clear cooldown); the next call or probe tests it",
+    )
 
 
 # --- health probes ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate, TruncHour
+from django.db.models import Count, F, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber, TruncDate, TruncHour
 from django.utils import timezone
 
 from .models import RequestLog
@@ -158,24 +158,27 @@ class Latency:
 def latency_percentiles_per_provider(qs: QuerySet[RequestLog], since: datetime) -> list[Latency]:
     """p50/p95 of the full response time of successful requests, per provider (nearest-rank, exact).
 
-    Each percentile is one ORDER BY … OFFSET query on the provider's rows of the window, which both
-    SQLite and PostgreSQL answer without shipping every latency to Python.
+    Two queries whatever the number of providers: the row counts, then each row's rank within its provider
+    (a window function, which SQLite and PostgreSQL both have) keeping only the ranks wanted, so no
+    latency list is shipped to Python.
     """
     ok = qs.filter(created_at__gte=since, outcome=RequestLog.Outcome.OK).exclude(provider="")
-    counts = ok.values("provider").annotate(n=Count("id")).order_by("provider")
-    result = []
-    for row in counts:
-        latencies = ok.filter(provider=row["provider"]).order_by("latency_ms").values_list("latency_ms", flat=True)
-        n = row["n"]
-        result.append(
-            Latency(
-                row["provider"],
-                n,
-                p50=latencies[_nearest_rank(0.50, n)],
-                p95=latencies[_nearest_rank(0.95, n)],
-            )
-        )
-    return result
+    counts = {row["provider"]: row["n"] for row in ok.values("provider").annotate(n=Count("id")).order_by("provider")}
+    wanted = {provider: (_nearest_rank(0.50, n) + 1, _nearest_rank(0.95, n) + 1) for provider, n in counts.items()}
+    if not wanted:
+        return []
+    ranked = ok.annotate(
+        rank=Window(RowNumber(), partition_by=[F("provider")], order_by=[F("latency_ms").asc(), F("id").asc()])
+    )
+    at_rank = {
+        (provider, rank): latency
+        for provider, rank, latency in ranked.filter(rank__in={r for ranks in wanted.values() for r in ranks})
+        .values_list("provider", "rank", "latency_ms")
+    }
+    return [
+        Latency(provider, counts[provider], p50=at_rank[(provider, r50)], p95=at_rank[(provider, r95)])
+        for provider, (r50, r95) in wanted.items()
+    ]
 
 
 def _nearest_rank(p: float, n: int) -> int:

@@ -155,7 +155,12 @@ def _headers(target: Target) -> dict[str, str]:
 
 def _prepared(request: dict, target: Target) -> dict:
     """The request as this upstream wants it: its own model id, minus the parameters it rejects."""
-    return transport.drop_params({**request, "model": target.model}, target.drop_params)
+    body = {**request, "model": target.model}
+    # A provider that refuses max_completion_tokens (Mistral, older servers) still gets the client's cap on
+    # output, under the older name every OpenAI-compatible server knows.
+    if "max_completion_tokens" in target.drop_params and "max_completion_tokens" in body:
+        body.setdefault("max_tokens", body["max_completion_tokens"])
+    return transport.drop_params(body, target.drop_params)
 
 
 def _form_value(value: Any) -> Any:

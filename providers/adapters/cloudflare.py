@@ -146,8 +146,12 @@ def build_chat_request(request: dict, *, stream: bool) -> dict:
             body[name] = request[name]
     body["max_tokens"] = request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_MAX_TOKENS
     response_format = request.get("response_format") or {}
-    if response_format.get("type") in ("json_object", "json_schema"):
-        body["response_format"] = response_format
+    if response_format.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif response_format.get("type") == "json_schema":
+        # Workers AI takes the schema itself as json_schema, not OpenAI's {name, schema, strict} around it.
+        wrapped = response_format.get("json_schema") or {}
+        body["response_format"] = {"type": "json_schema", "json_schema": wrapped.get("schema", wrapped)}
     tools = request.get("tools") or []
     tool_choice = request.get("tool_choice")
     if tool_choice == "none":

@@ -46,17 +46,18 @@ def chat(gateway, content: str = "hello") -> httpx.Response:
 
 def test_requests_are_served_while_redis_is_unreachable(gateway, emulator, redis_down):
     # The key that answers 401 is marked invalid, which bumps the config version: in Redis, unreachable.
-    add_provider(emulator, "groq", ["bad;401", "good"], ["llama"])
-    add_chain("auto", ["groq/llama"])
+    add_provider(emulator, "groq", ["bad;401"], ["llama"])
+    add_provider(emulator, "cerebras", ["good"], ["qwen"])
+    add_chain("auto", ["groq/llama", "cerebras/qwen"])
 
     first = chat(gateway)
     second = chat(gateway, "again")
 
     assert first.status_code == 200, first.text
-    assert first.headers["X-FreeLLM-Trail"] == "groq/llama/groq-0 -> auth, groq/llama/groq-1 -> ok"
+    assert first.headers["X-FreeLLM-Trail"] == "groq/llama/groq-0 -> auth, cerebras/qwen/cerebras-0 -> ok"
     assert second.status_code == 200, second.text
     # The invalid key left this process's routing config although the version could not be bumped.
-    assert second.headers["X-FreeLLM-Trail"] == "groq/llama/groq-1 -> ok"
+    assert second.headers["X-FreeLLM-Trail"] == "cerebras/qwen/cerebras-0 -> ok"
     models = httpx.get(f"{gateway.base_url}/models", params={"available": "true"}, timeout=30,
                        headers={"Authorization": f"Bearer {gateway.api_key}"})
     assert models.status_code == 200

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -15,6 +17,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
+from freellm.background import background_drain  # noqa: E402
 from routing.errors import openai_error_responses  # noqa: E402
 
 
@@ -53,3 +56,21 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+def _hold_daphne_shutdown_for_background_work() -> None:
+    """daphne has no ASGI lifespan: on SIGTERM it cancels the open requests and stops the event loop, which
+    would drop the work still queued in the background (request log rows of answered requests, stream
+    settles). A "before shutdown" trigger makes it wait for that work (at most a few seconds)."""
+    reactor = sys.modules.get("twisted.internet.reactor")  # installed by daphne before it imports us
+    if reactor is None:
+        return
+    from twisted.internet import defer
+
+    def drain():
+        return defer.Deferred.fromFuture(asyncio.ensure_future(background_drain()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", drain)
+
+
+_hold_daphne_shutdown_for_background_work()

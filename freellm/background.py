@@ -34,3 +34,19 @@ async def _and_tidy(coro: Coroutine) -> None:
 
 def background_idle() -> bool:
     return not _running
+
+
+async def background_drain(*, timeout: float = 10.0, grace: float = 0.1) -> bool:
+    """Wait until no background task is left, at most ``timeout`` seconds; True if none is. For shutdown:
+    request log rows still queued, stream settles. ``grace``: requests cancelled by the shutdown run their
+    ``finally`` blocks (which may spawn more work) in the loop iterations right after it begins."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        if _running:
+            await asyncio.wait(set(_running), timeout=left)
+            continue
+        await asyncio.sleep(min(grace, left))
+        if not _running:
+            return True
+    return not _running

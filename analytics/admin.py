@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -85,7 +86,7 @@ class EndpointFilter(admin.SimpleListFilter):
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
     list_display = [
-        "created_at",
+        "when",
         "user",
         "endpoint",
         "requested_model",
@@ -96,7 +97,7 @@ class RequestLogAdmin(admin.ModelAdmin):
         "tokens",
         "latency",
     ]
-    list_display_links = ["created_at"]
+    list_display_links = ["when"]
     list_select_related = ["user"]
     search_fields = ["requested_model", "model", "=session_id", "error"]
     paginator = CappedCountPaginator
@@ -106,13 +107,13 @@ class RequestLogAdmin(admin.ModelAdmin):
     show_facets = ShowFacets.NEVER
     actions = None
     fieldsets = [
-        ("Request", {"fields": ["created_at", "user", "api_key", "endpoint", "requested_model", "stream", "session_id"]}),
+        ("Request", {"fields": ["when", "user", "api_key", "endpoint", "requested_model", "stream", "session_id"]}),
         ("Result", {"fields": ["status_code", "outcome", "route", "attempts", "switched", "error"]}),
         ("Usage", {"fields": ["prompt_tokens", "completion_tokens", "latency", "first_token"]}),
         ("Trail", {"fields": ["trail_table"]}),
     ]
     readonly_fields = [
-        "created_at",
+        "when",
         "user",
         "api_key",
         "endpoint",
@@ -159,6 +160,13 @@ class RequestLogAdmin(admin.ModelAdmin):
         return False
 
     # --- columns ---------------------------------------------------------------------------------------
+
+    @admin.display(description="time", ordering="created_at")
+    def when(self, obj: RequestLog):
+        # To the second: requests a few seconds apart must not all read "4:25 p.m.".
+        return format_html(
+            '<span style="white-space:nowrap">{}</span>', f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M:%S}"
+        )
 
     @admin.display(description="route", ordering="provider")
     def route(self, obj: RequestLog) -> str:

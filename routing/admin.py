@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from .models import ApiKey
 from .services import api_key_create, api_key_revoke
@@ -89,10 +90,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
         # The admin goes on with `obj` (history entry, redirect): make it the row just created.
         for field in ApiKey._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created, field.attname))
+        # The key in a box of its own that one click selects whole, so copying it takes no aiming.
         messages.warning(
             request,
-            f"New API key {obj.name!r} for {owner.get_username()}: {raw} — copy it now, it will not be shown again.",
-        )
+            format_html(
+                "New API key '{}' for {}: <code style=\"user-select:all;padding:.15em .4em;background:#fff;"
+                'color:#000;font-size:1.05em">{}</code> — copy it now, it will not be shown again.',
+                obj.name, owner.get_username(), raw,
+            ),
+        )  # fmt: skip
 
     @admin.display(description="key")
     def shown_prefix(self, obj: ApiKey) -> str:

@@ -1,0 +1,138 @@
+"""What the admin pages say, after a walkthrough with screenshots: labels that tell two things apart, figures
+precise enough to read, and hints where an operator would otherwise guess."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from datetime import datetime
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from providers.models import ChainEntry, FallbackChain, Provider, ProviderKey, UpstreamModel
+from tests.fixtures_analytics import make_log
+
+SECRET = "gsk_live_PAGESECRET_77aa1234"
+LONG_DETAIL = "inconclusive: groq/llama server_error (500): groq/llama: HTTP 500: The server had an error " * 2
+
+
+@pytest.fixture
+def groq(db) -> Provider:
+    groq = Provider.objects.create(slug="groq", name="Groq", base_url="http://127.0.0.1:9/v1")
+    ProviderKey.objects.create(provider=groq, label="main", secret=SECRET, status_detail=LONG_DETAIL[:300])
+    ProviderKey.objects.create(provider=groq, label="dead", secret="gsk_dead_0000000099",
+                               status=ProviderKey.Status.INVALID, status_detail="rejected by groq/llama (401)")  # fmt: skip
+    UpstreamModel.objects.create(provider=groq, model_id="llama", context_window=131072, supports_json=True)
+    UpstreamModel.objects.create(provider=groq, model_id="qwen")
+    return groq
+
+
+@pytest.fixture
+def staff_client(client, staff_user, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # no in-process quota rollup on page views
+    client.force_login(staff_user)
+    return client
+
+
+def _column_headers(page: str, inline: str) -> list[str]:
+    table = page.split(f'id="{inline}-group"', 1)[1].split("</thead>", 1)[0]
+    return [re.sub(r"<[^>]+>", "", h).strip().lower() for h in re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)]
+
+
+def test_provider_page_tells_the_secret_input_from_the_stored_value(staff_client, groq):
+    page = staff_client.get(reverse("admin:providers_provider_change", args=[groq.pk])).content.decode()
+
+    headers = _column_headers(page, "keys")
+    # Two columns used to be called "secret": the write-only input and the masked stored value.
+    assert headers.count("secret") == 1 and "current secret" in headers
+    assert "…1234" in page and SECRET not in page
+
+
+def test_key_status_shows_the_verdict_and_a_shortened_detail(staff_client, groq):
+    for url in (reverse("admin:providers_provider_change", args=[groq.pk]),
+                reverse("admin:providers_providerkey_changelist")):  # fmt: skip
+        page = htmllib.unescape(staff_client.get(url).content.decode())
+        assert "Invalid (auth failed)" in page and "rejected by groq/llama (401)" in page
+        # The long detail is cut in the cell and whole on hover, so a row stays one line high.
+        assert f'title="{LONG_DETAIL[:300]}"' in page
+        assert ">" + LONG_DETAIL[:45] + "…<" in page
+
+
+def test_models_inline_uses_short_column_names_and_narrow_inputs(staff_client, groq):
+    page = staff_client.get(reverse("admin:providers_provider_change", args=[groq.pk])).content.decode()
+
+    headers = _column_headers(page, "models")
+    assert {"context", "tools", "vision", "json mode", "rpm", "tpd"} <= set(headers)
+    assert not any(h.startswith("supports") for h in headers)
+    assert re.search(r'name="models-0-rpm"[^>]*style="width: 6em"|style="width: 6em"[^>]*name="models-0-rpm"', page)
+    # What does not fit scrolls inside the inline's box instead of widening the whole page.
+    assert ".inline-group .tabular.inline-related { overflow-x: auto; }" in page
+
+
+def test_chain_page_explains_order_and_saves_a_new_order(staff_client, groq):
+    chain = FallbackChain.objects.create(name="auto")
+    llama, qwen = UpstreamModel.objects.order_by("model_id")
+    first = ChainEntry.objects.create(chain=chain, model=llama, position=1)
+    second = ChainEntry.objects.create(chain=chain, model=qwen, position=2)
+    url = reverse("admin:providers_fallbackchain_change", args=[chain.pk])
+
+    page = staff_client.get(url).content.decode()
+    assert "tried from the top down" in page and "drag a row" in page
+
+    # What the drag-and-drop widget posts after dragging qwen above llama.
+    response = staff_client.post(url, {
+        "name": "auto", "kind": "chat", "description": "", "enabled": "on",
+        "entries-TOTAL_FORMS": "2", "entries-INITIAL_FORMS": "2",
+        "entries-0-id": first.pk, "entries-0-chain": chain.pk, "entries-0-model": llama.pk, "entries-0-position": "2",
+        "entries-1-id": second.pk, "entries-1-chain": chain.pk, "entries-1-model": qwen.pk, "entries-1-position": "1",
+    })  # fmt: skip
+    assert response.status_code == 302
+    assert [e.model.model_id for e in chain.entries.order_by("position")] == ["qwen", "llama"]
+
+
+def test_new_api_key_is_shown_in_a_box_that_selects_whole(team):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(team.alice)
+    page = client.post(reverse("admin:routing_apikey_add"), {"name": "phone"}, follow=True).content.decode()
+
+    assert re.search(r'<code style="user-select:all[^"]*">fl-[A-Za-z0-9_-]{40,}</code>', page)
+    assert "copy it now" in page
+
+
+def test_request_log_times_are_to_the_second(staff_client):
+    created = timezone.make_aware(datetime(2026, 3, 5, 14, 7, 9))
+    row = make_log(created_at=created)
+    local = timezone.localtime(created)
+
+    listing = staff_client.get(reverse("admin:analytics_requestlog_changelist")).content.decode()
+    detail = staff_client.get(reverse("admin:analytics_requestlog_change", args=[row.pk])).content.decode()
+
+    for page in (listing, detail):
+        assert f"{local:%Y-%m-%d %H:%M:%S}" in page
+
+
+def test_dashboard_names_a_used_up_window_instead_of_a_red_closed(client, staff_user, groq, settings):
+    from routing.config import load_routing_config
+    from routing.quota import set_quota_store
+    from routing.quota.local import LocalQuotaStore
+
+    model = load_routing_config().by_name["groq/llama"]
+    store = LocalQuotaStore()
+    # The provider says the minute's requests are used up: the circuit stays closed, the route waits.
+    store.record_now(model.route(model.keys[0]), None, headers={
+        "x-ratelimit-limit-requests": "30", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "40s",
+    })  # fmt: skip
+    set_quota_store(store)
+    try:
+        client.force_login(staff_user)
+        health = client.get(reverse("admin:analytics_requestlog_dashboard")).content.decode()
+    finally:
+        set_quota_store(None)
+
+    row = health.split("Route health now", 1)[1].split("<code>groq/llama/main</code>", 1)[1].split("</tr>", 1)[0]
+    assert "quota used up" in row and "closed" not in row
+    assert "fl-health-open" not in row

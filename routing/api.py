@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
+from ninja.security import HttpBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -32,12 +33,14 @@ from routing.tokens import estimate_request_tokens, estimate_tokens
 log = logging.getLogger(__name__)
 
 
-class UnifiedKeyAuth:
-    """`Authorization: Bearer <unified key>` or `x-api-key: <unified key>`."""
+class UnifiedKeyAuth(HttpBearer):
+    """`Authorization: Bearer <unified key>` (the scheme the OpenAPI docs show) or `x-api-key: <unified key>`."""
 
-    is_async = True
+    def __call__(self, request: HttpRequest):
+        # Not HttpBearer's header parsing: authenticate_request reads both headers.
+        return self.authenticate(request, "")
 
-    async def __call__(self, request: HttpRequest):
+    async def authenticate(self, request: HttpRequest, token: str):
         return await authenticate_request(request)
 
 
@@ -230,6 +233,20 @@ async def embeddings(request: HttpRequest, payload: EmbeddingRequest):
 
 @api.get("/models", summary="List the chains and models you may use")
 async def list_models(request: HttpRequest, available: bool = False):
+    return {"object": "list", "data": await _model_entries(available=available)}
+
+
+@api.get("/models/{path:model}", summary="Describe one chain or model")
+async def retrieve_model(request: HttpRequest, model: str):
+    for entry in await _model_entries(available=False):
+        if entry["id"] == model:
+            return entry
+    raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
+                       param="model")
+
+
+async def _model_entries(*, available: bool) -> list[dict[str, Any]]:
+    """Chains first, then models; with ``available`` only those with a healthy key and quota now."""
     cfg = await get_routing_config()
     store = get_quota_store()
     created = int(time.time())
@@ -252,7 +269,7 @@ async def list_models(request: HttpRequest, available: bool = False):
         if not available or await usable((m,)):
             data.append({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.slug,
                          "kind": m.kind, "context_window": m.context_window})
-    return {"object": "list", "data": data}
+    return data
 
 
 # --- plumbing -------------------------------------------------------------------------------------

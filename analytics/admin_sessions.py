@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .models import StickySession
 from .selectors import user_sees_all_requests
@@ -34,17 +35,8 @@ class ActiveFilter(admin.SimpleListFilter):
 
 @admin.register(StickySession)
 class StickySessionAdmin(admin.ModelAdmin):
-    list_display = [
-        "short_key",
-        "source",
-        "api_key",
-        "route",
-        "switches",
-        "last_switch_reason",
-        "created",
-        "last_used",
-        "active",
-    ]
+    # Seven columns, so "active" and the last use stay on screen; the start time is on the row's page.
+    list_display = ["short_key", "source", "api_key", "route", "switched", "last_used", "active"]
     # One row per conversation, so the table grows: no facets, no date hierarchy, no DISTINCT-based filters.
     list_filter = [ActiveFilter, "source"]
     show_facets = admin.ShowFacets.NEVER
@@ -59,6 +51,15 @@ class StickySessionAdmin(admin.ModelAdmin):
     @admin.display(description="model", ordering="provider")
     def route(self, obj: StickySession) -> str:
         return f"{obj.provider}/{obj.model}"
+
+    @admin.display(description="switches", ordering="switches")
+    def switched(self, obj: StickySession):
+        """How often the conversation moved to another model, and why it last did."""
+        if not obj.switches:
+            return "0"
+        reason = obj.last_switch_reason
+        short = reason if len(reason) <= 48 else reason[:45] + "…"
+        return format_html('{}<br><small title="{}" style="opacity:.8">last: {}</small>', obj.switches, reason, short)
 
     @admin.display(boolean=True)
     def active(self, obj: StickySession) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -212,7 +212,25 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     def get_urls(self):
         from .admin_catalog import catalog_admin_urls
 
-        return catalog_admin_urls(self) + super().get_urls()
+        test_keys = path(
+            "<path:object_id>/test-keys/",
+            self.admin_site.admin_view(self.test_keys_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_test_keys",
+        )
+        return [*catalog_admin_urls(self), test_keys, *super().get_urls()]
+
+    def test_keys_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        """The "Test keys now" button of the change page: test every key of this provider, report each."""
+        if request.method != "POST":
+            raise PermissionDenied  # a real upstream call and a status change: never on a GET
+        provider = self.get_object(request, object_id)
+        if provider is None or not self.has_change_permission(request, provider):
+            raise PermissionDenied
+        keys = list(provider.keys.select_related("provider"))
+        if not keys:
+            self.message_user(request, "This provider has no keys to test.", messages.WARNING)
+        _report_key_tests(request, keys)
+        return HttpResponseRedirect(reverse("admin:providers_provider_change", args=[provider.pk]))
 
     @admin.display(description="keys", ordering="_keys")
     def key_count(self, obj: Provider) -> int:

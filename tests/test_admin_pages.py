@@ -136,3 +136,53 @@ def test_dashboard_names_a_used_up_window_instead_of_a_red_closed(client, staff_
     row = health.split("Route health now", 1)[1].split("<code>groq/llama/main</code>", 1)[1].split("</tr>", 1)[0]
     assert "quota used up" in row and "closed" not in row
     assert "fl-health-open" not in row
+
+
+def test_test_keys_now_button_on_the_provider_page(staff_client, emulator, team):
+    from tests.fixtures_gateway import add_provider
+
+    provider = add_provider(emulator, "groq", ["gsk-good-00000001", "gsk-bad;401"], ["llama"])
+    url = reverse("admin:providers_provider_change", args=[provider.pk])
+    test_url = reverse("admin:providers_provider_test_keys", args=[provider.pk])
+    assert f'action="{test_url}"' in staff_client.get(url).content.decode()
+
+    # Never on a GET (a real upstream call and a status change), and never for a member.
+    assert staff_client.get(test_url).status_code == 403 and emulator.calls == []
+    from django.test import Client
+
+    member = Client()
+    member.force_login(team.alice)
+    assert member.post(test_url).status_code == 403 and emulator.calls == []
+
+    response = staff_client.post(test_url, follow=True)
+
+    assert response.redirect_chain[-1][0] == url
+    shown = htmllib.unescape(response.content.decode())
+    assert "groq/groq-0: OK: groq/llama answered" in shown.replace("Groq/", "groq/")
+    assert "groq/groq-1: rejected by groq/llama (401)" in shown.replace("Groq/", "groq/")
+    statuses = dict(ProviderKey.objects.values_list("label", "status"))
+    assert statuses == {"groq-0": ProviderKey.Status.ACTIVE, "groq-1": ProviderKey.Status.INVALID}
+    assert "gsk-bad;401" not in shown and "gsk-good-00000001" not in shown
+
+
+def test_sticky_sessions_show_switches_with_the_last_reason(staff_client):
+    from analytics.models import StickySession
+
+    now = timezone.now()
+    reason = "groq/llama-3.3-70b-versatile → gemini/gemini-2.5-flash: rate_limited (all keys cooling down)"
+    StickySession.objects.create(key="a" * 64, source="user", provider="gemini", model="gemini-2.5-flash",
+                                 switches=2, last_switch_reason=reason, created=now, last_used=now)  # fmt: skip
+    StickySession.objects.create(key="b" * 64, source="header", provider="groq", model="llama", created=now,
+                                 last_used=now)  # fmt: skip
+
+    page = htmllib.unescape(staff_client.get(reverse("admin:analytics_stickysession_changelist")).content.decode())
+
+    header = page.split('id="result_list"', 1)[1].split("</thead>", 1)[0]
+    assert header.count("<th ") == 8  # checkbox + seven: "active" stays on screen
+    assert f'title="{reason}"' in page and f"last: {reason[:45]}…" in page
+
+
+def test_dashboard_without_any_route_says_so(client, staff_user):
+    client.force_login(staff_user)
+    html = client.get(reverse("admin:analytics_requestlog_dashboard")).content.decode()
+    assert "No routes yet" in html and "All 0 routes" not in html

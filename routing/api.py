@@ -91,7 +91,12 @@ api = NinjaAPI(
 
 @api.exception_handler(GatewayError)
 def _gateway_error(request, exc: GatewayError):
-    return _with_trail(exc.response(), getattr(request, "freellm_ctx", None))
+    ctx = getattr(request, "freellm_ctx", None)
+    if ctx is not None:
+        # Whatever stopped a request that named a model (unknown model, no capable one, every route failed),
+        # the request log gets its row.
+        _log(request, ctx, None, exc.status, None, error=exc.message)
+    return _with_trail(exc.response(), ctx)
 
 
 @api.exception_handler(AuthenticationError)
@@ -289,15 +294,15 @@ def _context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
 
 
 async def _execute(request, ctx, resolution, call, *, skip=None, reword=None) -> router.Served:
-    """router.execute + the request log on failure or cancellation. skip: model → reason to pass it over (gating);
-    reword: turns the router's error into the endpoint's own (embeddings name their family)."""
+    """router.execute, plus the request-log row of a client that left (errors are logged by their handler).
+    skip: model → reason to pass it over (gating); reword: turns the router's error into the endpoint's own
+    (embeddings name their family)."""
     try:
         return await router.execute(ctx, resolution.models, call, skip=skip)
     except GatewayError as exc:
-        if reword is not None:
-            exc = reword(exc)
-        _log(request, ctx, None, exc.status, None, error=exc.message)
-        raise exc from None
+        if reword is None:
+            raise
+        raise reword(exc) from None
     except asyncio.CancelledError:
         # The client left before an answer (499, as nginx logs it): the row still says what was tried.
         _log(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
@@ -418,7 +423,7 @@ def _log(request, ctx, served, status: int, usage: Usage | None, *, outcome: str
         api_key_id=getattr(api_key, "id", None),
         user_id=getattr(api_key, "user_id", None),
         endpoint=ctx.kind,
-        requested_model=ctx.requested,
+        requested_model=ctx.requested[:200],
         provider=served.model.provider.slug if served else "",
         model=served.model.model_id if served else "",
         key_label=served.key.label if served else "",

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -18,9 +20,17 @@ from .services_quota import quota_cooldown_clear, quota_store_is_shared, quota_w
 HEALTH_LABELS = {
     "closed": "closed",
     "open": "open: cooling down",
-    "half_open": "half-open: next call is a trial",
-    "key_invalid": "key invalid (auth failed)",
+    "half_open": "half-open: on trial",
+    "key_invalid": "key invalid",
 }
+# On hover: what each state means for the next request.
+HEALTH_MEANING = {
+    "closed": "Healthy: requests go through while the quota lasts.",
+    "open": "Failing or rate-limited: skipped until the cooldown ends (or an admin clears it).",
+    "half_open": "The cooldown is over: the next request is a single trial; success closes the circuit.",
+    "key_invalid": "The provider refused the key (401/403): every model of it is skipped until an admin "
+                   "clears it or a health probe proves it works.",
+}  # fmt: skip
 HEALTH_COLORS = {"closed": "#3d8b37", "open": "#c0392b", "half_open": "#c98a00", "key_invalid": "#c0392b"}
 
 
@@ -40,8 +50,9 @@ def health_badge(health: str, *, cooldown_until=None, failures: int = 0, exhaust
     if failures:
         notes.append(f"{failures} failure{'s' if failures != 1 else ''} in a row")
     return format_html(
-        '<span style="white-space:nowrap"><span style="display:inline-block;width:.7em;height:.7em;'
+        '<span style="white-space:nowrap" title="{}"><span style="display:inline-block;width:.7em;height:.7em;'
         'border-radius:50%;background:{};margin-right:.35em"></span>{}</span>{}',
+        HEALTH_MEANING.get(health, ""),
         HEALTH_COLORS.get(health, "#888"),
         HEALTH_LABELS.get(health, health),
         format_html('<br><small style="opacity:.8">{}</small>', " · ".join(notes)) if notes else "",
@@ -62,7 +73,7 @@ class HealthFilter(admin.SimpleListFilter):
 @admin.register(QuotaWindow)
 class QuotaWindowAdmin(admin.ModelAdmin):
     # Few columns, so health and cooldowns fit on screen without scrolling sideways.
-    list_display = ["route", "window", "usage", "limits", "health_state", "updated_at"]
+    list_display = ["route", "window", "usage", "limits", "health_state", "as_of"]
     list_filter = [HealthFilter, "window", "provider"]
     search_fields = ["provider", "model", "key_label"]
     actions = ["clear_cooldown", "refresh_now"]
@@ -85,13 +96,12 @@ class QuotaWindowAdmin(admin.ModelAdmin):
         percent = min(100, round(obj.usage_ratio * 100))
         colour = "#ba2121" if percent >= 90 else "#c98a00" if percent >= 70 else "#417690"
         return format_html(
-            '<span style="white-space:nowrap" title="{}%"><span style="display:inline-block;width:80px;'
-            'background:#eee;vertical-align:middle"><span style="display:block;width:{}%;height:8px;background:{}">'
-            "</span></span> {} / {}</span>",
+            '<span title="{}%" style="display:block;width:80px;background:#eee"><span style="display:block;'
+            'width:{}%;height:8px;background:{}"></span></span><span style="white-space:nowrap">{} / {}</span>',
             percent, percent, colour, f"{obj.used:,}", f"{obj.limit:,}",
         )  # fmt: skip
 
-    @admin.display(description="limit (configured · learned)", ordering="limit")
+    @admin.display(description="limit", ordering="limit")
     def limits(self, obj: QuotaWindow):
         """The effective limit, and where it comes from when the provider reported a different one."""
         def number(value: int | None) -> str:
@@ -110,6 +120,12 @@ class QuotaWindowAdmin(admin.ModelAdmin):
             obj.health, cooldown_until=obj.cooldown_until, failures=obj.failures, exhausted_until=obj.exhausted_until
         )
 
+    @admin.display(description="as of", ordering="updated_at")
+    def as_of(self, obj: QuotaWindow) -> str:
+        # A snapshot's time to the second: with Redis the worker rolls up every minute, and a stale time
+        # says the worker is not running.
+        return f"{timezone.localtime(obj.updated_at):%H:%M:%S}"
+
     def changelist_view(self, request: HttpRequest, extra_context=None):
         store = get_quota_store()
         if isinstance(store, ResilientQuotaStore) and store.degraded:
@@ -123,6 +139,19 @@ class QuotaWindowAdmin(admin.ModelAdmin):
             # Embedded mode: the live counters are in this very process; roll them up now.
             quota_windows_rollup(in_process=True)
         return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_refresh"
+        return [path("refresh/", self.admin_site.admin_view(self.refresh_view), name=name), *super().get_urls()]
+
+    def refresh_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        """The "Refresh now" button: the same as the action, but it also works on an empty list (an action
+        needs rows to select, and before the first rollup there are none)."""
+        if request.method != "POST" or not self.has_view_permission(request):
+            raise PermissionDenied
+        self.refresh_now(request, self.model.objects.none())
+        query = request.GET.urlencode()
+        return HttpResponseRedirect(reverse("admin:routing_quotawindow_changelist") + (f"?{query}" if query else ""))
 
     @admin.action(description="Clear cooldown (close the circuit, re-enable the key)", permissions=["change"])
     def clear_cooldown(self, request: HttpRequest, queryset) -> None:

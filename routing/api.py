@@ -177,6 +177,13 @@ class EmbeddingRequest(_OpenSchema):
     dimensions: int | None = Field(None, ge=1)
     encoding_format: str | None = Field(None, pattern="^(float|base64)$")
 
+    @field_validator("input")
+    @classmethod
+    def _something_to_embed(cls, value):
+        if not value or (isinstance(value, list) and not all(value)):
+            raise PydanticCustomError("empty_input", "input must not be empty, nor hold an empty item")
+        return value
+
 
 # --- endpoints ------------------------------------------------------------------------------------
 

@@ -140,3 +140,12 @@ def test_a_gateway_bug_is_a_500_in_openai_shape(configured, settings):
     settings.FREELLM_OUTPUT_RESERVE = None
     error = _error(httpx.post(f"{configured.base_url}/chat/completions", json=CHAT, headers=_headers(configured)), 500)
     assert error["code"] == "internal_error" and "Traceback" not in error["message"]
+
+
+@pytest.mark.parametrize("value", ["", [], [""], [[]]])
+def test_empty_embedding_input_is_a_400_without_calling_upstream(gateway, emulator, value):
+    add_provider(emulator, "groq", ["ok"], [{"model_id": "embed", "kind": "embedding", "family": "e"}])
+    error = _error(httpx.post(f"{gateway.base_url}/embeddings", json={"model": "groq/embed", "input": value},
+                              headers=_headers(gateway)), 400)
+    assert error["param"] == "input" and "empty" in error["message"]
+    assert emulator.calls == []

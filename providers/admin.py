@@ -6,13 +6,14 @@ pages show only the masked tail (``…abcd``). Change history records field name
 
 from __future__ import annotations
 
+import yaml
 from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -27,6 +28,7 @@ from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
     KeyTestResult,
+    config_export,
     embedding_family_conflict,
     provider_key_set_enabled,
     provider_key_test,
@@ -217,7 +219,22 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.test_keys_view),
             name=f"{self.opts.app_label}_{self.opts.model_name}_test_keys",
         )
-        return [*catalog_admin_urls(self), test_keys, *super().get_urls()]
+        export = path(
+            "export.yaml",
+            self.admin_site.admin_view(self.export_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_export",
+        )
+        return [*catalog_admin_urls(self), test_keys, export, *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The whole config as import_config's YAML, secrets left out (like ``manage.py export_config``):
+        what the admin built can go into freellm.yaml, and importing it keeps the stored secrets."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        text = yaml.safe_dump(config_export(with_secrets=False), sort_keys=False, allow_unicode=True)
+        response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="freellm.yaml"'
+        return response
 
     def test_keys_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         """The "Test keys now" button of the change page: test every key of this provider, report each."""

@@ -186,3 +186,30 @@ def test_dashboard_without_any_route_says_so(client, staff_user):
     client.force_login(staff_user)
     html = client.get(reverse("admin:analytics_requestlog_dashboard")).content.decode()
     assert "No routes yet" in html and "All 0 routes" not in html
+
+
+def test_export_yaml_from_the_provider_list_leaves_secrets_out_and_imports_back(staff_client, groq, team):
+    import yaml
+    from django.test import Client
+
+    from providers.services import config_import
+
+    listing = staff_client.get(reverse("admin:providers_provider_changelist")).content.decode()
+    url = reverse("admin:providers_provider_export")
+    assert f'href="{url}"' in listing
+
+    response = staff_client.get(url)
+
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/yaml")
+    assert 'filename="freellm.yaml"' in response["Content-Disposition"]
+    text = response.content.decode()
+    assert SECRET not in text and "gsk_dead_0000000099" not in text
+    data = yaml.safe_load(text)
+    assert [k["label"] for k in data["providers"][0]["keys"]] == ["dead", "main"]
+    # Importing the export changes nothing and keeps the stored secrets.
+    assert config_import(data=data).changes == []
+    assert ProviderKey.objects.get(label="main").secret == SECRET
+
+    member = Client()
+    member.force_login(team.alice)
+    assert member.get(url).status_code == 403

@@ -16,13 +16,14 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from routing.admin_quota import health_badge
+from routing.models import QuotaWindow
 from routing.quota.resilient import BACKEND_ERRORS
-from routing.selectors_quota import key_health_annotations
+from routing.selectors_quota import key_health_annotations, quota_windows_by_key
 from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
@@ -336,12 +337,60 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         (None, {"fields": ["provider", "model_id", "kind", "family", "dimensions", "context_window", "enabled"]}),
         ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
-    ]
+        ("Quota now", {
+            "fields": ["quota_now"],
+            "description": "Each key's use of this model against the effective limit (the lower of the one "
+                           "configured above and one the provider reported), from the last quota snapshot.",
+        }),
+    ]  # fmt: skip
+    readonly_fields = ["quota_now"]
     actions = ["enable", "disable"]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id and request.method == "GET":
+            refresh_quota_snapshot()
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="route", ordering="provider__slug")
     def route_name(self, obj: UpstreamModel) -> str:
         return obj.route_name
+
+    @admin.display(description="by key")
+    def quota_now(self, obj: UpstreamModel):
+        rows = quota_windows_by_key(provider=obj.provider.slug, model=obj.model_id) if obj.pk else {}
+        if not rows:
+            return "No snapshot yet (see Quota windows: 'Refresh now')."
+
+        def cell(row: QuotaWindow | None):
+            if row is None:
+                return "—"
+            used = f"{row.used:,} / {row.limit:,}" if row.limit is not None else f"{row.used:,}"
+            if row.learned_limit is None:
+                return used
+            return format_html('{}<br><small style="opacity:.8">learned {}</small>', used, f"{row.learned_limit:,}")
+
+        def health(by_window: dict[str, QuotaWindow]):
+            # Every window row of a route carries the route's health.
+            row = next(iter(by_window.values()))
+            return health_badge(row.health, cooldown_until=row.cooldown_until, exhausted_until=row.exhausted_until)
+
+        windows = ("rpm", "rpd", "tpm", "tpd")
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td>" + "<td>{}</td>" * len(windows) + "<td>{}</td></tr>",
+            (
+                (label or "(keyless)", *(cell(by_window.get(w)) for w in windows), health(by_window))
+                for label, by_window in rows.items()
+            ),
+        )
+        url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(
+            {"provider": obj.provider.slug, "model": obj.model_id}
+        )
+        return format_html(
+            "<table><thead><tr><th>key</th><th>RPM</th><th>RPD</th><th>TPM</th><th>TPD</th><th>health</th></tr>"
+            '</thead><tbody>{}</tbody></table><p><a href="{}">Quota windows of this model →</a></p>',
+            body, url,
+        )  # fmt: skip
 
     @admin.action(description="Enable selected models", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[UpstreamModel]) -> None:

@@ -61,6 +61,14 @@ def key_health_annotations() -> dict[str, Subquery]:
     }
 
 
+def quota_windows_by_key(*, provider: str, model: str) -> dict[str, dict[str, QuotaWindow]]:
+    """The last snapshot of one model: key label → window (rpm, rpd, tpm, tpd) → row."""
+    by_key: dict[str, dict[str, QuotaWindow]] = defaultdict(dict)
+    for row in QuotaWindow.objects.filter(provider=provider, model=model).order_by("key_label", "window"):
+        by_key[row.key_label][row.window] = row
+    return dict(by_key)
+
+
 def keys_marked_invalid() -> set[tuple[str, str]]:
     """(provider slug, key label) of the keys the router leaves out after an auth failure."""
     return set(

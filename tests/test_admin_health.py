@@ -211,3 +211,29 @@ def test_refresh_now_button_works_on_an_empty_list(client, staff_user, groq, set
         assert "groq/llama/good" in page and "groq/qwen/dead" in page
     finally:
         set_quota_store(None)
+
+
+def test_model_page_shows_each_keys_quota_with_learned_limits(client, staff_user, groq, local_store):
+    llama = UpstreamModel.objects.get(model_id="llama")
+    url = reverse("admin:providers_upstreammodel_change", args=[llama.pk])
+    local_store.record_now(_route("good"), None, headers={"x-ratelimit-limit-requests-minute": "12"})
+    for _ in range(3):
+        local_store.reserve_now(_route("good"), 10)
+    client.force_login(staff_user)
+
+    page = client.get(url).content.decode()
+
+    table = page.split("Quota now", 1)[1]
+    good = table.split("<td>good</td>", 1)[1].split("</tr>", 1)[0]
+    assert "3 / 12" in good and "learned 12" in good and "closed" in good
+    dead = table.split("<td>dead</td>", 1)[1].split("</tr>", 1)[0]
+    assert "key invalid" in dead
+    assert "/admin/routing/quotawindow/?provider=groq&amp;model=llama" in table
+
+
+def test_model_page_before_any_snapshot(client, staff_user, groq, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # rows come from the worker, which has not run
+    client.force_login(staff_user)
+    llama = UpstreamModel.objects.get(model_id="llama")
+    page = client.get(reverse("admin:providers_upstreammodel_change", args=[llama.pk])).content.decode()
+    assert "No snapshot yet" in page

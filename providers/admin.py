@@ -346,6 +346,10 @@ class UpstreamModelAdmin(admin.ModelAdmin):
     readonly_fields = ["quota_now"]
     actions = ["enable", "disable"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UpstreamModel]:
+        # Also what the chain page's model picker (autocomplete) lists: each label names the provider.
+        return super().get_queryset(request).select_related("provider")
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id and request.method == "GET":
             refresh_quota_snapshot()

@@ -121,3 +121,14 @@ def test_chain_page_needs_at_most_one_query_per_entry(staff_client, django_asser
     with django_assert_max_num_queries(few + MORE + 1):
         html = staff_client.get(url).content.decode()
     assert f"p{MORE}/m{MORE}" in html
+
+
+def test_chain_model_picker_does_not_query_per_model(staff_client, django_assert_max_num_queries):
+    url = reverse("admin:autocomplete") + "?app_label=providers&model_name=chainentry&field_name=model&term="
+    add_providers(0, 2)
+    few = count_queries(staff_client, url)
+
+    add_providers(2, 8)  # the picker shows 20 models a page
+    with django_assert_max_num_queries(few):
+        results = staff_client.get(url).json()["results"]
+    assert len(results) == 20 and results[0]["text"] == "p0/e0"

@@ -339,9 +339,11 @@ async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStrea
 
 
 def _has_content(chunk: dict) -> bool:
+    """Whether the answer has begun: anything in a delta but its role (content, tool calls, and the reasoning
+    that gpt-oss or DeepSeek-R1 stream long before their content), or a finish reason."""
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"):
+        if choice.get("finish_reason") or any(value for key, value in delta.items() if key != "role"):
             return True
     return False
 

@@ -134,3 +134,23 @@ def test_a_provider_without_max_completion_tokens_gets_max_tokens(gateway, emula
     )
     sent = emulator.calls[0].body
     assert "max_completion_tokens" not in sent and sent["max_tokens"] == 50
+
+
+def test_a_reasoning_model_streams_its_thinking_without_tripping_the_first_token_timeout(gateway, emulator, settings):
+    # gpt-oss on Groq/OpenRouter streams `delta.reasoning` for a while before any content. That is the answer
+    # arriving: it must reach the client as it comes, not count as silence until the first content token.
+    settings.FREELLM_FIRST_TOKEN_TIMEOUT = 1.0
+    add_provider(emulator, "groq", ["a;think=8;gap=0.25"], ["gpt-oss"])
+    add_provider(emulator, "backup", ["ok"], ["other"])
+    add_chain("auto", ["groq/gpt-oss", "backup/other"])
+
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="auto", stream=True, messages=[{"role": "user", "content": "think first"}]
+    )
+    chunks = list(raw.parse())
+
+    assert raw.headers["X-FreeLLM-Provider"] == "groq"
+    thoughts = [c.choices[0].delta.model_extra.get("reasoning") for c in chunks if c.choices]
+    assert "".join(t for t in thoughts if t) == "".join(f"thought {n}. " for n in range(8))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: think first"
+    assert emulator.calls_for(provider="backup") == []

@@ -30,6 +30,9 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     `m` ... Limit 30, Used 30, Requested 1 ...".
 ``ctx=N``
     400 with code ``context_length_exceeded`` when the estimated prompt tokens exceed N.
+``think=N``
+    a stream starts with N reasoning chunks (``delta.reasoning``, as Groq and OpenRouter send for gpt-oss)
+    before the content; ``gap`` paces them like any other chunk.
 ``echo``
     error messages quote the key back, as some providers do (to test that the gateway never passes it on).
 
@@ -100,6 +103,7 @@ class KeySpec:
     tpm: int | None = None
     ctx: int | None = None
     echo: bool = False
+    think: int = 0
 
 
 def parse_key(raw: str) -> KeySpec:
@@ -131,7 +135,7 @@ def parse_key(raw: str) -> KeySpec:
                 spec["slow"] = float(value)
             elif word == "gap":
                 spec["gap"] = float(value)
-            elif word in ("rpm", "tpm", "ctx"):
+            elif word in ("rpm", "tpm", "ctx", "think"):
                 spec[word] = int(value)
         except ValueError:
             continue

@@ -129,6 +129,8 @@ def routes(engine: Engine) -> list[Route]:
             }
 
         frames = [_sse(chunk({"role": "assistant", "content": ""}))]
+        thinking = decision.spec.think if decision.spec else 0
+        frames.extend(_sse(chunk({"content": None, "reasoning": f"thought {n}. "})) for n in range(thinking))
         if tool_call:
             arguments = tool_call["function"]["arguments"]
             frames.append(_sse(chunk({"tool_calls": [{

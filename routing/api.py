@@ -152,7 +152,7 @@ class _OpenSchema(BaseModel):
 class ChatCompletionRequest(_OpenSchema):
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: StrictBool = False
+    stream: StrictBool | None = False
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

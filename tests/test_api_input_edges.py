@@ -102,6 +102,13 @@ def test_stream_must_be_a_boolean(configured, emulator, value):
     assert emulator.calls == []
 
 
+def test_stream_null_means_no_stream(configured):
+    # OpenAI's schema: "boolean or null, defaults to false".
+    resp = httpx.post(f"{configured.base_url}/chat/completions", json={**CHAT, "stream": None},
+                      headers=_headers(configured))
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+
+
 def test_several_choices_are_refused_with_the_reason(configured, emulator):
     error = _error(httpx.post(f"{configured.base_url}/chat/completions", json={**CHAT, "n": 3},
                               headers=_headers(configured)), 400)

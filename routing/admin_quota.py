@@ -15,7 +15,12 @@ from django.utils.html import format_html
 from .models import QuotaWindow
 from .quota import get_quota_store
 from .quota.resilient import BACKEND_ERRORS, ResilientQuotaStore
-from .services_quota import quota_cooldown_clear, quota_store_is_shared, quota_windows_rollup
+from .services_quota import (
+    PROVIDER_ROW_MODEL,
+    quota_cooldown_clear,
+    quota_store_is_shared,
+    quota_windows_rollup,
+)
 
 HEALTH_LABELS = {
     "closed": "closed",
@@ -87,6 +92,8 @@ class QuotaWindowAdmin(admin.ModelAdmin):
 
     @admin.display(description="route", ordering="provider")
     def route(self, obj: QuotaWindow) -> str:
+        if obj.model == PROVIDER_ROW_MODEL:
+            return f"{obj.provider} (every model and key)"
         return f"{obj.provider}/{obj.model}/{obj.key_label or '-'}"
 
     @admin.display(description="used")

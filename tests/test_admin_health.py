@@ -237,3 +237,11 @@ def test_model_page_before_any_snapshot(client, staff_user, groq, settings):
     llama = UpstreamModel.objects.get(model_id="llama")
     page = client.get(reverse("admin:providers_upstreammodel_change", args=[llama.pk])).content.decode()
     assert "No snapshot yet" in page
+
+
+def test_provider_wide_windows_are_named_as_such(client, staff_user, groq, local_store):
+    groq.account_rpd = 1000
+    groq.save()
+    client.force_login(staff_user)
+    page = client.get(QUOTA_LIST + "?window=provider_rpd").content.decode()
+    assert ">groq (every model and key)</a>" in page

@@ -85,18 +85,8 @@ class EndpointFilter(admin.SimpleListFilter):
 
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
-    list_display = [
-        "when",
-        "user",
-        "endpoint",
-        "requested_model",
-        "route",
-        "status_code",
-        "outcome_badge",
-        "attempts",
-        "tokens",
-        "latency",
-    ]
+    # Eight columns, each pair that belongs together in one cell, so the figures on the right stay on screen.
+    list_display = ["when", "user", "request", "route", "outcome_badge", "attempts", "tokens", "latency"]
     list_display_links = ["when"]
     list_select_related = ["user"]
     search_fields = ["requested_model", "model", "=session_id", "error"]
@@ -107,13 +97,13 @@ class RequestLogAdmin(admin.ModelAdmin):
     show_facets = ShowFacets.NEVER
     actions = None
     fieldsets = [
-        ("Request", {"fields": ["when", "user", "api_key", "endpoint", "requested_model", "stream", "session_id"]}),
+        ("Request", {"fields": ["created", "user", "api_key", "endpoint", "requested_model", "stream", "session_id"]}),
         ("Result", {"fields": ["status_code", "outcome", "route", "attempts", "switched", "error"]}),
         ("Usage", {"fields": ["prompt_tokens", "completion_tokens", "latency", "first_token"]}),
         ("Trail", {"fields": ["trail_table"]}),
     ]
     readonly_fields = [
-        "when",
+        "created",
         "user",
         "api_key",
         "endpoint",
@@ -163,10 +153,16 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="time", ordering="created_at")
     def when(self, obj: RequestLog):
-        # To the second: requests a few seconds apart must not all read "4:25 p.m.".
-        return format_html(
-            '<span style="white-space:nowrap">{}</span>', f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M:%S}"
-        )
+        # To the second: requests a few seconds apart must not all read "4:25 p.m.". Today's rows show the
+        # time only (the date is on hover), which leaves room for the figures on the right.
+        local = timezone.localtime(obj.created_at)
+        full = f"{local:%Y-%m-%d %H:%M:%S}"
+        shown = f"{local:%H:%M:%S}" if local.date() == timezone.localdate() else full
+        return format_html('<span style="white-space:nowrap" title="{}">{}</span>', full, shown)
+
+    @admin.display(description="created at")
+    def created(self, obj: RequestLog) -> str:
+        return f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M:%S}"
 
     @admin.display(description="route", ordering="provider")
     def route(self, obj: RequestLog) -> str:
@@ -174,14 +170,24 @@ class RequestLogAdmin(admin.ModelAdmin):
             return "—"
         return f"{obj.provider}/{obj.model}" + (f" · {obj.key_label}" if obj.key_label else "")
 
-    @admin.display(description="outcome", ordering="outcome")
+    @admin.display(description="result", ordering="outcome")
     def outcome_badge(self, obj: RequestLog):
         color = dashboard.OUTCOME_COLORS.get(obj.outcome, "#888")
         return format_html(
             '<span style="display:inline-block;width:.7em;height:.7em;border-radius:50%;background:{};'
-            'margin-right:.35em"></span>{}',
+            'margin-right:.35em"></span>{}<br><small style="opacity:.75">HTTP {}</small>',
             color,
             obj.get_outcome_display(),
+            obj.status_code,
+        )
+
+    @admin.display(description="request", ordering="requested_model")
+    def request(self, obj: RequestLog):
+        """The model asked for, and under it the endpoint (and whether it streamed)."""
+        return format_html(
+            '{}<br><small style="opacity:.75">{}</small>',
+            obj.requested_model or "—",
+            obj.endpoint + (" · stream" if obj.stream else ""),
         )
 
     @admin.display(description="tokens")

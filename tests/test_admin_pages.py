@@ -113,6 +113,12 @@ def test_request_log_times_are_to_the_second(staff_client):
 
     for page in (listing, detail):
         assert f"{local:%Y-%m-%d %H:%M:%S}" in page
+    # Today's rows show the time alone, the date on hover.
+    make_log(requested_model="mdl-today")
+    listing = staff_client.get(reverse("admin:analytics_requestlog_changelist")).content.decode()
+    today = listing.split("mdl-today", 1)[0].rsplit("<tr", 1)[1]
+    shown = re.search(r'title="(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)">([^<]+)<', today)
+    assert shown.group(1) == f"{timezone.localdate():%Y-%m-%d}" and shown.group(3) == shown.group(2)
 
 
 def test_dashboard_names_a_used_up_window_instead_of_a_red_closed(client, staff_user, groq, settings):
@@ -213,3 +219,18 @@ def test_export_yaml_from_the_provider_list_leaves_secrets_out_and_imports_back(
     member = Client()
     member.force_login(team.alice)
     assert member.get(url).status_code == 403
+
+
+def test_request_log_list_pairs_related_figures_in_eight_columns(staff_client):
+    make_log(requested_model="auto", endpoint="chat", stream=True, outcome="exhausted", status_code=429,
+             provider="", model="", key_label="")  # fmt: skip
+
+    page = staff_client.get(reverse("admin:analytics_requestlog_changelist")).content.decode()
+
+    header = page.split('id="result_list"', 1)[1].split("</thead>", 1)[0]
+    assert re.findall(r'<th scope="col" class="[^"]*column-(\w+)', header) == [
+        "when", "user", "request", "route", "outcome_badge", "attempts", "tokens", "latency",
+    ]  # fmt: skip
+    row = page.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert "auto<br>" in row and "chat · stream" in row
+    assert "All routes exhausted<br>" in row and "HTTP 429" in row

@@ -347,6 +347,8 @@ def _put_if(item: dict[str, Any], name: str, value: Any, default: Any = None) ->
 class KeyTestResult:
     ok: bool | None  # True: the key works; False: upstream rejected it; None: inconclusive
     detail: str
+    # The call's failure, if any, for callers that report the outcome to the quota store (health probes).
+    error: UpstreamError | None = field(default=None, repr=False, compare=False)
 
 
 @sensitive_variables()
@@ -357,7 +359,7 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
     unknown model) keeps the status and only records the detail. The detail never holds the secret.
     """
     provider = key.provider
-    model = _test_model(provider)
+    model = provider_key_test_model(provider)
     if model is None:
         result = KeyTestResult(None, "no enabled chat or embedding model to test with")
         _save_key_status(key, None, result.detail)
@@ -389,18 +391,20 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
         message = _scrub(exc.message, secret)
         status = f" ({exc.status})" if exc.status else ""
         if exc.kind == ErrorKind.AUTH:
-            result = KeyTestResult(False, f"rejected by {model.route_name}{status}: {message}")
+            result = KeyTestResult(False, f"rejected by {model.route_name}{status}: {message}", exc)
             _save_key_status(key, ProviderKey.Status.INVALID, result.detail)
         elif exc.kind == ErrorKind.RATE_LIMITED:
             # A 429 comes after authentication: the key is good, just busy.
-            result = KeyTestResult(True, f"accepted by {model.route_name}, rate limited right now{status}")
+            result = KeyTestResult(True, f"accepted by {model.route_name}, rate limited right now{status}", exc)
             _save_key_status(key, ProviderKey.Status.ACTIVE, result.detail)
         else:
-            result = KeyTestResult(None, f"inconclusive: {model.route_name} {exc.kind}{status}: {message}")
+            result = KeyTestResult(None, f"inconclusive: {model.route_name} {exc.kind}{status}: {message}", exc)
             _save_key_status(key, None, result.detail)
         return result
     except httpx.HTTPError as exc:
-        result = KeyTestResult(None, f"inconclusive: {model.route_name} {type(exc).__name__}")
+        kind = ErrorKind.TIMEOUT if isinstance(exc, httpx.TimeoutException) else ErrorKind.CONNECTION
+        result = KeyTestResult(None, f"inconclusive: {model.route_name} {type(exc).__name__}",
+                               UpstreamError(kind, type(exc).__name__))
         _save_key_status(key, None, result.detail)
         return result
     result = KeyTestResult(True, f"OK: {model.route_name} answered")
@@ -408,7 +412,8 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
     return result
 
 
-def _test_model(provider: Provider) -> UpstreamModel | None:
+def provider_key_test_model(provider: Provider) -> UpstreamModel | None:
+    """The model ``provider_key_test`` calls."""
     models = provider.models.filter(enabled=True).order_by("model_id")
     return models.filter(kind=ModelKind.CHAT).first() or models.filter(kind=ModelKind.EMBEDDING).first()
 

@@ -14,6 +14,7 @@ up: there the quota admin rolls up in-process when it is opened, and the worker'
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from .models import QuotaWindow
 from .quota import get_quota_store
-from .quota.base import HealthState, QuotaStore, Route, RouteStatus
+from .quota.base import Denied, HealthState, Lease, QuotaStore, Route, RouteStatus
 from .quota.local import LocalQuotaStore
 from .quota.resilient import ResilientQuotaStore
 from .selectors_quota import keys_marked_invalid, quota_routes
@@ -225,8 +226,13 @@ def _claim_probe(key_id: int, interval: float) -> bool:
 
 
 def provider_key_probe(*, key_id: int, interval: float | None = None, store: QuotaStore | None = None):
-    """Test one key with a real cheap call, at most once per interval. Returns the KeyTestResult, or None
-    when the key was probed recently (or no longer exists)."""
+    """Test one key with a real cheap call, at most once per interval.
+
+    The call is reserved in the quota store like any other, so a probe never calls a key whose quota is
+    spent or that is cooling down; the probe of a half-open route is its one trial, and its outcome
+    closes or reopens the circuit. A key marked invalid is probed regardless (nothing else calls it; this
+    is what revives it). Returns the KeyTestResult, or None when nothing was called (probed recently, no
+    quota or cooling down, or the key is gone)."""
     from providers.models import ProviderKey
     from providers.services import provider_key_test
 
@@ -234,7 +240,24 @@ def provider_key_probe(*, key_id: int, interval: float | None = None, store: Quo
     key = ProviderKey.objects.select_related("provider").filter(pk=key_id, enabled=True).first()
     if key is None or not _claim_probe(key_id, interval):
         return None
-    result = provider_key_test(key=key)
+    route = _probe_route(key)
+    lease: Lease | None = None
+    if route is not None:
+
+        async def reserve(s: QuotaStore) -> Lease | Denied:
+            return await s.reserve(route, 1)
+
+        reserved = _run_with_store(reserve, store)
+        if isinstance(reserved, Denied) and reserved.reason != "key_invalid":
+            log.info("health probe of %s skipped: %s", key, reserved.reason)
+            return None
+        lease = reserved if isinstance(reserved, Lease) else None
+    result = None
+    try:
+        result = provider_key_test(key=key)
+    finally:
+        if route is not None:
+            _run_with_store(functools.partial(_probe_settle, route, lease, result), store)
     if result.ok is not None:
         route = Route(key.provider.slug, "", key.label)
 
@@ -244,6 +267,33 @@ def provider_key_probe(*, key_id: int, interval: float | None = None, store: Quo
         _run_with_store(mark, store)
     log.info("health probe of %s: %s", key, result.detail)
     return result
+
+
+def _probe_route(key) -> Route | None:
+    """The quota route of the call ``provider_key_test`` makes with this key."""
+    from providers.services import provider_key_test_model
+
+    model = provider_key_test_model(key.provider)
+    if model is None:
+        return None
+    wanted = (key.provider.slug, model.model_id, key.label)
+    return next((r for r in quota_routes() if (r.provider, r.model, r.key) == wanted), None)
+
+
+async def _probe_settle(route: Route, lease: Lease | None, result, s: QuotaStore) -> None:
+    called = result is not None and (result.ok is not None or result.error is not None)
+    if lease is not None:
+        if called:
+            await s.settle(lease, 1)
+        else:
+            await s.release(lease)
+    if called:
+        error = result.error
+        if error is None:
+            await s.record(route, None)
+        else:
+            await s.record(route, error.kind, retry_after=error.retry_after, headers=error.headers,
+                           message=error.message)
 
 
 # --- request log pruning ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from routing.admin_quota import health_badge
 from routing.models import QuotaWindow
 from routing.quota.resilient import BACKEND_ERRORS
-from routing.selectors_quota import key_health_annotations, quota_windows_by_key
+from routing.selectors_quota import key_health_annotations, provider_health_annotations, quota_windows_by_key
 from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
@@ -76,6 +76,16 @@ def masked_secret(obj: ProviderKey) -> str:
 @admin.display(description="health")
 def key_health(obj: ProviderKey):
     """The key's worst route state from the last quota snapshot, linked to its quota windows."""
+    return _health_link(obj, "model", {"provider": obj.provider.slug, "key_label": obj.label} if obj.pk else {})
+
+
+@admin.display(description="health")
+def provider_health(obj: Provider):
+    """The provider's worst route state from the last quota snapshot, linked to its quota windows."""
+    return _health_link(obj, "route", {"provider": obj.slug})
+
+
+def _health_link(obj, unit: str, query: dict[str, str]):
     health = getattr(obj, "_health", None)
     if not obj.pk or health is None:
         return "—"
@@ -83,12 +93,10 @@ def key_health(obj: ProviderKey):
     badge = health_badge(
         health,
         cooldown_until=obj._cooldown_until,
-        notes=[f"on {unhealthy} model{'s' if unhealthy != 1 else ''}"] if unhealthy else (),
+        notes=[f"on {unhealthy} {unit}{'s' if unhealthy != 1 else ''}"] if unhealthy else (),
     )
-    url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(
-        {"provider": obj.provider.slug, "key_label": obj.label}
-    )
-    return format_html('<a href="{}" title="Quota windows of this key">{}</a>', url, badge)
+    url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(query)
+    return format_html('<a href="{}" title="Quota windows">{}</a>', url, badge)
 
 
 STATUS_COLORS = {
@@ -189,7 +197,7 @@ class UpstreamModelInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
-    list_display = ["slug", "name", "adapter", "base_url", "enabled", "key_count", "model_count"]
+    list_display = ["slug", "name", "adapter", "base_url", "enabled", "key_count", "model_count", provider_health]
     list_filter = ["adapter", "enabled", "keyless"]
     search_fields = ["slug", "name", "base_url"]
     prepopulated_fields = {"slug": ["name"]}
@@ -204,13 +212,17 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(
-            _keys=Count("keys", distinct=True), _models=Count("models", distinct=True)
+            _keys=Count("keys", distinct=True), _models=Count("models", distinct=True), **provider_health_annotations()
         )
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id and request.method == "GET":
             refresh_quota_snapshot()
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        refresh_quota_snapshot()
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         from .admin_catalog import catalog_admin_urls

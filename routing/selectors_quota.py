@@ -46,9 +46,18 @@ def key_health_annotations() -> dict[str, Subquery]:
     """Annotations for a ProviderKey queryset, from the last QuotaWindow snapshot (one row per route and
     window; the rpm row stands for the route): ``_health`` (worst state over the key's models, None when
     there is no snapshot yet), ``_unhealthy`` (models not closed) and ``_cooldown_until`` (the latest)."""
-    routes = QuotaWindow.objects.filter(
-        provider=OuterRef("provider__slug"), key_label=OuterRef("label"), window=QuotaWindow.Window.RPM
+    return _health_annotations(
+        QuotaWindow.objects.filter(provider=OuterRef("provider__slug"), key_label=OuterRef("label"))
     )
+
+
+def provider_health_annotations() -> dict[str, Subquery]:
+    """The same for a Provider queryset, over all its routes (``_unhealthy`` counts routes)."""
+    return _health_annotations(QuotaWindow.objects.filter(provider=OuterRef("slug")))
+
+
+def _health_annotations(rows) -> dict[str, Subquery]:
+    routes = rows.filter(window=QuotaWindow.Window.RPM)
     rank = Case(*(When(health=h, then=Value(r)) for h, r in _HEALTH_RANK.items()), default=Value(len(_HEALTH_RANK)))
 
     def aggregate(expression, queryset=routes):

@@ -245,3 +245,18 @@ def test_provider_wide_windows_are_named_as_such(client, staff_user, groq, local
     client.force_login(staff_user)
     page = client.get(QUOTA_LIST + "?window=provider_rpd").content.decode()
     assert ">groq (every model and key)</a>" in page
+
+
+def test_provider_list_shows_the_worst_route_state(client, staff_user, groq, local_store):
+    Provider.objects.create(slug="calm", name="Calm", base_url="http://127.0.0.1:9/v1")
+    local_store.record_now(_route("busy", "qwen"), ErrorKind.RATE_LIMITED, retry_after=90)
+    client.force_login(staff_user)
+
+    page = client.get(reverse("admin:providers_provider_changelist")).content.decode()
+
+    groq_row = page.split(">groq</a>", 1)[1].split("</tr>", 1)[0]
+    # "dead" is invalid on both models, "busy" cools down on one: the worst state, over three routes.
+    assert "key invalid" in groq_row and "on 3 routes" in groq_row
+    assert 'href="/admin/routing/quotawindow/?provider=groq"' in groq_row
+    calm_row = page.split(">calm</a>", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="field-provider_health">—</td>' in calm_row  # no key, no model: no routes

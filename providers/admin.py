@@ -197,7 +197,8 @@ class UpstreamModelInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
-    list_display = ["slug", "name", "adapter", "base_url", "enabled", "key_count", "model_count", provider_health]
+    # Health next to the name; the long base URL last, where running off the screen costs least.
+    list_display = ["slug", provider_health, "name", "adapter", "enabled", "key_count", "model_count", "base_url"]
     list_filter = ["adapter", "enabled", "keyless"]
     search_fields = ["slug", "name", "base_url"]
     prepopulated_fields = {"slug": ["name"]}

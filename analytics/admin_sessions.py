@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from .models import StickySession
 from .selectors import user_sees_all_requests
@@ -58,7 +59,7 @@ class StickySessionAdmin(admin.ModelAdmin):
         if not obj.switches:
             return "0"
         reason = obj.last_switch_reason
-        short = reason if len(reason) <= 48 else reason[:45] + "…"
+        short = Truncator(reason).chars(46)
         return format_html('{}<br><small title="{}" style="opacity:.8">last: {}</small>', obj.switches, reason, short)
 
     @admin.display(boolean=True)

@@ -18,6 +18,7 @@ from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from routing.admin_quota import health_badge
@@ -112,7 +113,7 @@ def key_status(obj: ProviderKey):
     if not obj.pk:
         return "—"
     detail = obj.status_detail
-    short = detail if len(detail) <= 48 else detail[:45] + "…"
+    short = Truncator(detail).chars(46)
     return format_html(
         '<span style="color:{};font-weight:600">{}</span>{}',
         STATUS_COLORS.get(obj.status, "#888"),

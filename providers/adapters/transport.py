@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import struct
 import time
 import uuid
 import zoneinfo
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from .base import ErrorKind, Timeouts, UpstreamError
+from .base import ErrorKind, Timeouts, UpstreamError, Usage
 
 # Turns a non-2xx response (body already read) into the error the router acts on.
 ErrorMapper = Callable[[httpx.Response], UpstreamError]
@@ -225,6 +226,180 @@ class ChunkFactory:
 
     def usage(self, usage: dict) -> dict:
         return self._chunk([], usage=usage)
+
+
+# Top-level fields of a chat.completion that a stream repeats on its chunks (the first value seen is kept).
+_COMPLETION_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+class CompletionAssembler:
+    """One ``chat.completion`` built from the ``chat.completion.chunk`` dicts of a stream, fed in order.
+
+    Deltas merge per choice index: text (content, reasoning, reasoning_content, refusal) is concatenated,
+    lists (annotations, reasoning_details, logprobs.content) are extended, other objects merged field by
+    field. Tool calls merge by their own index: id, type and function name come from the first fragment
+    that has them, argument fragments are concatenated. The last finish_reason wins; a stream that ended
+    without one finished normally (the adapters raise for a cut stream), so it reads as ``stop`` (or
+    ``tool_calls``). Usage is the last non-empty ``usage`` of any chunk, None when the stream had none.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] = {}
+        self._choices: dict[int, _ChoiceParts] = {}
+        self._usage: dict | None = None
+        # Characters of generated text (answer, reasoning, tool arguments): a token estimate without usage.
+        self.generated_chars = 0
+
+    def feed(self, chunk: dict) -> None:
+        for name in _COMPLETION_FIELDS:
+            if chunk.get(name) is not None:
+                self._fields.setdefault(name, chunk[name])
+        if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                parts = self._choices.setdefault(choice.get("index") or 0, _ChoiceParts())
+                self.generated_chars += parts.feed(choice)
+
+    @property
+    def usage(self) -> Usage | None:
+        if self._usage is None:
+            return None
+        return Usage(int(self._usage.get("prompt_tokens") or 0), int(self._usage.get("completion_tokens") or 0))
+
+    def result(self) -> tuple[dict, Usage | None]:
+        """The completion and its usage. A stream that carried no choice at all is no answer: SERVER error."""
+        if not self._choices:
+            raise UpstreamError(ErrorKind.SERVER, "the stream ended without any answer")
+        body = {
+            "id": self._fields.get("id") or completion_id(),
+            "object": "chat.completion",
+            "created": self._fields.get("created") or int(time.time()),
+            "model": self._fields.get("model", ""),
+            "choices": [self._choices[index].choice(index) for index in sorted(self._choices)],
+        }
+        for name in ("system_fingerprint", "service_tier"):
+            if name in self._fields:
+                body[name] = self._fields[name]
+        if self._usage is not None:
+            body["usage"] = self._usage
+        return body, self.usage
+
+
+def assemble_completion(chunks: Iterable[dict]) -> tuple[dict, Usage | None]:
+    """The ``chat.completion`` that a whole stream of chunks amounts to, and its usage (None if unreported)."""
+    assembler = CompletionAssembler()
+    for chunk in chunks:
+        assembler.feed(chunk)
+    return assembler.result()
+
+
+class _ChoiceParts:
+    """What the deltas of one choice index have said so far."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self.tool_calls: dict[int, dict] = {}
+        self.finish_reason: str | None = None
+        self.logprobs: Any = None
+
+    def feed(self, choice: dict) -> int:
+        """Merge one chunk's choice; returns the characters of generated text it added."""
+        added = 0
+        delta = choice.get("delta") or {}
+        for key, value in delta.items():
+            if value is None:
+                continue
+            if key == "role":
+                self.message.setdefault("role", value)
+            elif key == "tool_calls":
+                added += self._merge_tool_calls(value)
+            else:
+                self.message[key] = _merged(self.message.get(key), value)
+                added += len(value) if isinstance(value, str) else 0
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        if choice.get("logprobs"):
+            self.logprobs = _merged(self.logprobs, choice["logprobs"])
+        return added
+
+    def _merge_tool_calls(self, fragments: Any) -> int:
+        added = 0
+        for fragment in fragments if isinstance(fragments, list) else ():
+            if not isinstance(fragment, dict):
+                continue
+            function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+            index = fragment.get("index")
+            if index is None:
+                # Servers that send no index: a fragment naming a call starts one, any other continues the last.
+                starts = fragment.get("id") or function.get("name") or not self.tool_calls
+                index = len(self.tool_calls) if starts else max(self.tool_calls)
+            call = self.tool_calls.setdefault(index, {"function": {}})
+            for key, value in fragment.items():
+                if key in ("index", "function") or value is None:
+                    continue
+                if key in ("id", "type"):
+                    call[key] = call.get(key) or value
+                else:
+                    call[key] = _merged(call.get(key), value)
+            for key, value in function.items():
+                if value is None:
+                    continue
+                if key == "arguments":
+                    text = value if isinstance(value, str) else json.dumps(value)
+                    call["function"]["arguments"] = call["function"].get("arguments", "") + text
+                    added += len(text)
+                elif key == "name":
+                    call["function"]["name"] = call["function"].get("name") or value
+                else:
+                    call["function"][key] = _merged(call["function"].get(key), value)
+        return added
+
+    def choice(self, index: int) -> dict:
+        calls = [self._tool_call(self.tool_calls[i]) for i in sorted(self.tool_calls)]
+        fields = {k: v for k, v in self.message.items() if k not in ("role", "content")}
+        content = self.message.get("content")
+        if not content:
+            # OpenAI's null content beside tool calls or a refusal; an empty answer is "".
+            content = None if calls or fields.get("refusal") else ""
+        message: dict[str, Any] = {"role": self.message.get("role") or "assistant", "content": content, **fields}
+        if calls:
+            message["tool_calls"] = calls
+        finish_reason = self.finish_reason or ("tool_calls" if calls else "stop")
+        return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": self.logprobs}
+
+    @staticmethod
+    def _tool_call(call: dict) -> dict:
+        function = {"name": "", **call["function"]}
+        # A call whose arguments never came takes none: "{}", what a non-streamed answer says.
+        function["arguments"] = function.get("arguments") or "{}"
+        extra = {k: v for k, v in call.items() if k not in ("id", "type", "function")}
+        return {"id": call.get("id") or tool_call_id(), "type": call.get("type") or "function", "function": function,
+                **extra}
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """``new`` added to ``old``: strings concatenated, lists extended, objects merged field by field; text and
+    content parts mixed (Mistral's thinking models) become one list of parts."""
+    if old is None:
+        return new
+    if isinstance(old, str) and isinstance(new, str):
+        return old + new
+    if isinstance(old, list | str) and isinstance(new, list | str):
+        return _as_parts(old) + _as_parts(new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        merged = dict(old)
+        for key, value in new.items():
+            if value is not None:
+                merged[key] = _merged(merged.get(key), value)
+        return merged
+    return new
+
+
+def _as_parts(content: list | str) -> list:
+    if isinstance(content, list):
+        return content
+    return [{"type": "text", "text": content}] if content else []
 
 
 def text_of(content: Any) -> str:

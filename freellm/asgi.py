@@ -17,7 +17,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
-from freellm.background import background_drain  # noqa: E402
+from freellm.background import shutdown_drain  # noqa: E402
 from routing.errors import openai_error_responses  # noqa: E402
 
 
@@ -59,16 +59,17 @@ application = ProtocolTypeRouter(
 
 
 def _hold_daphne_shutdown_for_background_work() -> None:
-    """daphne has no ASGI lifespan: on SIGTERM it cancels the open requests and stops the event loop, which
-    would drop the work still queued in the background (request log rows of answered requests, stream
-    settles). A "before shutdown" trigger makes it wait for that work (at most a few seconds)."""
+    """daphne has no ASGI lifespan: on SIGTERM it closes the open connections and stops the event loop,
+    which would drop the requests still in flight unlogged and the work queued in the background (request
+    log rows of answered requests, stream settles). A "before shutdown" trigger cancels those requests
+    and waits for that work (at most a few seconds)."""
     reactor = sys.modules.get("twisted.internet.reactor")  # installed by daphne before it imports us
     if reactor is None:
         return
     from twisted.internet import defer
 
     def drain():
-        return defer.Deferred.fromFuture(asyncio.ensure_future(background_drain()))
+        return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown_drain()))
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from collections.abc import Coroutine
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 _running: set[asyncio.Task] = set()
+# The tasks serving gateway requests (finished ones drop out by themselves), for shutdown.
+_requests: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
 
 
 def spawn(coro: Coroutine) -> asyncio.Task:
@@ -34,6 +37,23 @@ async def _and_tidy(coro: Coroutine) -> None:
 
 def background_idle() -> bool:
     return not _running
+
+
+def request_task_track() -> None:
+    """Note the running task as one serving a gateway request (see ``shutdown_drain``)."""
+    task = asyncio.current_task()
+    if task is not None:
+        _requests.add(task)
+
+
+async def shutdown_drain(*, timeout: float = 10.0) -> bool:
+    """The server is stopping: cancel the requests still in flight, which then settle their quota and log
+    their row like a client that left, and wait for the background work (``background_drain``). Needed
+    because daphne cancels its connection handlers on SIGTERM, and Django runs each view in a task of
+    its own that such a cancellation does not reach."""
+    for task in list(_requests):
+        task.cancel()
+    return await background_drain(timeout=timeout)
 
 
 async def background_drain(*, timeout: float = 10.0, grace: float = 0.1) -> bool:

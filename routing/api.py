@@ -297,6 +297,8 @@ def _context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
              stream: bool = False) -> router.RequestContext:
     ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
     request.freellm_ctx = ctx  # for error responses and the request log
+    # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
+    freellm.background.request_task_track()
     return ctx
 
 

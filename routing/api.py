@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,7 +22,8 @@ from pydantic_core import PydanticCustomError
 import freellm.background
 from analytics.services import request_log_enqueue
 from freellm.background import spawn
-from providers.adapters.base import UpstreamError, UpstreamStream, Usage
+from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
+from providers.adapters.transport import CompletionAssembler, usage_dict
 from routing import continuity, router
 from routing.auth import authenticate_request
 from routing.config import get_routing_config
@@ -206,8 +208,11 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
                                       resolution=resolution, requested=body["model"])
 
     if not stream:
+        # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
+        # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            return await adapter.chat(router_client(), target, plan.body_for(target), timeouts)
+            primed = await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+            return await _assembled(ctx, primed)
 
         served = await _execute(request, ctx, plan.resolution, call, skip=plan.skip)
         await plan.settle(ctx, served)
@@ -331,13 +336,47 @@ async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStrea
                     break
     except TimeoutError:
         await stream.aclose()
-        from providers.adapters.base import ErrorKind
-
         raise UpstreamError(ErrorKind.TIMEOUT, "no first token in time") from None
     except BaseException:
         await stream.aclose()
         raise
     return stream, chunks, buffered
+
+
+async def _assembled(ctx: router.RequestContext, primed) -> UpstreamResponse:
+    """The rest of a primed stream, read within what is left of the time budget, as one chat.completion.
+
+    A failure here still fails over, since a non-stream client has received nothing yet; the error carries
+    the tokens the broken answer used so far, for the quota."""
+    stream, chunks, buffered = primed
+    assembler = CompletionAssembler()
+    try:
+        for chunk in buffered:
+            assembler.feed(chunk)
+        async with asyncio.timeout(max(0.0, ctx.remaining())):
+            async for chunk in chunks:
+                assembler.feed(chunk)
+        body, usage = assembler.result()
+    except TimeoutError:
+        raise UpstreamError(
+            ErrorKind.TIMEOUT, f"answer not finished within the {settings.FREELLM_TIME_BUDGET:g}s time budget",
+            spent=assembler.usage or _estimated_usage(ctx, assembler.generated_chars),
+        ) from None
+    except UpstreamError as exc:
+        exc.spent = assembler.usage or _estimated_usage(ctx, assembler.generated_chars)
+        raise
+    finally:
+        await stream.aclose()
+    if usage is None:
+        # Clients read `usage` from every answer; without the provider's count, the gateway's estimate.
+        usage = _estimated_usage(ctx, assembler.generated_chars)
+        body["usage"] = usage_dict(usage.prompt_tokens, usage.completion_tokens)
+    return UpstreamResponse(body, usage, stream.headers)
+
+
+def _estimated_usage(ctx: router.RequestContext, completion_chars: int) -> Usage:
+    """What an answer the provider did not count cost: the prompt estimate and about four characters a token."""
+    return Usage(ctx.prompt_tokens, max(1, completion_chars // 4))
 
 
 def _has_content(chunk: dict) -> bool:
@@ -393,7 +432,7 @@ async def _relay(request, ctx: router.RequestContext, served: router.Served, inc
         # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
         async def finish():
             await stream.aclose()
-            final = usage or Usage(ctx.prompt_tokens, max(1, text_chars // 4))
+            final = usage or _estimated_usage(ctx, text_chars)
             await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
             _log(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
 

@@ -3,7 +3,8 @@
     resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id)
     candidates  each model's usable keys, most quota headroom first, rotating among equals
     reserve     atomically take the request + estimated tokens from the quota store (refused while cooling)
-    call        the adapter does the HTTP call (for streams: until the first content chunk)
+    call        the adapter does the HTTP call (streams: until the first content chunk; plain chat: the whole
+                answer, read from an upstream stream)
     settle      real usage back to the quota store, the outcome to the circuit breaker
 
 Fails over on 429, 5xx, timeouts and connection errors, up to FREELLM_MAX_ATTEMPTS calls and within
@@ -235,7 +236,9 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
 
 
 async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
-    if exc.kind == ErrorKind.CONNECTION:
+    if exc.spent is not None:
+        await store.settle(lease, exc.spent.total_tokens)  # broke mid-answer: the provider counted it
+    elif exc.kind == ErrorKind.CONNECTION:
         await store.release(lease)  # never reached the provider
     else:
         await store.settle(lease, 0)

@@ -65,6 +65,7 @@ class UpstreamError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
+        spent: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -72,6 +73,8 @@ class UpstreamError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        # Tokens the provider used before the call broke (part of an answer had come): counted in the quota.
+        self.spent = spent
 
 
 @dataclass

@@ -156,7 +156,8 @@ LOGGING = {
 
 # --- Gateway behaviour -------------------------------------------------------------------------------
 FREELLM_MAX_ATTEMPTS = env.int("FREELLM_MAX_ATTEMPTS", default=20)
-FREELLM_TIME_BUDGET = env.float("FREELLM_TIME_BUDGET", default=45.0)
+# Bounds failover and a plain (non-stream) answer as a whole: room for a long answer from a slow free model.
+FREELLM_TIME_BUDGET = env.float("FREELLM_TIME_BUDGET", default=120.0)
 FREELLM_CONNECT_TIMEOUT = env.float("FREELLM_CONNECT_TIMEOUT", default=5.0)
 FREELLM_FIRST_TOKEN_TIMEOUT = env.float("FREELLM_FIRST_TOKEN_TIMEOUT", default=30.0)
 FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)

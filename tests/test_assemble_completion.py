@@ -194,7 +194,8 @@ def test_content_parts_and_text_mixed_become_one_list_of_parts():
     body, _ = assemble_completion([
         chunk(delta("", role="assistant")),
         chunk(delta(thinking)),
-        chunk(delta("Done.", finish="stop")),
+        chunk(delta("Do")),
+        chunk(delta("ne.", finish="stop")),
     ])
 
     assert body["choices"][0]["message"]["content"] == [*thinking, {"type": "text", "text": "Done."}]

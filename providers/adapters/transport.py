@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import itertools
 import json
 import struct
 import time
@@ -295,35 +296,37 @@ def assemble_completion(chunks: Iterable[dict]) -> tuple[dict, Usage | None]:
 
 
 class _ChoiceParts:
-    """What the deltas of one choice index have said so far."""
+    """What the deltas of one choice index have said so far, kept as fragments and combined once at the end
+    (joining as they come would copy a long answer over and over)."""
 
     def __init__(self) -> None:
-        self.message: dict[str, Any] = {}
-        self.tool_calls: dict[int, dict] = {}
+        self.role: str | None = None
+        self.fields: dict[str, list[Any]] = {}  # message field → its fragments in stream order
+        self.tool_calls: dict[int, _ToolCallParts] = {}
         self.finish_reason: str | None = None
-        self.logprobs: Any = None
+        self.logprobs: list[Any] = []
 
     def feed(self, choice: dict) -> int:
-        """Merge one chunk's choice; returns the characters of generated text it added."""
+        """Take one chunk's choice; returns the characters of generated text it added."""
         added = 0
         delta = choice.get("delta") or {}
         for key, value in delta.items():
             if value is None:
                 continue
             if key == "role":
-                self.message.setdefault("role", value)
+                self.role = self.role or value
             elif key == "tool_calls":
-                added += self._merge_tool_calls(value)
+                added += self._add_tool_calls(value)
             else:
-                self.message[key] = _merged(self.message.get(key), value)
+                self.fields.setdefault(key, []).append(value)
                 added += len(value) if isinstance(value, str) else 0
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
         if choice.get("logprobs"):
-            self.logprobs = _merged(self.logprobs, choice["logprobs"])
+            self.logprobs.append(choice["logprobs"])
         return added
 
-    def _merge_tool_calls(self, fragments: Any) -> int:
+    def _add_tool_calls(self, fragments: Any) -> int:
         added = 0
         for fragment in fragments if isinstance(fragments, list) else ():
             if not isinstance(fragment, dict):
@@ -334,72 +337,87 @@ class _ChoiceParts:
                 # Servers that send no index: a fragment naming a call starts one, any other continues the last.
                 starts = fragment.get("id") or function.get("name") or not self.tool_calls
                 index = len(self.tool_calls) if starts else max(self.tool_calls)
-            call = self.tool_calls.setdefault(index, {"function": {}})
-            for key, value in fragment.items():
-                if key in ("index", "function") or value is None:
-                    continue
-                if key in ("id", "type"):
-                    call[key] = call.get(key) or value
-                else:
-                    call[key] = _merged(call.get(key), value)
-            for key, value in function.items():
-                if value is None:
-                    continue
-                if key == "arguments":
-                    text = value if isinstance(value, str) else json.dumps(value)
-                    call["function"]["arguments"] = call["function"].get("arguments", "") + text
-                    added += len(text)
-                elif key == "name":
-                    call["function"]["name"] = call["function"].get("name") or value
-                else:
-                    call["function"][key] = _merged(call["function"].get(key), value)
+            added += self.tool_calls.setdefault(index, _ToolCallParts()).add(fragment, function)
         return added
 
     def choice(self, index: int) -> dict:
-        calls = [self._tool_call(self.tool_calls[i]) for i in sorted(self.tool_calls)]
-        fields = {k: v for k, v in self.message.items() if k not in ("role", "content")}
-        content = self.message.get("content")
+        calls = [self.tool_calls[i].tool_call() for i in sorted(self.tool_calls)]
+        fields = {key: _combined(values) for key, values in self.fields.items()}
+        content = fields.pop("content", None)
         if not content:
             # OpenAI's null content beside tool calls or a refusal; an empty answer is "".
             content = None if calls or fields.get("refusal") else ""
-        message: dict[str, Any] = {"role": self.message.get("role") or "assistant", "content": content, **fields}
+        message: dict[str, Any] = {"role": self.role or "assistant", "content": content, **fields}
         if calls:
             message["tool_calls"] = calls
         finish_reason = self.finish_reason or ("tool_calls" if calls else "stop")
-        return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": self.logprobs}
-
-    @staticmethod
-    def _tool_call(call: dict) -> dict:
-        function = {"name": "", **call["function"]}
-        # A call whose arguments never came takes none: "{}", what a non-streamed answer says.
-        function["arguments"] = function.get("arguments") or "{}"
-        extra = {k: v for k, v in call.items() if k not in ("id", "type", "function")}
-        return {"id": call.get("id") or tool_call_id(), "type": call.get("type") or "function", "function": function,
-                **extra}
+        return {"index": index, "message": message, "finish_reason": finish_reason,
+                "logprobs": _combined(self.logprobs)}
 
 
-def _merged(old: Any, new: Any) -> Any:
-    """``new`` added to ``old``: strings concatenated, lists extended, objects merged field by field; text and
-    content parts mixed (Mistral's thinking models) become one list of parts."""
-    if old is None:
-        return new
-    if isinstance(old, str) and isinstance(new, str):
-        return old + new
-    if isinstance(old, list | str) and isinstance(new, list | str):
-        return _as_parts(old) + _as_parts(new)
-    if isinstance(old, dict) and isinstance(new, dict):
-        merged = dict(old)
-        for key, value in new.items():
-            if value is not None:
-                merged[key] = _merged(merged.get(key), value)
-        return merged
-    return new
+class _ToolCallParts:
+    """The fragments of one streamed tool call: id, type and name from the first that has them, the argument
+    text of all of them in order, any other field (Gemini's ``extra_content``) combined."""
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.type: str | None = None
+        self.name: str | None = None
+        self.arguments: list[str] = []
+        self.extra: dict[str, list[Any]] = {}
+        self.function_extra: dict[str, list[Any]] = {}
+
+    def add(self, fragment: dict, function: dict) -> int:
+        self.id = self.id or fragment.get("id")
+        self.type = self.type or fragment.get("type")
+        self.name = self.name or function.get("name")
+        for key, value in fragment.items():
+            if key not in ("index", "id", "type", "function") and value is not None:
+                self.extra.setdefault(key, []).append(value)
+        for key, value in function.items():
+            if key not in ("name", "arguments") and value is not None:
+                self.function_extra.setdefault(key, []).append(value)
+        arguments = function.get("arguments")
+        if arguments is None:
+            return 0
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        self.arguments.append(text)
+        return len(text)
+
+    def tool_call(self) -> dict:
+        function = {
+            "name": self.name or "",
+            # A call whose arguments never came takes none: "{}", what a non-streamed answer says.
+            "arguments": "".join(self.arguments) or "{}",
+            **{key: _combined(values) for key, values in self.function_extra.items()},
+        }
+        extra = {key: _combined(values) for key, values in self.extra.items()}
+        return {"id": self.id or tool_call_id(), "type": self.type or "function", "function": function, **extra}
 
 
-def _as_parts(content: list | str) -> list:
-    if isinstance(content, list):
-        return content
-    return [{"type": "text", "text": content}] if content else []
+def _combined(values: list[Any]) -> Any:
+    """The fragments of one field, in stream order, as one value: text joined, lists concatenated, objects
+    combined field by field; text and content parts mixed (Mistral's thinking models) become one list of
+    parts. Anything else: the last value. None when there is nothing."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None
+    if all(isinstance(value, str) for value in values):
+        return "".join(values)
+    if all(isinstance(value, list | str) for value in values):
+        parts: list = []
+        for is_text, group in itertools.groupby(values, key=lambda value: isinstance(value, str)):
+            run = list(group)
+            parts.extend(_as_parts("".join(run)) if is_text else [part for value in run for part in value])
+        return parts
+    if all(isinstance(value, dict) for value in values):
+        keys = dict.fromkeys(key for value in values for key in value)
+        return {key: _combined([value[key] for value in values if key in value]) for key in keys}
+    return values[-1]
+
+
+def _as_parts(text: str) -> list:
+    return [{"type": "text", "text": text}] if text else []
 
 
 def text_of(content: Any) -> str:

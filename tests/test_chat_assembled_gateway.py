@@ -70,6 +70,7 @@ def test_a_slow_but_steady_answer_is_not_cut_by_the_first_token_timeout(gateway,
 
 
 def test_a_hung_upstream_fails_over_after_the_first_token_timeout(gateway, emulator, settings):
+    settings.FREELLM_CONNECT_TIMEOUT = 1.0
     settings.FREELLM_FIRST_TOKEN_TIMEOUT = 0.5
     with_backup(emulator, "a;hang")
 
@@ -102,6 +103,21 @@ def test_an_answer_broken_halfway_fails_over_and_the_client_gets_one_whole_answe
     # The broken call reached the provider and generated tokens: it stays counted, it is not given back.
     used = quota_store.status_now(Route("groq", "llama", "groq-0")).used
     assert used["rpm"] == 1 and used["tpm"] > 0
+
+
+def test_a_reasoning_model_answers_with_its_reasoning_beside_the_content(gateway, emulator, settings):
+    # gpt-oss streams `delta.reasoning` first; the plain answer carries it as `message.reasoning`, as the
+    # provider's own non-stream answer would.
+    settings.FREELLM_FIRST_TOKEN_TIMEOUT = 0.5
+    with_backup(emulator, "a;think=4;gap=0.2")
+
+    message = gateway.openai().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "think first"}]
+    ).choices[0].message
+
+    assert message.content == "Echo: think first"
+    assert message.model_extra["reasoning"] == "".join(f"thought {n}. " for n in range(4))
+    assert emulator.calls_for(provider="backup") == []
 
 
 def test_the_time_budget_bounds_an_answer_that_is_still_coming(gateway, emulator, settings):

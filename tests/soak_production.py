@@ -2,6 +2,9 @@
 
     python -m tests.soak_production [--minutes M] [--rate R] [--postgres URL] [--keep]
 
+(about four minutes with the default three of traffic; logs, the emulator's and the clients' records go to a
+temp dir, kept with the database when an invariant breaks or with --keep)
+
 It starts, on this machine only, everything production runs and stops it all at the end:
 
 - a throwaway ``redis-server`` on a free port (no persistence; never the shared one on 6379): Celery broker,
@@ -22,17 +25,21 @@ Invariants checked at the end (the script exits 1 when one breaks):
 
 1. no 500 reaches a client, and every error body is in OpenAI's shape;
 2. no key is called above its rpm in any 60-second window, from the emulator's records, and no provider
-   above its account rpm. Windows that overlap the Redis outage or the minute after Redis came back
-   (empty) are reported apart: there each process counts on its own by design (routing/quota/resilient.py);
+   above its account rpm. Calls while Redis is down (and until the gateways retry it) are left out, and a
+   window never spans the outage: there each process counts on its own by design
+   (routing/quota/resilient.py), and the restarted Redis is empty;
 3. no error (429 or otherwise) reaches a client while a healthy route of the chain had room all along the
    request (from the emulator's records: fewer calls than its rpm in the trailing window, and no failed
-   call on it shortly before);
-4. every request a client got an answer to has its RequestLog row (same unified key, endpoint and status);
-5. the beat jobs ran: every key was probed (a real "ping" call at the emulator), the failing keys again
-   after their cooldowns, and QuotaWindow rows were rolled up before and after the outage;
+   call on it shortly before). Errors on routes whose recent calls the restarted Redis never saw are
+   reported apart: the gateway learns that usage from rate-limit headers and keeps it for a minute;
+4. every request a client got an answer to has its RequestLog row (same unified key, endpoint and status),
+   and every request cut by the gateway restart has one too (cancelled);
+5. the beat jobs ran: every key was probed (a real "ping" call at the emulator) or its probe skipped for
+   want of quota or a cooldown (worker log), the failing keys again after the interval; no probe of a
+   healthy key was refused for quota; QuotaWindow rows were rolled up, also after the outage;
 6. the key that answers 401 ends INVALID in the database;
 7. the admin's quota page on every gateway shows the degraded-mode banner while Redis is down, and no
-   longer once it is back.
+   longer once it is back; admin pages and /v1/models?available=true answer meanwhile.
 """
 
 from __future__ import annotations
@@ -1025,8 +1032,12 @@ async def drive(minutes: float, rate: float, redis: ThrowawayRedis, gateways: li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--rate", type=float, default=1.0, help="mean requests per second (phases vary it)")
-    parser.add_argument("--postgres", default=os.environ.get("SOAK_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--rate", type=float, default=1.5,
+                        help="mean requests per second (calm phases ask for half of it, busy ones for 1.5 times it)")
+    database_url = os.environ.get("DATABASE_URL", "")
+    parser.add_argument("--postgres", help="a PostgreSQL server whose user may create databases",
+                        default=database_url if database_url.startswith("postgres") else
+                        "postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument("--setup", type=int, help=argparse.SUPPRESS)  # internal: runs inside Django
     args = parser.parse_args(argv)

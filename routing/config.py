@@ -25,8 +25,8 @@ from routing.quota.base import Limits, Route
 _CACHE_KEY = "freellm:config-version"
 CHECK_INTERVAL = 1.0
 # Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
-# snapshot each process has, and the version Redis answers with afterwards (even an empty Redis's "0")
-# differs from it, so every process reloads once Redis is back.
+# snapshot each process has. A process whose bump failed bumps again as soon as Redis answers (it may come
+# back with its data, still holding the old version); an empty Redis's "0" differs from every snapshot too.
 _VERSION_STORE_ERRORS = (RedisError, OSError)
 UNKNOWN_VERSION = "unknown"
 
@@ -47,6 +47,9 @@ def bump_config_version() -> None:
             log.warning("routing config changed while Redis is unavailable (%s); other gateway processes "
                         "see the change when it returns", type(exc).__name__)
             _state.config = None
+            _state.bump_pending = True
+            return
+        _state.bump_pending = False
     else:
         _version_file().write_text(version)
     # This process need not wait for the next check.
@@ -198,6 +201,7 @@ def load_routing_config(version: str = "") -> RoutingConfig:
 class _State:
     config: RoutingConfig | None = None
     checked_at: float = 0.0
+    bump_pending: bool = False  # a bump failed (Redis down): repeat it once Redis answers
 
 
 _state = _State()
@@ -209,6 +213,9 @@ async def get_routing_config() -> RoutingConfig:
     if cfg is not None and now - _state.checked_at < CHECK_INTERVAL:
         return cfg
     version = await sync_to_async(current_config_version)()
+    if version is not None and _state.bump_pending:
+        await sync_to_async(bump_config_version)()
+        version = await sync_to_async(current_config_version)()
     _state.checked_at = now
     if cfg is not None and (cfg.version == version or version is None):
         return cfg
@@ -222,3 +229,4 @@ async def get_routing_config() -> RoutingConfig:
 def invalidate_local_config() -> None:
     _state.config = None
     _state.checked_at = 0.0
+    _state.bump_pending = False

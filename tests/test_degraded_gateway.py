@@ -76,3 +76,24 @@ def test_routing_config_keeps_its_snapshot_until_the_version_can_be_read(transac
     invalidate_local_config()
     # A process that starts during the outage still gets a config from the database.
     assert "groq/llama" in async_to_sync(get_routing_config)().by_name
+
+
+def test_a_change_made_while_redis_was_down_is_announced_when_it_answers_again(settings, redis_url, transactional_db):
+    from asgiref.sync import async_to_sync
+
+    from routing.config import bump_config_version, current_config_version, get_routing_config
+
+    def use(url: str) -> None:
+        settings.REDIS_URL = url
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+
+    use(redis_url)
+    bump_config_version()
+    before = current_config_version()
+    use(_dead_redis_url())
+    bump_config_version()  # an admin edit during the outage: saved, but not announced
+
+    use(redis_url)  # Redis is back with its data: the other processes still see the old version
+    assert current_config_version() == before
+    async_to_sync(get_routing_config)()  # this process's next request announces it
+    assert current_config_version() not in (before, None)

@@ -65,33 +65,28 @@ def day_buckets(since: datetime, until: datetime) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def requests_per_hour_by_outcome(qs: QuerySet[RequestLog], since: datetime) -> dict[datetime, Counter]:
-    """hour → Counter(outcome → requests)."""
+def _requests_by_outcome(qs: QuerySet[RequestLog], since: datetime, trunc) -> dict:
     rows = (
         qs.filter(created_at__gte=since)
-        .annotate(hour=TruncHour("created_at"))
-        .values("hour", "outcome")
+        .annotate(bucket=trunc("created_at"))
+        .values("bucket", "outcome")
         .annotate(n=Count("id"))
         .order_by()
     )
-    result: dict[datetime, Counter] = defaultdict(Counter)
+    result: dict = defaultdict(Counter)
     for row in rows:
-        result[row["hour"]][row["outcome"]] += row["n"]
+        result[row["bucket"]][row["outcome"]] += row["n"]
     return result
+
+
+def requests_per_hour_by_outcome(qs: QuerySet[RequestLog], since: datetime) -> dict[datetime, Counter]:
+    """hour → Counter(outcome → requests)."""
+    return _requests_by_outcome(qs, since, TruncHour)
 
 
 def requests_per_day_by_outcome(qs: QuerySet[RequestLog], since: datetime) -> dict[date, Counter]:
-    rows = (
-        qs.filter(created_at__gte=since)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "outcome")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    result: dict[date, Counter] = defaultdict(Counter)
-    for row in rows:
-        result[row["day"]][row["outcome"]] += row["n"]
-    return result
+    """day → Counter(outcome → requests)."""
+    return _requests_by_outcome(qs, since, TruncDate)
 
 
 def tokens_per_day_by_provider(qs: QuerySet[RequestLog], since: datetime) -> dict[date, Counter]:

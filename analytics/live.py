@@ -63,7 +63,28 @@ async def live_rows_publish(rows: Sequence[RequestLog]) -> None:
         message = {"type": LIVE_EVENT, "rows": [request_log_payload(row, usernames) for row in rows]}
         await asyncio.wait_for(layer.group_send(LIVE_GROUP, message), PUBLISH_TIMEOUT)
     except Exception:
-        log.warning("live feed: could not publish %d request log rows", len(rows), exc_info=True)
+        _publish_failed(len(rows))
+    else:
+        _publish_worked()
+
+
+# The channel layer lives in Redis: while Redis is down every flush would fail. Say so once per outage.
+_failing = False
+
+
+def _publish_failed(count: int) -> None:
+    global _failing
+    if not _failing:
+        log.warning("live feed: could not publish %d request log rows (quiet until it works again)", count,
+                    exc_info=True)
+    _failing = True
+
+
+def _publish_worked() -> None:
+    global _failing
+    if _failing:
+        log.info("live feed: publishing again")
+    _failing = False
 
 
 def live_rows_publish_sync(rows: Sequence[RequestLog]) -> None:

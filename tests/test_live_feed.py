@@ -200,3 +200,26 @@ async def test_a_real_gateway_request_reaches_the_feed(gateway, emulator, client
     assert (message["provider"], message["model"], message["attempts"], message["outcome"]) == (
         "cerebras", "qwen-3", 2, "ok")
     assert message["completion_tokens"] > 0
+
+
+async def test_an_unreachable_layer_is_reported_once_per_outage(settings, caplog):
+    from datetime import UTC, datetime
+
+    from channels.layers import channel_layers
+
+    from analytics import live
+    from analytics.models import RequestLog
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
+    channel_layers.backends.clear()
+    row = RequestLog(created_at=datetime.now(UTC), endpoint="chat", status_code=200, outcome="ok")
+    try:
+        with caplog.at_level("INFO", logger="analytics.live"):
+            for _ in range(3):
+                await live.live_rows_publish([row])
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1
+    finally:
+        channel_layers.backends.clear()
+        live._publish_worked()

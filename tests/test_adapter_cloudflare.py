@@ -8,22 +8,14 @@ import json
 import httpx
 import pytest
 
-from providers.adapters.base import ErrorKind, Target, Timeouts, UpstreamError
+from providers.adapters.base import ErrorKind, Target, UpstreamError
 from providers.adapters.cloudflare import CloudflareAdapter, vtt_to_srt
+from tests.adapter_helpers import TIMEOUTS, WEATHER_TOOL, chat, collect, finishes
 from tests.emulator import content
 
 ADAPTER = CloudflareAdapter()
-TIMEOUTS = Timeouts(connect=2, first_token=5, idle=2)
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 CHAT_MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture
@@ -41,19 +33,7 @@ def target(emulator, token: str = "cf-token", model: str = CHAT_MODEL, account: 
     )
 
 
-def chat(text: str, **extra) -> dict:
-    return {"model": "auto", "messages": [{"role": "user", "content": text}], **extra}
 
-
-async def collect(stream) -> list[dict]:
-    try:
-        return [chunk async for chunk in stream.chunks()]
-    finally:
-        await stream.aclose()
-
-
-def finishes(chunks: list[dict]) -> list[str]:
-    return [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
 
 
 async def test_chat_splits_the_key_and_builds_the_run_url(emulator, client):

@@ -9,20 +9,12 @@ import struct
 import httpx
 import pytest
 
-from providers.adapters.base import ErrorKind, Target, Timeouts, UpstreamError
+from providers.adapters.base import ErrorKind, Target, UpstreamError
 from providers.adapters.cohere import CohereAdapter
+from tests.adapter_helpers import TIMEOUTS, WEATHER_TOOL, chat, collect, finishes
 from tests.emulator import content
 
 ADAPTER = CohereAdapter()
-TIMEOUTS = Timeouts(connect=2, first_token=5, idle=2)
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture
@@ -35,19 +27,7 @@ def target(emulator, key: str | None = "co-key", model: str = "command-a-03-2025
     return Target(provider="cohere", base_url=emulator.base_url("cohere", "v2"), model=model, api_key=key)
 
 
-def chat(text: str, **extra) -> dict:
-    return {"model": "auto", "messages": [{"role": "user", "content": text}], **extra}
 
-
-async def collect(stream) -> list[dict]:
-    try:
-        return [chunk async for chunk in stream.chunks()]
-    finally:
-        await stream.aclose()
-
-
-def finishes(chunks: list[dict]) -> list[str]:
-    return [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
 
 
 async def test_chat_translates_parameters_and_answers(emulator, client):

@@ -11,10 +11,10 @@ import pytest
 
 from providers.adapters.base import ErrorKind, Target, Timeouts, UpstreamError
 from providers.adapters.gemini import GeminiAdapter
+from tests.adapter_helpers import TIMEOUTS, chat, collect
 from tests.emulator import content
 
 ADAPTER = GeminiAdapter()
-TIMEOUTS = Timeouts(connect=2, first_token=5, idle=2)
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -40,15 +40,6 @@ def target(emulator, key: str | None = "gem-key", model: str = "gemini-2.5-flash
     return Target(provider="gemini", base_url=emulator.base_url("gemini", "v1beta"), model=model, api_key=key)
 
 
-def chat(text: str, **extra) -> dict:
-    return {"model": "auto", "messages": [{"role": "user", "content": text}], **extra}
-
-
-async def collect(stream) -> list[dict]:
-    try:
-        return [chunk async for chunk in stream.chunks()]
-    finally:
-        await stream.aclose()
 
 
 async def test_chat_translates_roles_system_and_generation_config(emulator, client):

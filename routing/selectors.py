@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import API_KEY_PREFIX, ApiKey, hash_api_key
@@ -33,3 +33,15 @@ async def api_key_authenticate(raw: str | None) -> ApiKey | None:
         ).aupdate(last_used_at=now)
         api_key.last_used_at = now
     return api_key
+
+
+def api_keys_active_of(*, user) -> QuerySet[ApiKey]:
+    """``user``'s own keys that still work, newest first (what they may point a client at)."""
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at")
+
+
+def api_key_active_by_raw(raw: str) -> ApiKey | None:
+    """The active key ``raw`` is (sync, for commands), or None; its owner must be active too."""
+    if not raw.startswith(API_KEY_PREFIX):
+        return None
+    return ApiKey.objects.filter(key_hash=hash_api_key(raw), revoked_at__isnull=True, user__is_active=True).first()

@@ -392,6 +392,12 @@ AGENTS = {
     "curl": _curl,
 }
 
+# For pickers: each builder names its tool (built once on a sample target, so the title stays in one place).
+AGENT_TITLES = {
+    agent: build(Target(root="http://127.0.0.1", key=key_placeholder(), model=DEFAULT_MODEL, key_is_placeholder=True)).title
+    for agent, build in AGENTS.items()
+}
+
 
 class UnknownAgent(ValueError):
     def __init__(self, agent: str) -> None:

@@ -7,6 +7,8 @@ from datetime import timedelta
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from providers.models import FallbackChain, ModelKind
+
 from .models import API_KEY_PREFIX, ApiKey, hash_api_key
 
 # last_used_at is for humans in the admin: minute precision spares the database a write per request.
@@ -45,3 +47,8 @@ def api_key_active_by_raw(raw: str) -> ApiKey | None:
     if not raw.startswith(API_KEY_PREFIX):
         return None
     return ApiKey.objects.filter(key_hash=hash_api_key(raw), revoked_at__isnull=True, user__is_active=True).first()
+
+
+def chat_chain_names() -> list[str]:
+    """Names of the enabled chat chains: what a client may ask for as its model."""
+    return list(FallbackChain.objects.filter(kind=ModelKind.CHAT, enabled=True).values_list("name", flat=True))

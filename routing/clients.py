@@ -144,7 +144,7 @@ def _claude_code(t: Target) -> ClientConfig:
         "Claude Code",
         [
             Block("your shell, before running `claude`", Language.SHELL, _exports(env)),
-            Block("or ~/.claude/settings.json (the same, kept)", Language.JSON, _json({"env": dict(env)})),
+            Block("or ~/.claude/settings.json (the same values, for every shell)", Language.JSON, _json({"env": dict(env)})),
         ],
         [
             "ANTHROPIC_BASE_URL is the server root: Claude Code appends /v1/messages itself.",

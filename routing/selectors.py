@@ -42,6 +42,11 @@ def api_keys_active_of(*, user) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at")
 
 
+def api_key_prefix_is_active(prefix: str) -> bool:
+    """Whether some active key shows this visible prefix (it names a key without being one)."""
+    return ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).exists()
+
+
 def api_key_active_by_raw(raw: str) -> ApiKey | None:
     """The active key ``raw`` is (sync, for commands), or None; its owner must be active too."""
     if not raw.startswith(API_KEY_PREFIX):

@@ -4,8 +4,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.clients import AGENTS, DEFAULT_MODEL, client_config, render_text
-from routing.models import VISIBLE_PREFIX_LEN, ApiKey
-from routing.selectors import api_key_active_by_raw
+from routing.models import VISIBLE_PREFIX_LEN
+from routing.selectors import api_key_active_by_raw, api_key_prefix_is_active
 
 
 class Command(BaseCommand):
@@ -47,7 +47,7 @@ class Command(BaseCommand):
         """(full key, visible prefix): a known prefix stands for its key as a placeholder."""
         if not key:
             return None, None
-        if len(key) == VISIBLE_PREFIX_LEN and ApiKey.objects.filter(prefix=key, revoked_at__isnull=True).exists():
+        if len(key) == VISIBLE_PREFIX_LEN and api_key_prefix_is_active(key):
             return None, key
         if api_key_active_by_raw(key) is None:
             # Still printed: the config may be meant for another freellm server (--base-url).

@@ -119,7 +119,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
         """*Connect a client*: ready configs for the tools, for one of the user's own keys."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return connect_client_view(request, context={**self.admin_site.each_context(request), "opts": self.opts})
+        can_create = self.has_add_permission(request)
+        if request.method == "POST" and not can_create:
+            raise PermissionDenied
+        response = connect_client_view(
+            request, context={**self.admin_site.each_context(request), "opts": self.opts}, can_create_keys=can_create
+        )
+        new_key = response.context_data["new_key"]
+        if new_key is not None:
+            # In the key's history like a key added on its own page.
+            self.log_addition(request, new_key, [{"added": {}}])
+        return response
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

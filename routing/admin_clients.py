@@ -10,9 +10,11 @@ from django import forms
 from django.conf import settings
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from .clients import AGENT_TITLES, DEFAULT_MODEL, client_config
 from .selectors import api_keys_active_of, chat_chain_names
+from .services import api_key_create
 
 
 class ConnectForm(forms.Form):
@@ -41,17 +43,31 @@ class ConnectForm(forms.Form):
         return field.initial or (field.choices[0][0] if field.choices else "")
 
 
-def connect_client_view(request: HttpRequest, *, context: dict) -> TemplateResponse:
-    form = ConnectForm(request.GET or None, user=request.user)
+def connect_client_view(request: HttpRequest, *, context: dict, can_create_keys: bool) -> TemplateResponse:
+    """GET: the snippets for the chosen tool, key and model. POST (*New key for this tool*): create a key
+    named after the tool and show the snippets with it in full, this once."""
+    if request.method == "POST" and can_create_keys:
+        form = ConnectForm(request.POST, user=request.user)
+        agent, model = form.value("agent"), form.value("model")
+        api_key, raw_key = api_key_create(user=request.user, name=AGENT_TITLES[agent])
+        # The page now stands for the new key, as if it had been picked.
+        form = ConnectForm({"agent": agent, "key": api_key.prefix, "model": model}, user=request.user)
+    else:
+        form, api_key, raw_key = ConnectForm(request.GET or None, user=request.user), None, None
     config = client_config(
         agent=form.value("agent"),
         base_url=settings.FREELLM_PUBLIC_URL,
+        key=raw_key,
         key_prefix=form.value("key") or None,
         model=form.value("model"),
     )
-    return TemplateResponse(
+    response = TemplateResponse(
         request,
         "admin/routing/apikey/connect.html",
-        {**context, "title": "Connect a client", "form": form, "config": config,
-         "base_url": settings.FREELLM_PUBLIC_URL},  # fmt: skip
+        {**context, "title": "Connect a client", "form": form, "config": config, "new_key": api_key,
+         "can_create_keys": can_create_keys, "model": form.value("model"), "base_url": settings.FREELLM_PUBLIC_URL},  # fmt: skip
     )
+    if raw_key:
+        # The only page that ever holds this key: no cache, no back-button copy of it.
+        add_never_cache_headers(response)
+    return response

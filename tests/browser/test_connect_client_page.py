@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SCREENSHOT = Path(os.environ.get("FREELLM_SCREENSHOT_DIR", tempfile.gettempdir())) / "freellm-connect-client.png"
+SCREENSHOTS = Path(os.environ.get("FREELLM_SCREENSHOT_DIR", tempfile.gettempdir()))
 
 
 def test_member_copies_the_claude_code_snippet_for_their_key(member, live_admin, page, log_in, orm):
@@ -55,4 +55,32 @@ def test_member_copies_the_claude_code_snippet_for_their_key(member, live_admin,
     # Showing snippets created nothing: the member still has exactly their one key.
     assert orm(lambda: member.user.api_keys.count()) == 1
 
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "freellm-connect-client.png"), full_page=True)
+
+
+def test_member_makes_a_new_key_for_codex_and_the_copied_key_works(member, live_admin, page, log_in, orm):
+    import tomllib
+
+    import httpx
+    from playwright.sync_api import expect
+
+    log_in(member.username, member.password)
+    page.goto("/admin/routing/apikey/connect/?agent=codex")
+    page.get_by_role("button", name="New key for OpenAI Codex CLI").click()
+    expect(page.locator("#fl-new-key")).to_contain_text("will not be shown again")
+
+    # The TOML points at the live server's OpenAI base; the shell block holds the new key in full.
+    config = tomllib.loads(page.locator("pre").nth(0).text_content())
+    assert config["model_providers"]["freellm"]["base_url"] == f"{live_admin.url}/v1"
+    copy = page.locator("button.fl-copy[data-copy='fl-block-2']")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    (line,) = page.evaluate("navigator.clipboard.readText()").splitlines()
+    name, _, new_key = shlex.split(line)[1].partition("=")
+    assert name == config["model_providers"]["freellm"]["env_key"]
+
+    # It is a working key of this member's: the gateway accepts it.
+    assert orm(lambda: member.user.api_keys.filter(name="OpenAI Codex CLI").count()) == 1
+    answer = httpx.get(f"{live_admin.url}/v1/models", headers={"Authorization": f"Bearer {new_key}"})
+    assert answer.status_code == 200, answer.text
+    page.screenshot(path=str(SCREENSHOTS / "freellm-connect-client-new-key.png"), full_page=True)

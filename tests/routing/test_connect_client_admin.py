@@ -101,3 +101,37 @@ def test_linked_from_the_index_the_user_links_and_the_key_list(client, people):
     for where in ("/admin/", "/admin/routing/apikey/"):
         html = client.get(where).content.decode()
         assert html.count(f'href="{URL}"') >= 2, where  # user links, and the index panel or the object tool
+
+
+def test_a_new_key_for_the_tool_is_filled_in_this_once(client, people):
+    import re
+
+    from django.contrib.admin.models import ADDITION, LogEntry
+
+    from routing.models import hash_api_key
+
+    alice = people["alice"][0]
+    client.force_login(alice)
+    response = client.post(URL, {"agent": "codex", "model": "auto"})
+    assert response.status_code == 200
+    assert "no-cache" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
+    html = unescape(response.content.decode())
+    new = alice.api_keys.get(name="OpenAI Codex CLI")
+    (raw,) = re.findall(r"export FREELLM_API_KEY=(fl-[\w-]+)", html)
+    assert hash_api_key(raw) == new.key_hash
+    assert f"New API key 'OpenAI Codex CLI' ({new.prefix}…)" in html and "Replace" not in html
+    assert f'<option value="{new.prefix}" selected>' in html
+    assert LogEntry.objects.filter(object_id=str(new.pk), action_flag=ADDITION, user=alice).exists()
+    # Never again.
+    assert raw not in page(client, alice, agent="codex", key=new.prefix)
+
+
+def test_no_new_key_without_the_permission_to_add_keys(client, db, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("vic", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apikey"))
+    html = page(client, viewer)
+    assert "New key for" not in html
+    assert client.post(URL, {"agent": "codex", "model": "auto"}).status_code == 403
+    assert not viewer.api_keys.exists()

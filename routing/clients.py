@@ -416,7 +416,8 @@ def client_config(*, agent: str, base_url: str, key: str | None = None, key_pref
     if build is None:
         raise UnknownAgent(agent)
     model = (model or DEFAULT_MODEL).strip()
-    if not model or any(c.isspace() for c in model):
+    # Printable and without spaces: a model name never needs more, and every format then quotes it plainly.
+    if not model or not model.isprintable() or any(c.isspace() for c in model):
         raise ValueError(f"not a model name: {model!r}")
     if key is not None and not key.startswith(API_KEY_PREFIX):
         raise ValueError(f"a freellm key starts with {API_KEY_PREFIX!r}")

@@ -242,7 +242,7 @@ def test_a_pasted_openai_base_url_is_taken_as_the_root():
 
 
 @pytest.mark.parametrize("bad", [["--base-url", "llm.example.com"], ["--base-url", "ftp://x"], ["--key", "sk-123"],
-                                 ["--model", "two words"]])  # fmt: skip
+                                 ["--model", "two words"], ["--model", "bell\x07"]])  # fmt: skip
 def test_bad_arguments_exit_2_with_the_reason(bad):
     with pytest.raises(CommandError) as caught:
         run("codex", *bad)

@@ -127,6 +127,11 @@ def test_every_answer_carries_a_request_id_kept_in_the_log(configured):
     ids = [ok.headers["X-FreeLLM-Request-Id"], missing.headers["X-FreeLLM-Request-Id"]]
     assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
     assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == sorted(ids)
+    # Answers without a row carry one too (here a 401 and the model list), fresh each time.
+    unauthorised = httpx.post(f"{configured.base_url}/chat/completions", json={"model": "auto", "messages": HI})
+    listed = httpx.get(f"{configured.base_url}/models", headers={"Authorization": f"Bearer {configured.api_key}"})
+    assert unauthorised.status_code == 401 and listed.status_code == 200
+    assert len({unauthorised.headers["X-FreeLLM-Request-Id"], listed.headers["X-FreeLLM-Request-Id"], *ids}) == 4
 
 
 @pytest.mark.parametrize(("remote", "headers", "token", "status"), [

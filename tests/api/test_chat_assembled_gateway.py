@@ -15,9 +15,7 @@ import openai
 import pytest
 
 from providers.adapters.base import Target, Timeouts
-from tests.fixtures_gateway import add_chain, add_provider
-from tests.test_chat_features_gateway import KINDS, _capable_route
-from tests.test_native_adapters_gateway import WEATHER_TOOL
+from tests.fixtures_gateway import KINDS, WEATHER_TOOL, add_chain, add_provider, capable_route
 
 STORY = "one two three four five six seven eight nine ten"
 
@@ -184,7 +182,7 @@ def _comparable(body: dict) -> dict:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tool_call"])
 def test_the_assembled_answer_is_the_providers_own_non_stream_answer(gateway, emulator, kind, tools):
-    route = _capable_route(emulator, kind)
+    route = capable_route(emulator, kind)
     add_chain("auto", [route])
     question = "call tool for Oslo" if tools else "hello there"
     request = {"messages": [{"role": "user", "content": question}], **({"tools": [WEATHER_TOOL]} if tools else {})}

@@ -15,7 +15,7 @@ from providers.catalog.table import END_MARKER, START_MARKER, providers_table, r
 from providers.models import ModelKind, Provider
 
 PROVIDERS = catalog_providers()
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BRIEF_PROVIDERS = {
     "gemini", "groq", "cerebras", "mistral", "openrouter", "modelscope", "cohere", "cloudflare", "nvidia",
     "huggingface", "zhipu", "siliconflow", "ollama", "llm7", "pollinations", "together",

@@ -20,7 +20,7 @@ from routing.quota.base import Lease, Limits, Route
 from routing.quota.local import LocalQuotaStore
 from tests.fixtures_gateway import add_provider
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup_routes():

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from tests.test_quota_degraded import ThrowawayRedis
+from tests.servers import ThrowawayRedis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wait_for(predicate, seconds: float, what: str, worker: subprocess.Popen, log: Path) -> None:

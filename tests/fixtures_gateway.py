@@ -53,10 +53,9 @@ def wait_until_idle(timeout: float = 10.0) -> None:
     import time
 
     from routing.api import background_idle
+    from tests.polling import wait_until
 
-    deadline = time.monotonic() + timeout
-    while not background_idle() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(background_idle, timeout=timeout)
     time.sleep(0.05)
 
 

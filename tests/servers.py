@@ -8,11 +8,12 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 import redis
 import uvicorn
+
+from tests.polling import wait_until
 
 
 class ServerThread:
@@ -32,11 +33,8 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
+        if not wait_until(lambda: self.server.started, timeout=10, interval=0.01, alive=self.thread.is_alive):
+            raise RuntimeError("test server did not start")
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
 
@@ -73,15 +71,15 @@ class ThrowawayRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
             try:
-                client.ping()
-                return
+                return bool(client.ping())
             except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False
+
+        if not wait_until(answers, timeout=10, interval=0.05):
+            raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -92,7 +92,7 @@ def test_cooldown_expiry_turns_open_rows_half_open():
 @pytest.mark.django_db
 def test_request_logs_prune_keeps_recent_rows():
     from analytics.models import RequestLog
-    from routing.services_quota import request_logs_prune
+    from analytics.services import request_logs_prune
 
     now = timezone.now()
     for age in (0, 5, 29, 31, 90):
@@ -106,7 +106,7 @@ def test_request_logs_prune_keeps_recent_rows():
 def test_ensure_periodic_tasks_is_idempotent_and_keeps_admin_edits():
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    from routing.services_quota import PERIODIC_TASKS, ensure_periodic_tasks
+    from freellm.celery import PERIODIC_TASKS, ensure_periodic_tasks
 
     assert len(ensure_periodic_tasks()) == len(PERIODIC_TASKS)
     task = PeriodicTask.objects.get(name="freellm: quota windows rollup")

@@ -1,11 +1,14 @@
 """What routing contributes to the provider admin: each key's and provider's health beside its row, linked
-to its quota windows; a model's quota by key; and "clear cooldown" on keys.
+to its quota windows; a model's quota by key; and "clear cooldown" on keys. Pages only read: health comes
+from the last quota snapshot, or live from this process's quota store in embedded mode (no Redis).
 
 providers/admin.py, at the ground layer, knows nothing of routing; this module extends its admins and
 registers the extended ones in their place (same models, so every admin URL and page stays where it was).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -20,8 +23,13 @@ from providers.models import Provider, ProviderKey, UpstreamModel
 from .admin_quota import health_badge
 from .models import QuotaWindow
 from .quota.resilient import BACKEND_ERRORS
-from .selectors_quota import key_health_annotations, provider_health_annotations, quota_windows_by_key
-from .services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
+from .selectors_quota import (
+    key_health_annotations,
+    live_health_annotations,
+    provider_health_annotations,
+    quota_windows_by_key,
+)
+from .services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_current
 
 
 @admin.display(description="health")
@@ -56,30 +64,12 @@ def _after(columns: list, anchor, *added) -> list:
     return [*columns[:at], *added, *columns[at:]]
 
 
-def refresh_quota_snapshot() -> None:
-    """Embedded mode keeps the live quota state in this process and no worker rolls it up: do it now, so
-    the health shown is current (with Redis, Celery beat rolls up every minute)."""
+def _health_annotations(per: Literal["key", "provider"]) -> dict:
+    """Health from the last snapshot; in embedded mode, where the live state is in this process and no
+    worker rolls it up, read live instead: a page view (a GET) writes nothing."""
     if not quota_store_is_shared():
-        try:
-            quota_windows_rollup(in_process=True)
-        except BACKEND_ERRORS:
-            pass
-
-
-class QuotaSnapshotMixin:
-    """Change pages (and lists, where asked) show health from the quota snapshot: make it current first."""
-
-    refresh_on_changelist = True
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if object_id and request.method == "GET":
-            refresh_quota_snapshot()
-        return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        if self.refresh_on_changelist:
-            refresh_quota_snapshot()
-        return super().changelist_view(request, extra_context)
+        return live_health_annotations(quota_windows_current(), per=per)
+    return key_health_annotations() if per == "key" else provider_health_annotations()
 
 
 class ProviderKeyInline(providers_admin.ProviderKeyInline):
@@ -87,27 +77,27 @@ class ProviderKeyInline(providers_admin.ProviderKeyInline):
     readonly_fields = _after(providers_admin.ProviderKeyInline.readonly_fields, providers_admin.key_status, key_health)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
-        return super().get_queryset(request).annotate(**key_health_annotations())
+        return super().get_queryset(request).annotate(**_health_annotations("key"))
 
 
-class ProviderAdmin(QuotaSnapshotMixin, providers_admin.ProviderAdmin):
+class ProviderAdmin(providers_admin.ProviderAdmin):
     # Health next to the name.
     list_display = _after(providers_admin.ProviderAdmin.list_display, "slug", provider_health)
     inlines = [ProviderKeyInline if inline is providers_admin.ProviderKeyInline else inline
                for inline in providers_admin.ProviderAdmin.inlines]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
-        return super().get_queryset(request).annotate(**provider_health_annotations())
+        return super().get_queryset(request).annotate(**_health_annotations("provider"))
 
 
-class ProviderKeyAdmin(QuotaSnapshotMixin, providers_admin.ProviderKeyAdmin):
+class ProviderKeyAdmin(providers_admin.ProviderKeyAdmin):
     list_display = _after(providers_admin.ProviderKeyAdmin.list_display, providers_admin.key_status, key_health)
     fields = _after(providers_admin.ProviderKeyAdmin.fields, "status_detail", key_health)
     readonly_fields = _after(providers_admin.ProviderKeyAdmin.readonly_fields, "status_detail", key_health)
     actions = [*providers_admin.ProviderKeyAdmin.actions, "clear_cooldown"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
-        return super().get_queryset(request).annotate(**key_health_annotations())
+        return super().get_queryset(request).annotate(**_health_annotations("key"))
 
     @admin.action(description="Clear cooldown of selected keys (and re-enable keys marked invalid)",
                   permissions=["change"])  # fmt: skip
@@ -122,8 +112,7 @@ class ProviderKeyAdmin(QuotaSnapshotMixin, providers_admin.ProviderKeyAdmin):
                           messages.SUCCESS)  # fmt: skip
 
 
-class UpstreamModelAdmin(QuotaSnapshotMixin, providers_admin.UpstreamModelAdmin):
-    refresh_on_changelist = False  # the model list shows no quota
+class UpstreamModelAdmin(providers_admin.UpstreamModelAdmin):
     fieldsets = [
         *providers_admin.UpstreamModelAdmin.fieldsets,
         ("Quota now", {
@@ -136,7 +125,8 @@ class UpstreamModelAdmin(QuotaSnapshotMixin, providers_admin.UpstreamModelAdmin)
 
     @admin.display(description="by key")
     def quota_now(self, obj: UpstreamModel):
-        rows = quota_windows_by_key(provider=obj.provider.slug, model=obj.model_id) if obj.pk else {}
+        live = None if quota_store_is_shared() else quota_windows_current()
+        rows = quota_windows_by_key(provider=obj.provider.slug, model=obj.model_id, live=live) if obj.pk else {}
         if not rows:
             return "No snapshot yet (see Quota windows: 'Refresh now')."
 

@@ -71,14 +71,9 @@ def _dt(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 
 
-def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = False) -> int:
-    """Write the current usage vs limit of every route into QuotaWindow. Returns the rows written.
-
-    ``in_process``: called from the gateway process itself (the admin), where the local store lives.
-    """
-    if store is None and not quota_store_is_shared() and not in_process:
-        log.debug("quota rollup skipped: the quota state lives in the gateway process (no REDIS_URL)")
-        return 0
+def quota_windows_current(*, store: QuotaStore | None = None) -> dict[tuple[str, str, str, str], dict]:
+    """What a rollup would write now, read from the quota store and written nowhere: (provider, model, key
+    label, window) → QuotaWindow fields. Embedded mode's admin pages show this live (no write on a GET)."""
     routes = quota_routes()
 
     async def collect(s: QuotaStore) -> list[tuple[Route, RouteStatus]]:
@@ -121,6 +116,18 @@ def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = 
                 "exhausted_until": None,
                 "updated_at": now,
             }
+    return wanted
+
+
+def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = False) -> int:
+    """Write the current usage vs limit of every route into QuotaWindow. Returns the rows written.
+
+    ``in_process``: called from the gateway process itself (the admin), where the local store lives.
+    """
+    if store is None and not quota_store_is_shared() and not in_process:
+        log.debug("quota rollup skipped: the quota state lives in the gateway process (no REDIS_URL)")
+        return 0
+    wanted = quota_windows_current(store=store)
     fields = ["used", "limit", "configured_limit", "learned_limit", "health", "cooldown_until", "failures",
               "exhausted_until", "updated_at"]  # fmt: skip
     with transaction.atomic():

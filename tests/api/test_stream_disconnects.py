@@ -49,7 +49,7 @@ def _rows():
 
 
 def _assert_nothing_left_running():
-    from routing.api import background_idle
+    from routing.api.exchange import background_idle
 
     assert wait_until(background_idle, timeout=10)
 

@@ -8,7 +8,8 @@ the quota admin.
   most once per key per FREELLM_PROBE_INTERVAL; the outcome marks the key valid/invalid in the store.
 
 Without Redis the live quota state exists only inside the gateway process, so the worker cannot roll it
-up: there the quota admin rolls up in-process when it is opened, and the worker's rollup is skipped.
+up: there the quota windows page rolls up in-process when it is opened, the provider pages read the live
+state without writing (``quota_windows_current``), and the worker's rollup is skipped.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
-"""Real servers for tests: an ASGI app on a 127.0.0.1 socket in a background thread (emulator, gateway under
-test), and a redis-server of our own that a test may kill."""
+"""Run an ASGI app on a real 127.0.0.1 socket in a background thread (emulator, gateway under test)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import threading
 
-import pytest
-import redis
 import uvicorn
 
 from tests.polling import wait_until
@@ -45,47 +39,3 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ThrowawayRedis:
-    """A redis-server of our own (no persistence) that the test can kill and bring back on the same port."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.skip("redis-server is not installed")
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        if not wait_until(answers, timeout=10, interval=0.05):
-            raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def exists(self, key: str) -> bool:
-        return bool(redis.Redis(port=self.port).exists(key))

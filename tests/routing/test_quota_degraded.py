@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from routing.quota.base import Lease, Limits, Route
 from routing.quota.local import LocalQuotaStore
 from routing.quota.redis import PREFIX, RedisQuotaStore
 from routing.quota.resilient import ResilientQuotaStore
 from tests.fixtures_quota import Clock
-from tests.servers import ThrowawayRedis
-
-
-@pytest.fixture
-def throwaway_redis():
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_redis_outage_mid_run_falls_back_and_recovers(throwaway_redis, caplog):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from tests.fixtures_quota import ThrowawayRedis
 from tests.polling import wait_until
-from tests.servers import ThrowawayRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,20 +17,28 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from redis.exceptions import RedisError
 
 from providers.adapters.base import Target
 from routing.quota.base import Limits, Route
+from routing.redis import REDIS_ERRORS, RedisBreaker
 
 _CACHE_KEY = "freellm:config-version"
 CHECK_INTERVAL = 1.0
-# Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
-# snapshot each process has. A process whose bump failed bumps again as soon as Redis answers (it may come
-# back with its data, still holding the old version); an empty Redis's "0" differs from every snapshot too.
-_VERSION_STORE_ERRORS = (RedisError, OSError)
 UNKNOWN_VERSION = "unknown"
 
 log = logging.getLogger(__name__)
+
+# Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
+# snapshot each process has. A process whose bump failed bumps again as soon as Redis answers (it may come
+# back with its data, still holding the old version); an empty Redis's "0" differs from every snapshot too.
+# CHECK_INTERVAL already spaces the reads out, so the breaker retries on every one (retry_interval 0).
+_breaker = RedisBreaker(
+    log=log,
+    down="routing config: Redis unavailable (%(error)s); each gateway process keeps its snapshot, and changes "
+    "reach the other processes when it returns",
+    back="routing config: Redis is back; config changes are shared again",
+    retry_interval=0.0,
+)
 
 
 def _version_file():
@@ -42,13 +50,14 @@ def bump_config_version() -> None:
     if settings.REDIS_URL:
         try:
             cache.set(_CACHE_KEY, version, timeout=None)
-        except _VERSION_STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             # The change is in the database; this process reloads now, the others once Redis is back.
-            log.warning("routing config changed while Redis is unavailable (%s); other gateway processes "
-                        "see the change when it returns", type(exc).__name__)
+            _breaker.failed(exc)
+            log.info("routing config changed while Redis is unavailable; announced when it returns")
             _state.config = None
             _state.bump_pending = True
             return
+        _breaker.worked()
         _state.bump_pending = False
     else:
         _version_file().write_text(version)
@@ -60,9 +69,12 @@ def current_config_version() -> str | None:
     """The shared version; None when it cannot be read (Redis down)."""
     if settings.REDIS_URL:
         try:
-            return cache.get(_CACHE_KEY) or "0"
-        except _VERSION_STORE_ERRORS:
+            version = cache.get(_CACHE_KEY) or "0"
+        except REDIS_ERRORS as exc:
+            _breaker.failed(exc)
             return None
+        _breaker.worked()
+        return version
     try:
         return _version_file().read_text()
     except FileNotFoundError:
@@ -230,3 +242,4 @@ def invalidate_local_config() -> None:
     _state.config = None
     _state.checked_at = 0.0
     _state.bump_pending = False
+    _breaker.reset()

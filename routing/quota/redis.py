@@ -40,17 +40,14 @@ stored in the lease record.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from providers.adapters.base import ErrorKind
+from routing.redis import redis_client, redis_client_close
 
 from . import policy
 from .base import Denied, HealthState, Lease, QuotaStore, Route, RouteStatus
@@ -343,19 +340,15 @@ def _limit_arg(value: int | None) -> int:
     return -1 if value is None else int(value)
 
 
-class _Connection:
-    """A client and its registered scripts, bound to one event loop (redis.asyncio connections are)."""
+class _Scripts:
+    """The registered scripts (their SHA). Called with this loop's client: connections belong to a loop."""
 
-    def __init__(self, url: str) -> None:
-        # Fail fast: when Redis is down the degraded-mode wrapper serves from local state instead.
-        self.client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1), decode_responses=True
-        )
-        self.reserve = self.client.register_script(_RESERVE)
-        self.settle = self.client.register_script(_SETTLE)
-        self.release = self.client.register_script(_RELEASE)
-        self.record = self.client.register_script(_RECORD)
-        self.inspect = self.client.register_script(_INSPECT)
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.reserve = client.register_script(_RESERVE)
+        self.settle = client.register_script(_SETTLE)
+        self.release = client.register_script(_RELEASE)
+        self.record = client.register_script(_RECORD)
+        self.inspect = client.register_script(_INSPECT)
 
 
 class RedisQuotaStore(QuotaStore):
@@ -369,22 +362,20 @@ class RedisQuotaStore(QuotaStore):
         self.url = url
         self.lease_ttl = float(lease_ttl)
         self.now = now
-        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._scripts: _Scripts | None = None
 
-    def _conn(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        conn = self._connections.get(loop)
-        if conn is None:
-            conn = self._connections[loop] = _Connection(self.url)
-        return conn
+    def _client(self) -> aioredis.Redis:
+        return redis_client(self.url)
+
+    async def _run(self, script: str, keys: list[str], args: list) -> object:
+        client = self._client()
+        if self._scripts is None:
+            self._scripts = _Scripts(client)
+        return await getattr(self._scripts, script)(keys=keys, args=args, client=client)
 
     async def aclose(self) -> None:
         """Close this event loop's connections (tests; short-lived loops of sync callers)."""
-        conn = self._connections.pop(asyncio.get_running_loop(), None)
-        if conn is not None:
-            await conn.client.aclose()
+        await redis_client_close(self.url)
 
     @staticmethod
     def _route_keys(route: Route, day: str) -> list[str]:
@@ -405,16 +396,16 @@ class RedisQuotaStore(QuotaStore):
             repr(policy.seconds_to_midnight(now, route.daily_reset_tz)), policy.MINUTE_SPAN, policy.DAY_TTL,
             repr(policy.KEY_INVALID_RETRY), route.id, MINUTE_KEY_TTL, policy.LEARNED_TTL,
         ]  # fmt: skip
-        result = await self._conn().reserve(keys=keys, args=args)
+        result = await self._run("reserve", keys, args)
         if int(result[0]) == 1:
             return Lease(result[1], route.id, max(0, int(tokens)), float(result[2]))
         return Denied(result[1], float(result[2]))
 
     async def settle(self, lease: Lease, used_tokens: int) -> None:
-        await self._conn().settle(keys=[f"{PREFIX}lease:{lease.id}"], args=[max(0, int(used_tokens))])
+        await self._run("settle", [f"{PREFIX}lease:{lease.id}"], [max(0, int(used_tokens))])
 
     async def release(self, lease: Lease) -> None:
-        await self._conn().release(keys=[f"{PREFIX}lease:{lease.id}"], args=[lease.id])
+        await self._run("release", [f"{PREFIX}lease:{lease.id}"], [lease.id])
 
     async def record(
         self,
@@ -449,12 +440,12 @@ class RedisQuotaStore(QuotaStore):
             policy.FAILURE_THRESHOLD, *[repr(c) for c in policy.FAILURE_COOLDOWNS],
             _limit_arg(route.limits.rpd), _limit_arg(route.limits.tpd),
         ]  # fmt: skip
-        await self._conn().record(keys=keys, args=args)
+        await self._run("record", keys, args)
 
     async def _inspect(self, route: Route) -> tuple[float, list]:
         now = self.now()
         keys = self._route_keys(route, policy.day_id(now, route.daily_reset_tz))
-        raw = await self._conn().inspect(keys=keys, args=[repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL])
+        raw = await self._run("inspect", keys, [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL])
         return now, raw
 
     async def status(self, route: Route) -> RouteStatus:
@@ -499,7 +490,7 @@ class RedisQuotaStore(QuotaStore):
 
     async def set_key_invalid(self, route: Route, invalid: bool) -> None:
         key = f"{PREFIX}k:{route.key_id}"
-        client = self._conn().client
+        client = self._client()
         if invalid:
             await client.set(key, repr(self.now()), nx=True)
         else:
@@ -507,5 +498,5 @@ class RedisQuotaStore(QuotaStore):
 
     async def clear_cooldown(self, route: Route) -> None:
         r = f"{PREFIX}r:{route.id}"
-        await self._conn().client.delete(f"{r}:h", f"{PREFIX}k:{route.key_id}")
+        await self._client().delete(f"{r}:h", f"{PREFIX}k:{route.key_id}")
 

@@ -10,7 +10,7 @@ from django.db.models.functions import Coalesce
 from providers.models import ProviderKey, UpstreamModel
 
 from .models import QuotaWindow
-from .quota.base import Limits, Route
+from .quota.base import HealthState, Limits, Route
 
 
 def quota_routes() -> list[Route]:
@@ -39,7 +39,7 @@ def quota_routes() -> list[Route]:
 
 
 # Worst first: the state a key's badge shows when its models differ.
-_HEALTH_RANK = {"key_invalid": 0, "open": 1, "half_open": 2, "closed": 3}
+_HEALTH_RANK = {HealthState.KEY_INVALID: 0, HealthState.OPEN: 1, HealthState.HALF_OPEN: 2, HealthState.CLOSED: 3}
 
 
 def key_health_annotations() -> dict[str, Subquery]:
@@ -65,7 +65,7 @@ def _health_annotations(rows) -> dict[str, Subquery]:
 
     return {
         "_health": Subquery(routes.annotate(rank=rank).order_by("rank").values("health")[:1]),
-        "_unhealthy": Coalesce(aggregate(Count("pk"), routes.exclude(health="closed")), 0),
+        "_unhealthy": Coalesce(aggregate(Count("pk"), routes.exclude(health=HealthState.CLOSED)), 0),
         "_cooldown_until": aggregate(Max("cooldown_until")),
     }
 
@@ -92,7 +92,7 @@ def keys_needing_probe() -> list[int]:
         keys.filter(status__in=[ProviderKey.Status.UNKNOWN, ProviderKey.Status.INVALID]).values_list("id", flat=True)
     )
     unhealthy = set(
-        QuotaWindow.objects.filter(health__in=["half_open", "key_invalid"]).values_list("provider", "key_label")
+        QuotaWindow.objects.filter(health__in=[HealthState.HALF_OPEN, HealthState.KEY_INVALID]).values_list("provider", "key_label")
     )
     if unhealthy:
         for key_id, slug, label in keys.values_list("id", "provider__slug", "label"):

@@ -109,9 +109,9 @@ class ModelInfo:
     family: str
     dimensions: int | None
     context_window: int | None
-    tools: bool
-    vision: bool
-    json: bool
+    supports_tools: bool
+    supports_vision: bool
+    supports_json: bool
     limits: Limits
     keys: tuple[KeyInfo, ...]
 
@@ -192,9 +192,9 @@ def load_routing_config(version: str = "") -> RoutingConfig:
             family=m.family,
             dimensions=m.dimensions,
             context_window=m.context_window,
-            tools=m.supports_tools,
-            vision=m.supports_vision,
-            json=m.supports_json,
+            supports_tools=m.supports_tools,
+            supports_vision=m.supports_vision,
+            supports_json=m.supports_json,
             limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
             keys=tuple(keys),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -155,19 +156,13 @@ class RoutingConfig:
         return tuple(self.by_name.values())
 
 
-def load_routing_config(version: str = "") -> RoutingConfig:
-    """Build the snapshot of everything enabled. Keys that failed auth are left out."""
-    from providers.models import FallbackChain, ProviderKey, UpstreamModel
-
-    keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
-    for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
-        status=ProviderKey.Status.INVALID
-    ):
-        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[ModelInfo]:
+    """Every enabled model of an enabled provider, with its keys from ``keys_by_provider`` (provider id →
+    keys; a keyless provider without any gets its implicit key). The one reading of models into routes."""
+    from providers.models import UpstreamModel
 
     providers: dict[int, ProviderInfo] = {}
-    by_name: dict[str, ModelInfo] = {}
-    by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)
+    models: list[ModelInfo] = []
     for m in UpstreamModel.objects.filter(enabled=True, provider__enabled=True).select_related("provider"):
         p = m.provider
         if p.id not in providers:
@@ -184,22 +179,40 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         keys = list(keys_by_provider.get(p.id, ()))
         if not keys and p.keyless:
             keys = [KeyInfo(None, "", "")]
-        info = ModelInfo(
-            id=m.id,
-            provider=providers[p.id],
-            model_id=m.model_id,
-            kind=m.kind,
-            family=m.family,
-            dimensions=m.dimensions,
-            context_window=m.context_window,
-            supports_tools=m.supports_tools,
-            supports_vision=m.supports_vision,
-            supports_json=m.supports_json,
-            limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
-            keys=tuple(keys),
+        models.append(
+            ModelInfo(
+                id=m.id,
+                provider=providers[p.id],
+                model_id=m.model_id,
+                kind=m.kind,
+                family=m.family,
+                dimensions=m.dimensions,
+                context_window=m.context_window,
+                supports_tools=m.supports_tools,
+                supports_vision=m.supports_vision,
+                supports_json=m.supports_json,
+                limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
+                keys=tuple(keys),
+            )
         )
+    return models
+
+
+def load_routing_config(version: str = "") -> RoutingConfig:
+    """Build the snapshot of everything enabled. Keys that failed auth are left out."""
+    from providers.models import FallbackChain, ProviderKey
+
+    keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
+    for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
+        status=ProviderKey.Status.INVALID
+    ):
+        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+
+    by_name: dict[str, ModelInfo] = {}
+    by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)
+    for info in model_infos(keys_by_provider):
         by_name[info.name] = info
-        by_model_id[m.model_id].append(info)
+        by_model_id[info.model_id].append(info)
 
     chains: dict[str, ChainInfo] = {}
     for chain in FallbackChain.objects.filter(enabled=True).prefetch_related("entries__model__provider"):

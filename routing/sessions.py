@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +30,7 @@ REDIS_KEY_PREFIX = "freellm:sess:"
 SESSION_KEY_HEX_LEN = 32
 
 
-class SessionSource:
+class SessionSource(StrEnum):
     HEADER = "header"
     USER = "user"
     CONVERSATION = "conversation"

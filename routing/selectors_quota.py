@@ -96,7 +96,7 @@ def live_health_annotations(windows: LiveWindows, *, per: Literal["key", "provid
 
     return {
         "_health": case({g: min((r["health"] for r in rows), key=rank) for g, rows in groups.items()}, CharField()),
-        "_unhealthy": case({g: sum(r["health"] != "closed" for r in rows) for g, rows in groups.items()},
+        "_unhealthy": case({g: sum(r["health"] != HealthState.CLOSED for r in rows) for g, rows in groups.items()},
                            IntegerField(), 0),  # fmt: skip
         "_cooldown_until": case(
             {g: max((r["cooldown_until"] for r in rows if r["cooldown_until"]), default=None) for g, rows in groups.items()},

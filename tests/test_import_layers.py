@@ -1,6 +1,5 @@
 """The layers import downward only, so that a newcomer can state the architecture in one sentence and trust it:
-freellm's shared plumbing (background tasks, the Redis helper, the Celery app and its beat schedule) at the
-very bottom, then providers (data, secrets, adapters, catalog) < routing (router, quota, sessions, handoff) <
+freellm's shared plumbing (background tasks, the Celery app and its beat schedule) at the very bottom, then providers (data, secrets, adapters, catalog) < routing (router, quota, sessions, handoff) <
 analytics (request log, dashboards, live feed) < the API package (routing/api/) and freellm's entry points
 (ASGI app, URLs, settings).
 Adapters import nothing from Django or any app, and no two modules of the apps import each other, directly or

@@ -11,15 +11,12 @@ URL = "/admin/routing/apikey/connect/"
 
 
 @pytest.fixture
-def people(db, django_user_model):
-    """A staff user and two members, each with a key; the raw keys are kept to prove they never show."""
-    from routing.services import MEMBERS_GROUP, STAFF_GROUP, api_key_create, team_groups_sync
+def people(team):
+    """The team fixture's staff user and two members, each with a key; raw keys kept to prove they never show."""
+    from routing.services import api_key_create
 
-    groups = team_groups_sync()
     made = {}
-    for name, group in (("sam", STAFF_GROUP), ("alice", MEMBERS_GROUP), ("bob", MEMBERS_GROUP)):
-        user = django_user_model.objects.create_user(name, is_staff=True)
-        user.groups.add(groups[group])
+    for name, user in (("sam", team.staff), ("alice", team.alice), ("bob", team.bob)):
         key, raw = api_key_create(user=user, name=f"{name}-laptop")
         made[name] = (user, key, raw)
     return made
@@ -79,12 +76,8 @@ def test_each_tool_and_model_choice_shows_its_snippet(client, people, settings):
     assert f'OpenAI(base_url="https://llm.example.com/v1", api_key="{alice_key.prefix}...")' in html
 
 
-def test_without_a_key_the_page_says_how_to_get_one(client, people, django_user_model):
-    from routing.services import MEMBERS_GROUP, team_groups_sync
-
-    newcomer = django_user_model.objects.create_user("nora", is_staff=True)
-    newcomer.groups.add(team_groups_sync()[MEMBERS_GROUP])
-    html = page(client, newcomer)
+def test_without_a_key_the_page_says_how_to_get_one(client, team):
+    html = page(client, team.alice)  # the team fixture's members own no key yet
     assert "create a key" in html and reverse("admin:routing_apikey_add") in html
     assert "export ANTHROPIC_AUTH_TOKEN=fl-..." in html
 

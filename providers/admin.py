@@ -463,12 +463,12 @@ class ChainEntryInline(SortableTabularInline):
 
 @admin.register(FallbackChain)
 class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
-    list_display = ["name", "kind", "enabled", "route_list", "description"]
-    list_filter = ["kind", "enabled"]
+    list_display = ["name", "kind", "strategy", "enabled", "route_list", "description"]
+    list_filter = ["kind", "strategy", "enabled"]
     search_fields = ["name", "description"]
     fieldsets = [
         (None, {
-            "fields": ["name", "kind", "description", "enabled"],
+            "fields": ["name", "kind", "strategy", "description", "enabled"],
             "description": "Clients send the chain's name as <code>model</code>; its models below are tried from "
                            "the top down. To reorder, drag a row by its striped title bar (or use the arrows to "
                            "move it to the top or bottom), then save.",

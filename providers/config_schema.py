@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .models import ModelKind, Provider
+from .models import ChainStrategy, ModelKind, Provider
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
 AdapterName = Literal[tuple(Provider.Adapter.values)]  # type: ignore[valid-type]
+StrategyName = Literal[tuple(ChainStrategy.values)]  # type: ignore[valid-type]
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
@@ -109,6 +110,7 @@ class ProviderSpec(_Spec):
 class ChainSpec(_Spec):
     name: str = Field(min_length=1, max_length=100)
     kind: Kind = ModelKind.CHAT.value
+    strategy: StrategyName = ChainStrategy.PRIORITY.value
     description: str = Field(default="", max_length=300)
     enabled: bool = True
     models: list[str] = Field(min_length=1)

@@ -118,9 +118,21 @@ class UpstreamModel(models.Model):
         return f"{self.provider.slug}/{self.model_id}"
 
 
+class ChainStrategy(models.TextChoices):
+    """How a chain orders its members (routing/strategies.py says how each is scored)."""
+
+    PRIORITY = "priority", "priority: the chain's order"
+    FASTEST = "fastest", "fastest: quickest expected answer"
+    RELIABLE = "reliable", "reliable: highest success rate"
+    BALANCED = "balanced", "balanced: reliability, speed and chain order"
+    HEADROOM = "headroom", "headroom: most quota left"
+
+
 class FallbackChain(models.Model):
     name = models.CharField(max_length=100, unique=True, help_text="What clients send as `model`.")
     kind = models.CharField(max_length=16, choices=ModelKind.choices, default=ModelKind.CHAT)
+    strategy = models.CharField(max_length=16, choices=ChainStrategy.choices, default=ChainStrategy.PRIORITY,
+                                help_text="How members are ordered; quota, health and capabilities still filter.")
     description = models.CharField(max_length=300, blank=True)
     enabled = models.BooleanField(default=True)
 

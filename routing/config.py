@@ -129,6 +129,7 @@ class ChainInfo:
     name: str
     kind: str
     models: tuple[ModelInfo, ...]
+    strategy: str = "priority"  # providers.models.ChainStrategy
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         members = tuple(
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
-        chains[chain.name] = ChainInfo(chain.name, chain.kind, members)
+        chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy)
     return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()})
 
 

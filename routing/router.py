@@ -29,12 +29,15 @@ from django.conf import settings
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
-from routing import metrics
+from providers.models import ChainStrategy as Strategy
+from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, Lease, Route
+from routing.stats import FAILURE_KINDS, get_stats_store
+from routing.strategies import SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,9 @@ class RequestContext:
     # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
+    # The attempt's first content from upstream (set by the caller's attempt function), for route stats.
+    first_token_at: float | None = None
+    strategy: str = ""  # how the chain was ordered, for X-FreeLLM-Strategy
 
     @property
     def attempts(self) -> int:
@@ -114,6 +120,8 @@ class Served:
     lease: Lease
     result: Any
     settled: bool = False
+    began: float = 0.0  # monotonic: the successful call started
+    first_token_at: float | None = None  # its first content (None: the whole answer came at once)
 
 
 # --- resolve ---------------------------------------------------------------------------------------
@@ -124,14 +132,22 @@ class Resolution:
     models: tuple[ModelInfo, ...]
     chain: str | None  # the chain name when the client asked for one
     explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
+    strategy: Strategy = Strategy.PRIORITY
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
-    if chain := cfg.chains.get(name):
+    chain = cfg.chains.get(name)
+    strategy = None
+    if chain is None and name not in cfg.by_name and name not in cfg.by_model_id:
+        # `auto:fast`: the chain `auto`, ordered by the strategy the suffix names.
+        base, _, suffix = name.rpartition(":")
+        if base in cfg.chains and suffix in SUFFIXES:
+            chain, strategy = cfg.chains[base], SUFFIXES[suffix]
+    if chain is not None:
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
-        return Resolution(chain.models, chain.name, explicit=False)
+        return Resolution(chain.models, chain.name, explicit=False, strategy=strategy or Strategy(chain.strategy))
     if model := cfg.by_name.get(name):
         models: tuple[ModelInfo, ...] = (model,)
     elif name in cfg.by_model_id:
@@ -145,7 +161,23 @@ def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
 
 
+# --- arrange: the chain's strategy orders its members ------------------------------------------------
+
+
+async def arrange(ctx: RequestContext, resolution: Resolution) -> Resolution:
+    """Order the resolved models by the chain's strategy (the trail's X-FreeLLM-Strategy says how)."""
+    if resolution.strategy == Strategy.PRIORITY or len(resolution.models) < 2:
+        return resolution
+    ordering = await strategies.order(resolution.models, resolution.strategy, stats_store=get_stats_store(),
+                                      quota_store=get_quota_store())
+    ctx.strategy = ordering.header()
+    return replace(resolution, models=ordering.models)
+
+
 # --- candidates ------------------------------------------------------------------------------------
+
+# The provider's trouble for this model, not the key's: its sibling keys would fail the same way.
+PROVIDER_FAILURES = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
 
 _rotation = itertools.count()
 
@@ -174,19 +206,29 @@ async def execute(
     *,
     skip: Callable[[ModelInfo], str | None] | None = None,
 ) -> Served:
-    """Walk the models in order and their keys until one serves. Raises GatewayError when none can."""
+    """Walk the models in order and their keys until one serves. Raises GatewayError when none can.
+
+    A 429 or an auth error is the key's: a sibling key is tried. A 5xx or a timeout is the provider's for
+    that model: its other keys are skipped for this request. A connection error is the provider's as a
+    whole: all its models are skipped for this request."""
     store = get_quota_store()
+    down: set[str] = set()  # providers that refused the connection
     for model in models:
         if skip and (reason := skip(model)):
             ctx.trail.append(Step(Route(model.provider.slug, model.model_id, "*"), f"skipped:{reason}", False,
                                   "not capable"))
+            continue
+        if model.provider.slug in down:
+            ctx.trail.append(Step(Route(model.provider.slug, model.model_id, "*"), "skipped:provider_down", False,
+                                  "failing"))
             continue
         try:
             adapter = get_adapter(model.provider.adapter)
         except KeyError:
             log.error("provider %s uses unknown adapter %r", model.provider.slug, model.provider.adapter)
             continue
-        for key in await ordered_keys(model):
+        keys = await ordered_keys(model)
+        for index, key in enumerate(keys):
             if ctx.attempts >= settings.FREELLM_MAX_ATTEMPTS or ctx.remaining() <= 0:
                 raise exhausted_error(ctx, budget_spent=True)
             route = model.route(key)
@@ -198,6 +240,7 @@ async def execute(
             timeouts = default_timeouts()
             timeouts = replace(timeouts, first_token=max(0.1, min(timeouts.first_token, ctx.remaining())))
             began = time.monotonic()
+            ctx.first_token_at = None
             try:
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
@@ -210,6 +253,12 @@ async def execute(
                     raise client_error(exc, ctx) from None
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
                     break  # this model can't serve this request with any key
+                if exc.kind in PROVIDER_FAILURES:
+                    if exc.kind == ErrorKind.CONNECTION:
+                        down.add(model.provider.slug)
+                    for sibling in keys[index + 1:]:
+                        ctx.trail.append(Step(model.route(sibling), "skipped:provider_down", False, "failing"))
+                    break
                 continue
             except BaseException as exc:
                 # Cancelled (client left) or a bug: the call may have reached upstream; count it.
@@ -220,7 +269,8 @@ async def execute(
                 raise
             ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))
             metrics.upstream_calls_total.labels(route.provider, route.model, "ok").inc()
-            return Served(model, key, route, lease, result)
+            first = ctx.first_token_at if ctx.first_token_at and ctx.first_token_at >= began else None
+            return Served(model, key, route, lease, result, began=began, first_token_at=first)
     raise exhausted_error(ctx)
 
 
@@ -237,6 +287,7 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
         metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
         metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
     headers = getattr(served.result, "headers", None)
+    _observe(served, usage, error)
     if error is None:
         await store.record(served.route, None, headers=headers)
     else:
@@ -254,8 +305,19 @@ async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: 
     else:
         await store.settle(lease, 0)
     await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    if exc.kind in FAILURE_KINDS:
+        get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
         await _mark_key_invalid(key.id, exc.message)
+
+
+def _observe(served: Served, usage: Usage | None, error: UpstreamError | None) -> None:
+    """The route's stats: a served answer counts as a success unless it broke on the way. Time to first
+    token is the call's start to its first content; tokens per second are counted after that."""
+    route, now = served.route, time.monotonic()
+    first = served.first_token_at or now
+    get_stats_store().observe(route.provider, route.model, route.key, ok=error is None, ttft=first - served.began,
+                              tokens=usage.completion_tokens if usage else 0, gen_seconds=now - first)
 
 
 @sync_to_async

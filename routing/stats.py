@@ -84,7 +84,9 @@ class RouteStats:
 
     def summary(self) -> dict:
         """For the admin and the routing-state API."""
-        rnd = (lambda v, n=3: None if v is None else round(v, n))
+        def rnd(value: float | None, digits: int = 3) -> float | None:
+            return None if value is None else round(value, digits)
+
         return {"samples": round(self.samples, 1), "success_probability": rnd(self.success_probability),
                 "ttft_s": rnd(self.ttft), "tokens_per_s": rnd(self.tokens_per_second, 1),
                 "recent_p50_s": rnd(self.recent_p50)}

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 FAILURE_KINDS = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
 RECENT = 20
 REFRESH_SECONDS = 1.0
-FIELDS = ("ok", "fail", "ttft_sum", "ttft_n", "tokens", "gen_seconds")
+FIELDS = ("ok", "fail", "ttft_sum", "ttft_n", "tokens", "gen_seconds")  # also listed in _MERGE
 
 
 @dataclass
@@ -104,6 +104,16 @@ def key_key(provider: str, model: str, key: str) -> str:
     return f"{provider}|{model}|{key}"
 
 
+def _observation(now: float, *, ok: bool, ttft: float | None, tokens: int, gen_seconds: float) -> RouteStats:
+    obs = RouteStats(ok=float(ok), fail=float(not ok), at=now)
+    if ttft is not None:
+        obs.ttft_sum, obs.ttft_n = ttft, 1.0
+        obs.recent.append(ttft)
+    if tokens > 0 and gen_seconds > 0:
+        obs.tokens, obs.gen_seconds = float(tokens), gen_seconds
+    return obs
+
+
 class StatsBackend:
     """In-process (embedded default): the buffer is the store."""
 
@@ -121,9 +131,78 @@ class StatsBackend:
         return {n: self.records[n] for n in names if n in self.records}
 
 
+# One route's record in Redis: a hash of the decayed sums (FIELDS, in this order) valued at field `at`, plus a
+# capped list of recent times to first token. The script values the stored sums at `now` (the decay), adds
+# the batch's and writes them back, so flushes of several processes can interleave in any order and the
+# record stays the sum of everything observed. ARGV: half-life, now, ttl, how many recent values to keep, the six sums, then recent values.
+_MERGE = """
+local fields = {'ok', 'fail', 'ttft_sum', 'ttft_n', 'tokens', 'gen_seconds'}
+local half_life, now, ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
+local factor = 2 ^ (-math.max(0, now - at) / half_life)
+for i, name in ipairs(fields) do
+  local old = tonumber(redis.call('HGET', KEYS[1], name) or 0)
+  redis.call('HSET', KEYS[1], name, tostring(old * factor + tonumber(ARGV[4 + i])))
+end
+redis.call('HSET', KEYS[1], 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5 + #fields, #ARGV do
+  redis.call('LPUSH', KEYS[2], ARGV[i])
+end
+redis.call('LTRIM', KEYS[2], 0, keep - 1)
+redis.call('EXPIRE', KEYS[2], ttl)
+"""
+PREFIX = "freellm:s:"
+
+
+class RedisStatsBackend(StatsBackend):
+    """Shared by every gateway process; a record outlives a restart (it expires after 20 half-lives idle)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def _client(self):
+        from routing.redis import redis_client
+
+        return redis_client(self.url)
+
+    async def merge(self, deltas: dict[str, RouteStats], now: float) -> None:
+        client = self._client()
+        script = client.register_script(_MERGE)
+        ttl = int(settings.FREELLM_STATS_HALF_LIFE * 20)
+        async with client.pipeline(transaction=False) as pipe:
+            for name, delta in deltas.items():
+                delta = delta.decayed(now)
+                args = [settings.FREELLM_STATS_HALF_LIFE, now, ttl, RECENT, *(getattr(delta, f) for f in FIELDS),
+                        *delta.recent]
+                await script(keys=[f"{PREFIX}{name}", f"{PREFIX}{name}:recent"], args=args, client=pipe)
+            await pipe.execute()
+
+    async def read(self, names: Iterable[str]) -> dict[str, RouteStats]:
+        names = list(names)
+        async with self._client().pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(f"{PREFIX}{name}")
+                pipe.lrange(f"{PREFIX}{name}:recent", 0, RECENT - 1)
+            raw = await pipe.execute()
+        found = {}
+        for i, name in enumerate(names):
+            record, recent = raw[2 * i], raw[2 * i + 1]
+            if record:
+                found[name] = RouteStats(*(float(record.get(f, 0)) for f in FIELDS), at=float(record["at"]),
+                                         recent=deque((float(v) for v in reversed(recent)), RECENT))
+        return found
+
+
 class RouteStatsStore:
     def __init__(self, backend: StatsBackend | None = None, now=time.time) -> None:
+        from routing.redis import RedisBreaker
+
         self.backend = backend or StatsBackend()
+        # Stats are advisory: while Redis is away each process orders by what it saw itself.
+        self.breaker = RedisBreaker(log=log, down="route stats not shared while Redis is unreachable (%(error)s)",
+                                    back="route stats shared again")
         self.now = now
         self._pending: dict[str, RouteStats] = {}
         self._view: dict[str, RouteStats] = {}
@@ -136,18 +215,13 @@ class RouteStatsStore:
                 tokens: int = 0, gen_seconds: float = 0.0) -> None:
         now = self.now()
         for name in (model_key(provider, model), key_key(provider, model, key)):
-            delta = self._pending.get(name)
-            if delta is None:
-                delta = self._pending[name] = RouteStats(at=now)
-            delta.ok += ok
-            delta.fail += not ok
-            if ttft is not None:
-                delta.ttft_sum += ttft
-                delta.ttft_n += 1
-                delta.recent.append(ttft)
-            if tokens > 0 and gen_seconds > 0:
-                delta.tokens += tokens
-                delta.gen_seconds += gen_seconds
+            # Into the batch for the shared record, and into this process's view at once (the next request
+            # of this process sees it without waiting for the flush).
+            for book in (self._pending, self._view):
+                entry = book.get(name)
+                entry = entry.decayed(now) if entry else RouteStats(at=now)
+                entry.add(_observation(now, ok=ok, ttft=ttft, tokens=tokens, gen_seconds=gen_seconds))
+                book[name] = entry
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -168,11 +242,11 @@ class RouteStatsStore:
         if not pending:
             return
         now = self.now()
-        try:
-            await self.backend.merge(pending, now)
-        except Exception as exc:  # noqa: BLE001  (stats are advisory: never let them fail anything)
-            log.warning("route stats not saved (%s); they are advisory and will be rebuilt", type(exc).__name__)
-        self._view_at = -1e9  # this process's own news is visible at once
+
+        async def dropped() -> None:
+            return None
+
+        await self.breaker.call(lambda: self.backend.merge(pending, now), dropped)
 
     # --- reads (ordering a chain) -----------------------------------------------------------------------
 
@@ -182,11 +256,10 @@ class RouteStatsStore:
         now = self.now()
         stale = time.monotonic() - self._view_at > REFRESH_SECONDS
         if stale or any(n not in self._view for n in names):
-            try:
-                fresh = await self.backend.read(names)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("route stats unavailable (%s); ordering by what this process has", type(exc).__name__)
-                fresh = {}
+            async def none_shared() -> dict[str, RouteStats]:
+                return {}
+
+            fresh = await self.breaker.call(lambda: self.backend.read(names), none_shared)
             self._view.update(fresh)
             self._view_at = time.monotonic()
         return {n: self._view[n].decayed(now) for n in names if n in self._view}
@@ -198,5 +271,12 @@ _store: RouteStatsStore | None = None
 def get_stats_store() -> RouteStatsStore:
     global _store
     if _store is None:
-        _store = RouteStatsStore()
+        url = settings.REDIS_URL
+        _store = RouteStatsStore(RedisStatsBackend(url) if url else StatsBackend())
     return _store
+
+
+def reset_stats_store() -> None:
+    """Forget this process's stats (tests; the shared record in Redis is keyed under freellm:)."""
+    global _store
+    _store = None

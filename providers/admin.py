@@ -273,10 +273,11 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         "rpm", "rpd", "tpm", "tpd", "enabled",
     ]
     list_filter = ["provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "family"]
-    search_fields = ["model_id", "family", "provider__slug"]
+    search_fields = ["model_id", "canonical", "family", "provider__slug"]
     list_select_related = ["provider"]
     fieldsets = [
-        (None, {"fields": ["provider", "model_id", "kind", "family", "dimensions", "context_window", "enabled"]}),
+        (None, {"fields": ["provider", "model_id", "canonical", "kind", "family", "dimensions", "context_window",
+                           "enabled"]}),
         ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
     ]

@@ -62,6 +62,7 @@ class ModelSpec(_Spec):
     id: str = Field(min_length=1, max_length=200)
     kind: Kind = ModelKind.CHAT.value
     family: str = Field(default="", max_length=100)
+    canonical: str = Field(default="", max_length=200)
     dimensions: NonNegativeInt | None = None
     context_window: NonNegativeInt | None = None
     supports_tools: bool = Field(default=False, alias="tools")
@@ -75,6 +76,7 @@ class ModelSpec(_Spec):
         return {
             "kind": self.kind,
             "family": self.family,
+            "canonical": self.canonical,
             "dimensions": self.dimensions,
             "context_window": self.context_window,
             "supports_tools": self.supports_tools,

@@ -96,6 +96,10 @@ class UpstreamModel(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    # One id for the same model across providers (Groq's llama-3.3-70b-versatile, NVIDIA's
+    # meta/llama-3.3-70b-instruct, ... are all llama-3.3-70b-instruct): requesting it routes among all of them.
+    canonical = models.CharField(max_length=200, blank=True, db_index=True,
+                                 help_text="Cross-provider id of this model, e.g. llama-3.3-70b-instruct.")
     # Per-key limits; empty means not documented.
     rpm = models.PositiveIntegerField(null=True, blank=True)
     rpd = models.PositiveIntegerField(null=True, blank=True)

@@ -308,6 +308,7 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
 def _export_model(model: UpstreamModel) -> dict[str, Any]:
     item: dict[str, Any] = {"id": model.model_id, "kind": model.kind}
     _put_if(item, "family", model.family)
+    _put_if(item, "canonical", model.canonical)
     _put_if(item, "dimensions", model.dimensions)
     _put_if(item, "context_window", model.context_window)
     _put_if(item, "tools", model.supports_tools, default=False)

@@ -159,29 +159,40 @@ class Resolution:
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
-    chain = cfg.chains.get(name)
-    strategy = None
-    if chain is None and name not in cfg.by_name and name not in cfg.by_model_id:
-        # `auto:fast`: the chain `auto`, ordered by the strategy the suffix names.
-        base, _, suffix = name.rpartition(":")
-        if base in cfg.chains and suffix in SUFFIXES:
-            chain, strategy = cfg.chains[base], SUFFIXES[suffix]
-    if chain is not None:
+    """The models that may serve ``name``: a chain, a provider/model, a canonical id (the same model at every
+    provider that has it, like a chain of them) or a bare upstream id; ``name:fast`` and the like pick a
+    strategy for a chain or a canonical id."""
+    base, strategy = name, None
+    if name not in cfg.chains and name not in cfg.by_name and name not in cfg.by_model_id \
+            and name not in cfg.by_canonical:
+        prefix, _, suffix = name.rpartition(":")
+        if suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical):
+            base, strategy = prefix, SUFFIXES[suffix]
+    if chain := cfg.chains.get(base):
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
         return Resolution(chain.models, chain.name, explicit=False, strategy=strategy or Strategy(chain.strategy))
-    if model := cfg.by_name.get(name):
+    if model := cfg.by_name.get(base):
         models: tuple[ModelInfo, ...] = (model,)
-    elif name in cfg.by_model_id:
-        models = cfg.by_model_id[name]
+    elif base in cfg.by_canonical:
+        models = cfg.by_canonical[base]
+        _check_kind(name, models, kind)
+        return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=False,
+                          strategy=strategy or Strategy.PRIORITY)
+    elif base in cfg.by_model_id:
+        models = cfg.by_model_id[base]
     else:
         raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
                            param="model")
+    _check_kind(name, models, kind)
+    return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
+
+
+def _check_kind(name: str, models: tuple[ModelInfo, ...], kind: str) -> None:
     if all(m.kind != kind for m in models):
         raise GatewayError(400, f"'{name}' is a {models[0].kind} model; it cannot serve {kind} requests",
                            code="model_kind_mismatch", param="model")
-    return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
 
 
 # --- arrange: the chain's strategy orders its members ------------------------------------------------

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # Errors that are the route's own doing.
 FAILURE_KINDS = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
 RECENT = 20
+# Output speed is only measured on answers at least this long: over a handful of tokens it is mostly noise.
+SPEED_MIN_TOKENS = 32
 REFRESH_SECONDS = 1.0
 FIELDS = ("ok", "fail", "ttft_sum", "ttft_n", "tokens", "gen_seconds")  # also listed in _MERGE
 
@@ -109,7 +111,7 @@ def _observation(now: float, *, ok: bool, ttft: float | None, tokens: int, gen_s
     if ttft is not None:
         obs.ttft_sum, obs.ttft_n = ttft, 1.0
         obs.recent.append(ttft)
-    if tokens > 0 and gen_seconds > 0:
+    if tokens >= SPEED_MIN_TOKENS and gen_seconds > 0:
         obs.tokens, obs.gen_seconds = float(tokens), gen_seconds
     return obs
 

@@ -144,3 +144,19 @@ def test_stats_are_shared_through_redis_and_survive_a_restart(redis_url, setting
     assert round(stats.ok, 2) == 3 and round(stats.fail, 2) == 1
     assert abs(stats.ttft - 0.25) < 0.01 and abs(stats.tokens_per_second - 100) < 1
     assert sorted(stats.recent) == [0.2, 0.2, 0.2, 0.4]
+
+
+def test_a_canonical_id_routes_across_providers_and_is_listed_once(gateway, emulator):
+    add_provider(emulator, "groq", ["k;429"], [{"model_id": "llama-3.3-70b-versatile", "canonical": "llama-3.3-70b"}])
+    add_provider(emulator, "nvidia", ["ok"], [{"model_id": "meta/llama-3.3-70b-instruct", "canonical": "llama-3.3-70b"}])
+    add_provider(emulator, "other", ["ok"], ["solo"])
+    add_chain("auto", ["groq/llama-3.3-70b-versatile", "nvidia/meta/llama-3.3-70b-instruct"])
+
+    resp = _chat(gateway, "llama-3.3-70b")
+    assert resp.headers["X-FreeLLM-Provider"] == "nvidia"  # groq first (chain rank), its 429 failed over
+    assert resp.headers["X-FreeLLM-Trail"].startswith("groq/llama-3.3-70b-versatile/groq-0 -> rate_limited")
+    listed = httpx.get(f"{gateway.base_url}/models", headers={"Authorization": f"Bearer {gateway.api_key}"}).json()
+    ids = [entry["id"] for entry in listed["data"]]
+    assert ids.count("llama-3.3-70b") == 1 and "groq/llama-3.3-70b-versatile" not in ids and "other/solo" in ids
+    entry = next(e for e in listed["data"] if e["id"] == "llama-3.3-70b")
+    assert entry["providers"] == ["groq/llama-3.3-70b-versatile", "nvidia/meta/llama-3.3-70b-instruct"]

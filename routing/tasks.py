@@ -44,3 +44,10 @@ def request_logs_prune() -> int:
 
     # The sticky-session mirror ages out with the request log it sits beside.
     return services_quota.request_logs_prune() + sticky_sessions_prune()
+
+
+@shared_task(name="routing.tasks.stored_responses_prune")
+def stored_responses_prune() -> int:
+    from .stored_responses import stored_responses_prune as prune
+
+    return prune()

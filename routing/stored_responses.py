@@ -168,7 +168,9 @@ def get_response_store() -> ResponseStore:
 
 
 def not_found(response_id: str, param: str | None = None) -> GatewayError:
-    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
+    # Word for word OpenAI's answer, type included (theirs is invalid_request_error, not not_found_error).
+    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param,
+                        type="invalid_request_error")
 
 
 async def stored_response_get(*, response_id: str, user_id: int | None) -> ResponseRecord:
@@ -194,7 +196,7 @@ async def conversation_history(*, previous_response_id: str, user_id: int | None
         if record is None or record.user_id != user_id:
             raise GatewayError(404, f"Response with id '{previous_response_id}' continues response '{response_id}', "
                                     "which is no longer stored (deleted or expired).",
-                               param="previous_response_id")
+                               param="previous_response_id", type="invalid_request_error")
         items.extend(record.input_items)
         items.extend(record.response.get("output") or ())
     return items, previous.conversation_ids

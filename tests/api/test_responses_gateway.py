@@ -191,9 +191,10 @@ def test_a_conversation_stays_on_its_model(gateway, emulator, chain):
     client = gateway.openai()
     first = client.responses.with_raw_response.create(model="coding", input="Plan a weekend in Lisbon.")
     assert first.headers["X-FreeLLM-Provider"] == "groq"
-    entry = ChainEntry.objects.get(chain__name="coding", model__provider__slug="cerebras")
-    entry.position = -1
-    entry.save()  # cerebras now comes first for new conversations
+    for position, slug in enumerate(["cerebras", "groq"]):  # cerebras now first for new conversations
+        entry = ChainEntry.objects.get(chain__name="coding", model__provider__slug=slug)
+        entry.position = position
+        entry.save()
     second = client.responses.with_raw_response.create(model="coding", input="And where to eat?",
                                                        previous_response_id=first.parse().id)
     assert second.headers["X-FreeLLM-Provider"] == "groq" and "X-FreeLLM-Switched" not in second.headers
@@ -204,11 +205,12 @@ def test_a_conversation_stays_on_its_model(gateway, emulator, chain):
 def test_a_stream_that_breaks_after_the_first_byte_ends_with_response_failed(gateway, emulator, chain):
     from providers.models import ProviderKey
 
-    ProviderKey.objects.filter(provider__slug="groq").update(secret="g;midfail=1")  # noqa: S106
+    ProviderKey.objects.filter(provider__slug="groq").update(secret="g;midfail=3")  # noqa: S106
     events = list(gateway.openai().responses.create(model="coding", input="one two three four", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed" and events[-1].response.error.message
     assert "response.output_text.delta" in [event.type for event in events]
+    assert [call.provider for call in emulator.calls] == ["groq"]  # after the first byte: no failover
 
 
 def test_codex_shaped_session_replays(gateway, emulator, chain):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from providers.adapters.base import Usage
-from routing.api_responses import ResponsesEncoder, chat_request, response_object, response_skeleton
+from routing.api.responses import ResponsesEncoder, chat_request, response_object, response_skeleton
 from routing.errors import GatewayError
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",

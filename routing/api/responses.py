@@ -1,21 +1,119 @@
-"""The OpenAI Responses dialect, as pure translators (no I/O): a Responses request to the internal chat
-request, a ``chat.completion`` to a Response object, and ``ResponsesEncoder`` turning the internal stream of
-``chat.completion.chunk`` dicts into Responses' stream events.
+"""OpenAI Responses: POST /v1/responses, GET and DELETE /v1/responses/{id}, over the one chat exchange.
+
+The dialect is translators (no I/O) and three thin views:
 
     history = stored input + output items of previous_response_id's conversation (oldest first)
     chat_body = chat_request(body, history=history)          # GatewayError(400) for what we cannot serve
-    response = response_object(completion, request=body, response_id=..., created_at=...)
-    encoder = ResponsesEncoder(response_skeleton(body, response_id=..., created_at=...))
+    response = response_object(completion, request=body, response_id=..., created_at=..., model=...)
+    encoder = ResponsesEncoder(response_skeleton(body, response_id=..., created_at=..., model=...))
+
+Stored responses (``store``, true by default as with OpenAI) live in routing.stored_responses, scoped to
+the API key's user. Errors go out in OpenAI's shape (the default dialect renderer).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+from django.http import HttpRequest, JsonResponse
+from ninja import Router
+from pydantic import Field, StrictBool
+
 from routing.errors import GatewayError
+from routing.stored_responses import (
+    conversation_history,
+    stored_response_delete,
+    stored_response_get,
+    stored_response_save,
+)
+
+from . import exchange
+from .dialects import Dialect, register_dialect
+
+log = logging.getLogger(__name__)
+
+router = Router(tags=["responses"])
+register_dialect(Dialect.RESPONSES, path_prefixes=("/v1/responses",))
+
+
+class CreateResponseRequest(exchange.OpenSchema):
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    stream: StrictBool | None = False
+    store: StrictBool | None = True
+    previous_response_id: str | None = Field(None, min_length=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    parallel_tool_calls: StrictBool | None = None
+
+
+@router.post("/responses", summary="Create a model response (Responses API; streaming or not)")
+async def create_response(request: HttpRequest, payload: CreateResponseRequest):
+    body = payload.to_upstream()
+    user_id = request.auth.user_id
+    history: list[dict[str, Any]] = []
+    ancestry: list[str] = []
+    if body.get("previous_response_id"):
+        history, ancestry = await conversation_history(previous_response_id=body["previous_response_id"],
+                                                       user_id=user_id)
+    chat_body = chat_request(body, history=history)
+    stream = bool(body.get("stream"))
+    response_id, created_at = new_id("resp"), int(time.time())
+    # Codex sends its conversation id as prompt_cache_key: the natural sticky-session key when no user is set.
+    session_user = body.get("prompt_cache_key") if isinstance(body.get("prompt_cache_key"), str) else None
+    result = await exchange.chat(request, chat_body, dialect=Dialect.RESPONSES, stream=stream,
+                                 session_user=session_user)
+    model = result.served.model.model_id
+
+    async def save(response: dict[str, Any]) -> None:
+        if body.get("store") is False or response["status"] not in ("completed", "incomplete"):
+            return
+        try:
+            await stored_response_save(response=response, user_id=user_id, input_items=input_items(body),
+                                       ancestry=ancestry)
+        except Exception:
+            # The answer is worth more than its copy: the client gets it, the operator the traceback.
+            log.exception("could not store response %s", response["id"])
+
+    if not stream:
+        response = response_object(result.completion, request=body, response_id=response_id,
+                                   created_at=created_at, model=model)
+        await save(response)
+        return exchange.with_trail(JsonResponse(response), result)
+    encoder = ResponsesEncoder(response_skeleton(body, response_id=response_id, created_at=created_at, model=model))
+    http = exchange.stream_response(request, result, encoder)
+    http.streaming_content = _saved_before_the_end(http.streaming_content, encoder, save)
+    return http
+
+
+async def _saved_before_the_end(content: AsyncIterator[bytes], encoder: ResponsesEncoder, save) -> AsyncIterator[bytes]:
+    """The stream, with the finished response stored before its last event goes out: a client that
+    continues from it (previous_response_id) right after response.completed finds it."""
+    saved = False
+    async for piece in content:
+        if encoder.final is not None and not saved:
+            saved = True
+            await save(encoder.final)
+        yield piece
+
+
+@router.get("/responses/{response_id}", summary="Retrieve a stored model response")
+async def retrieve_response(request: HttpRequest, response_id: str):
+    record = await stored_response_get(response_id=response_id, user_id=request.auth.user_id)
+    return JsonResponse(record.response)
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored model response")
+async def delete_response(request: HttpRequest, response_id: str):
+    await stored_response_delete(response_id=response_id, user_id=request.auth.user_id)
+    return JsonResponse({"id": response_id, "object": "response", "deleted": True})
+
 
 # Request fields copied onto the Response object as OpenAI echoes them (with OpenAI's defaults).
 _ECHOED = {
@@ -304,10 +402,10 @@ def response_skeleton(request: dict[str, Any], *, response_id: str, created_at: 
 
 
 def response_object(completion: dict[str, Any], *, request: dict[str, Any], response_id: str,
-                    created_at: float | None = None) -> dict[str, Any]:
-    """The Response for a finished ``chat.completion``."""
+                    created_at: float | None = None, model: str | None = None) -> dict[str, Any]:
+    """The Response for a finished ``chat.completion`` (model: who answered; else the completion's own)."""
     response = response_skeleton(request, response_id=response_id, created_at=created_at,
-                                 model=completion.get("model") or None)
+                                 model=model or completion.get("model") or None)
     choice = (completion.get("choices") or [{}])[0]
     response["output"] = output_items(choice.get("message") or {})
     _finish(response, choice.get("finish_reason"), completion.get("usage"))
@@ -408,6 +506,9 @@ class ResponsesEncoder:
     """exchange.StreamEncoder for Responses: named SSE events, each with its sequence_number, in the order
     OpenAI sends them. ``final`` is the finished Response object (None until finish or fail)."""
 
+    # OpenAI sends nothing while a model thinks, and Codex waits minutes: no keepalive timer.
+    keepalive_seconds = None
+
     def __init__(self, skeleton: dict[str, Any]) -> None:
         self.response = skeleton
         self.final: dict[str, Any] | None = None
@@ -429,8 +530,6 @@ class ResponsesEncoder:
     def chunk(self, chunk: dict[str, Any]) -> bytes:
         if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
             self._usage = chunk["usage"]
-        if chunk.get("model") and self.response.get("model") != chunk["model"]:
-            self.response["model"] = chunk["model"]
         out = []
         for choice in chunk.get("choices") or ():
             if (choice.get("index") or 0) != 0:
@@ -448,7 +547,7 @@ class ResponsesEncoder:
         return b"".join(out)
 
     def finish(self, usage: Any) -> bytes:
-        out = self._close_all("completed")
+        out = self._close_all()
         reported = self._usage or {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
         response = self._snapshot()
         _finish(response, self._finish_reason, reported)
@@ -555,7 +654,7 @@ class ResponsesEncoder:
                           name=item.fields["name"], arguments=arguments)
         return out + self._event("response.output_item.done", output_index=item.index, item=done)
 
-    def _close_all(self, status: str) -> bytes:
+    def _close_all(self) -> bytes:
         out = self._close_text() if self._text is not None else b""
         for index in sorted(self._calls):
             out += self._close_call(self._calls[index])

@@ -12,7 +12,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.fixtures_gateway import add_chain, add_provider
+from analytics.models import RequestLog
+from tests.fixtures_gateway import add_chain, add_provider, wait_until_idle
 
 CAPABLE = {"supports_tools": True, "supports_json": True}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city", "strict": True,
@@ -158,6 +159,17 @@ def test_text_format_json_schema_parses(gateway, emulator, chain):
     assert sent["json_schema"]["schema"]["properties"] == {"echo": {"title": "Echo", "type": "string"}}
 
 
+def test_bad_input_is_a_400_in_openai_shape(gateway, emulator, chain):
+    client = gateway.openai()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="coding", input=5)
+    assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["param"].startswith("input")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="coding", input=[{"type": "input_file", "file_id": "file_1"}])
+    assert "'input_file'" in caught.value.message
+    assert emulator.calls == []
+
+
 @pytest.mark.parametrize("tool", ["web_search", "file_search", "computer_use_preview"])
 def test_builtin_tools_are_a_400_naming_the_type(gateway, emulator, chain, tool):
     with pytest.raises(openai.BadRequestError) as caught:
@@ -183,6 +195,9 @@ def test_a_rate_limited_upstream_fails_over(gateway, emulator, chain, stream):
         provider, text = raw.headers["X-FreeLLM-Provider"], raw.parse().output_text
     assert (provider, text) == ("cerebras", "Echo: hello")
     assert [call.provider for call in emulator.calls] == ["groq", "cerebras"]
+    wait_until_idle()
+    [row] = RequestLog.objects.all()
+    assert (row.dialect, row.provider, row.attempts, row.stream) == ("responses", "cerebras", 2, stream)
 
 
 def test_a_conversation_stays_on_its_model(gateway, emulator, chain):

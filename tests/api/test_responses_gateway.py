@@ -291,3 +291,27 @@ def test_without_redis_rows_are_stored_and_pruned_once_expired(gateway, emulator
     with pytest.raises(openai.NotFoundError):
         gateway.openai().responses.retrieve(created.id)  # expired reads as gone even before the prune
     assert stored_responses_prune() == 1 and not StoredResponse.objects.exists()
+
+
+def test_redis_down_stores_in_the_database(gateway, emulator, chain, settings):
+    from routing.models import StoredResponse
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused
+    client = gateway.openai()
+    created = client.responses.create(model="coding", input="during an outage")
+    assert StoredResponse.objects.filter(id=created.id).exists()
+    follow = client.responses.create(model="coding", input="still here", previous_response_id=created.id)
+    assert [m["content"] for m in upstream_messages(emulator)] == ["during an outage", "Echo: during an outage",
+                                                                   "still here"]
+    client.responses.delete(follow.id)
+    assert not StoredResponse.objects.filter(id=follow.id).exists()
+
+
+def test_continuing_past_a_deleted_turn_is_a_404_naming_it(gateway, emulator, chain):
+    client = gateway.openai()
+    one = client.responses.create(model="coding", input="one")
+    two = client.responses.create(model="coding", input="two", previous_response_id=one.id)
+    client.responses.delete(one.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="coding", input="three", previous_response_id=two.id)
+    assert one.id in caught.value.message and caught.value.body["param"] == "previous_response_id"

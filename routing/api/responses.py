@@ -86,7 +86,8 @@ async def create_response(request: HttpRequest, payload: CreateResponseRequest):
                                    created_at=created_at, model=model)
         await save(response)
         return exchange.with_trail(JsonResponse(response), result)
-    encoder = ResponsesEncoder(response_skeleton(body, response_id=response_id, created_at=created_at, model=model))
+    encoder = ResponsesEncoder(response_skeleton(body, response_id=response_id, created_at=created_at, model=model),
+                               custom_tools=custom_tool_names(body))
     http = exchange.stream_response(request, result, encoder)
     http.streaming_content = _saved_before_the_end(http.streaming_content, encoder, save)
     return http
@@ -220,11 +221,13 @@ def _append_items(messages: list[dict[str, Any]], items: list[dict[str, Any]], w
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             messages.append(_message(item, param))
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = (item.get("arguments") or "{}" if kind == "function_call"
+                         else json.dumps({CUSTOM_INPUT: str(item.get("input") or "")}))
             call = {
                 "id": _required_str(item, "call_id", param),
                 "type": "function",
-                "function": {"name": _required_str(item, "name", param), "arguments": item.get("arguments") or "{}"},
+                "function": {"name": _required_str(item, "name", param), "arguments": arguments},
             }
             last = messages[-1] if messages else None
             # Parallel calls (and a call after the answer's own text) belong to one assistant turn.
@@ -232,7 +235,7 @@ def _append_items(messages: list[dict[str, Any]], items: list[dict[str, Any]], w
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append({
                 "role": "tool",
                 "tool_call_id": _required_str(item, "call_id", param),
@@ -247,7 +250,8 @@ def _append_items(messages: list[dict[str, Any]], items: list[dict[str, Any]], w
                               "with previous_response_id", param, code="unsupported_value")
         else:
             raise bad_request(f"{param}: input items of type '{kind}' are not supported; freellm accepts "
-                              "message, function_call, function_call_output and reasoning items",
+                              "message, function_call, function_call_output, custom_tool_call, "
+                              "custom_tool_call_output and reasoning items",
                               f"{param}.type", code="unsupported_value")
 
 
@@ -322,11 +326,14 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     chat_tools = []
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "custom":
+            chat_tools.append({"type": "function", "function": _custom_as_function(tool, f"tools.{i}")})
+            continue
         if kind != "function":
             raise bad_request(
                 f"tools[{i}]: the tool type '{kind}' is not supported: it is a tool that OpenAI runs on its own "
-                "servers, and freellm's upstreams have no such tool. Only function tools (type 'function') "
-                "are supported; run the tool yourself and declare it as a function.",
+                "servers, and freellm's upstreams have no such tool. Only function and custom tools are "
+                "supported; run the tool yourself and declare it as a function.",
                 f"tools.{i}.type", code="unsupported_tool_type",
             )
         function = {"name": _required_str(tool, "name", f"tools.{i}")}
@@ -339,15 +346,52 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     return chat_tools
 
 
+# A custom (free-form) tool goes upstream as a function of one string argument under this name.
+CUSTOM_INPUT = "input"
+
+
+def _custom_as_function(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    """Chat upstreams know only JSON-argument functions: a custom tool becomes one whose single string argument
+    is the free-form input, its grammar (Codex's apply_patch has one) spelled out for the model to follow."""
+    description = str(tool.get("description") or "")
+    fmt = tool.get("format") or {}
+    if fmt.get("type") == "grammar" and fmt.get("definition"):
+        description += (f"\n\nThe `{CUSTOM_INPUT}` argument is the tool's raw input and must follow this "
+                        f"{fmt.get('syntax') or 'lark'} grammar:\n{fmt['definition']}")
+    return {
+        "name": _required_str(tool, "name", param),
+        "description": description.strip(),
+        "parameters": {"type": "object", "properties": {CUSTOM_INPUT: {
+            "type": "string", "description": "The tool's raw input, as free text (not JSON)"}},
+            "required": [CUSTOM_INPUT]},
+    }
+
+
+def custom_tool_names(request: dict[str, Any]) -> frozenset[str]:
+    """The request's custom tools: their calls go back as custom_tool_call items."""
+    tools = request.get("tools") if isinstance(request.get("tools"), list) else ()
+    return frozenset(t.get("name") for t in tools if isinstance(t, dict) and t.get("type") == "custom")
+
+
+def custom_input(arguments: str) -> str:
+    """The free-form input of a custom tool's call from its function arguments (as they came if not ours)."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    return value[CUSTOM_INPUT] if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT), str) else arguments
+
+
 def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
     """(tools, chat tool_choice): allowed_tools narrows the tools to the listed functions."""
     if choice in ("none", "auto", "required"):
         return tools, choice
     kind = choice.get("type") if isinstance(choice, dict) else None
-    if kind == "function" and isinstance(choice.get("name"), str):
+    if kind in ("function", "custom") and isinstance(choice.get("name"), str):
         return tools, {"type": "function", "function": {"name": choice["name"]}}
     if kind == "allowed_tools" and isinstance(choice.get("tools"), list):
-        names = {t.get("name") for t in choice["tools"] if isinstance(t, dict) and t.get("type") == "function"}
+        names = {t.get("name") for t in choice["tools"]
+                 if isinstance(t, dict) and t.get("type") in ("function", "custom")}
         narrowed = [tool for tool in tools if tool["function"]["name"] in names]
         mode = choice.get("mode") if choice.get("mode") in ("auto", "required") else "auto"
         return narrowed, mode
@@ -407,13 +451,14 @@ def response_object(completion: dict[str, Any], *, request: dict[str, Any], resp
     response = response_skeleton(request, response_id=response_id, created_at=created_at,
                                  model=model or completion.get("model") or None)
     choice = (completion.get("choices") or [{}])[0]
-    response["output"] = output_items(choice.get("message") or {})
+    response["output"] = output_items(choice.get("message") or {}, custom_tools=custom_tool_names(request))
     _finish(response, choice.get("finish_reason"), completion.get("usage"))
     return response
 
 
-def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat message as Responses output items: reasoning, then the message, then one item per tool call."""
+def output_items(message: dict[str, Any], *, custom_tools: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """A chat message as Responses output items: reasoning, then the message, then one item per tool call
+    (custom_tool_call for the request's custom tools)."""
     items: list[dict[str, Any]] = []
     reasoning = message.get("reasoning") or message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
@@ -428,8 +473,12 @@ def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
         items.append(_message_item(new_id("msg"), parts, "completed"))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        items.append(_function_call_item(new_id("fc"), call.get("id") or new_id("call"), function.get("name") or "",
-                                         function.get("arguments") or "", "completed"))
+        name, arguments = function.get("name") or "", function.get("arguments") or ""
+        call_id = call.get("id") or new_id("call")
+        if name in custom_tools:
+            items.append(_custom_call_item(new_id("ctc"), call_id, name, custom_input(arguments)))
+        else:
+            items.append(_function_call_item(new_id("fc"), call_id, name, arguments, "completed"))
     return items
 
 
@@ -477,6 +526,10 @@ def _function_call_item(item_id: str, call_id: str, name: str, arguments: str, s
             "status": status}
 
 
+def _custom_call_item(item_id: str, call_id: str, name: str, tool_input: str) -> dict[str, Any]:
+    return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": tool_input}
+
+
 def _reasoning_item(item_id: str, text: str | None) -> dict[str, Any]:
     item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": []}
     if text is not None:
@@ -491,7 +544,7 @@ class _OpenItem:
     """An output item being streamed: its index, id, and the fragments of its text so far."""
 
     def __init__(self, kind: str, index: int, item_id: str, **fields: Any) -> None:
-        self.kind = kind  # "message", "reasoning" or "function_call"
+        self.kind = kind  # "message", "reasoning", "function_call" or "custom_tool_call"
         self.index = index
         self.id = item_id
         self.fields = fields
@@ -509,8 +562,9 @@ class ResponsesEncoder:
     # OpenAI sends nothing while a model thinks, and Codex waits minutes: no keepalive timer.
     keepalive_seconds = None
 
-    def __init__(self, skeleton: dict[str, Any]) -> None:
+    def __init__(self, skeleton: dict[str, Any], *, custom_tools: frozenset[str] = frozenset()) -> None:
         self.response = skeleton
+        self.custom_tools = custom_tools
         self.final: dict[str, Any] | None = None
         self._seq = 0
         self._items: list[dict[str, Any]] = []  # finished output items, by output index
@@ -612,19 +666,24 @@ class ResponsesEncoder:
         if item is None:
             if self._text is not None:
                 out += self._close_text()
-            item = self._calls[index] = self._open("function_call", new_id("fc"),
-                                                   call_id=call.get("id") or new_id("call"),
-                                                   name=function.get("name") or "")
-            out += self._event("response.output_item.added", output_index=item.index,
-                               item=_function_call_item(item.id, item.fields["call_id"], item.fields["name"], "",
-                                                        "in_progress"))
+            name = function.get("name") or ""
+            call_id = call.get("id") or new_id("call")
+            if name in self.custom_tools:
+                item = self._calls[index] = self._open("custom_tool_call", new_id("ctc"), call_id=call_id, name=name)
+                added = _custom_call_item(item.id, call_id, name, "")
+            else:
+                item = self._calls[index] = self._open("function_call", new_id("fc"), call_id=call_id, name=name)
+                added = _function_call_item(item.id, call_id, name, "", "in_progress")
+            out += self._event("response.output_item.added", output_index=item.index, item=added)
         elif function.get("name") and not item.fields["name"]:
             item.fields["name"] = function["name"]
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             item.fragments.append(arguments)
-            out += self._event("response.function_call_arguments.delta", item_id=item.id, output_index=item.index,
-                               delta=arguments)
+            # A custom tool's input is inside a JSON string until the call ends: it goes out whole then.
+            if item.kind == "function_call":
+                out += self._event("response.function_call_arguments.delta", item_id=item.id,
+                                   output_index=item.index, delta=arguments)
         return out
 
     def _close_text(self) -> bytes:
@@ -648,6 +707,15 @@ class ResponsesEncoder:
 
     def _close_call(self, item: _OpenItem) -> bytes:
         arguments = item.text
+        if item.kind == "custom_tool_call":
+            tool_input = custom_input(arguments)
+            done = _custom_call_item(item.id, item.fields["call_id"], item.fields["name"], tool_input)
+            self._items[item.index] = done
+            out = self._event("response.custom_tool_call_input.delta", item_id=item.id, output_index=item.index,
+                              delta=tool_input) if tool_input else b""
+            out += self._event("response.custom_tool_call_input.done", item_id=item.id, output_index=item.index,
+                               input=tool_input)
+            return out + self._event("response.output_item.done", output_index=item.index, item=done)
         done = _function_call_item(item.id, item.fields["call_id"], item.fields["name"], arguments, "completed")
         self._items[item.index] = done
         out = self._event("response.function_call_arguments.done", item_id=item.id, output_index=item.index,
@@ -671,7 +739,9 @@ class ResponsesEncoder:
                 items[item.index] = (_message_item(item.id, [_text_part(item.text)], open_status)
                                      if item.kind == "message" else _reasoning_item(item.id, item.text))
             for item in self._calls.values():
-                items[item.index] = _function_call_item(item.id, item.fields["call_id"], item.fields["name"],
-                                                        item.text, open_status)
+                items[item.index] = (
+                    _custom_call_item(item.id, item.fields["call_id"], item.fields["name"], custom_input(item.text))
+                    if item.kind == "custom_tool_call" else
+                    _function_call_item(item.id, item.fields["call_id"], item.fields["name"], item.text, open_status))
         response["output"] = [item for item in items if item]
         return response

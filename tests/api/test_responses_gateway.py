@@ -315,3 +315,22 @@ def test_continuing_past_a_deleted_turn_is_a_404_naming_it(gateway, emulator, ch
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model="coding", input="three", previous_response_id=two.id)
     assert one.id in caught.value.message and caught.value.body["param"] == "previous_response_id"
+
+
+def test_custom_tool_round_trip_streamed(gateway, emulator, chain):
+    """Codex's free-form apply_patch for gpt-5 models: a custom tool with a grammar."""
+    patch_tool = {"type": "custom", "name": "apply_patch", "description": "Apply a patch to files",
+                  "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+    client = gateway.openai()
+    events = list(client.responses.create(model="coding", input="call tool to fix the typo", tools=[patch_tool],
+                                          stream=True, store=False))
+    [call] = [e.item for e in events if e.type == "response.output_item.done"]
+    assert (call.type, call.name, call.input) == ("custom_tool_call", "apply_patch", "echo")
+    assert "response.custom_tool_call_input.done" in [e.type for e in events]
+    sent = emulator.calls[-1].body["tools"][0]["function"]
+    assert sent["parameters"]["properties"]["input"]["type"] == "string" and "hunk+" in sent["description"]
+
+    answer = client.responses.create(model="coding", tools=[patch_tool], store=False, input=[
+        {"role": "user", "content": "call tool to fix the typo"}, call.model_dump(exclude_none=True),
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Success. Updated README.md"}])
+    assert answer.output_text == "Tool said: Success. Updated README.md"

@@ -202,3 +202,45 @@ def test_a_stream_that_breaks_ends_with_response_failed():
     failed = _sdk_response(events[-1]["response"])
     assert failed.status == "failed" and "reset" in failed.error.message
     assert failed.output[0].status == "incomplete" and failed.output_text == "par"
+
+
+APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"}}
+
+
+def test_custom_tools_go_upstream_as_one_string_argument_functions():
+    chat = chat_request({"model": "m", "tools": [APPLY_PATCH], "tool_choice": {"type": "custom", "name": "apply_patch"},
+                         "input": [
+        {"role": "user", "content": "patch it"},
+        {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "Done!"},
+    ]})
+    [tool] = chat["tools"]
+    assert tool["function"]["name"] == "apply_patch"
+    assert tool["function"]["parameters"]["required"] == ["input"]
+    assert "start: begin_patch" in tool["function"]["description"]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    assert chat["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"input": "*** Begin Patch"}'
+    assert chat["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "Done!"}
+
+
+def test_a_custom_tool_call_comes_back_as_custom_tool_call():
+    completion = {"model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "apply_patch", "arguments": '{"input":"diff"}'}}]}}]}
+    response = _sdk_response(response_object(completion, request={"model": "m", "tools": [APPLY_PATCH]},
+                                             response_id="resp_c"))
+    [call] = response.output
+    assert (call.type, call.call_id, call.name, call.input) == ("custom_tool_call", "c1", "apply_patch", "diff")
+
+    encoder = ResponsesEncoder(response_skeleton({"model": "m", "tools": [APPLY_PATCH]}, response_id="resp_cs"),
+                               custom_tools=frozenset({"apply_patch"}))
+    data = encoder.start() + encoder.chunk(_chunk({"tool_calls": [
+        {"index": 0, "id": "c2", "type": "function", "function": {"name": "apply_patch", "arguments": '{"inp'}}]}))
+    data += encoder.chunk(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ut":"*** Begin"}'}}]},
+                                 "tool_calls"))
+    events = _events(data + encoder.finish(Usage(1, 1)))
+    assert [e["type"] for e in events][2:] == [
+        "response.output_item.added", "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
+        "response.output_item.done", "response.completed"]
+    assert events[4]["input"] == "*** Begin" and events[-1]["response"]["output"][0]["input"] == "*** Begin"

@@ -163,7 +163,11 @@ def test_bad_input_is_a_400_in_openai_shape(gateway, emulator, chain):
     client = gateway.openai()
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="coding", input=5)
-    assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["param"].startswith("input")
+    assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["param"] == "input"
+    assert caught.value.body["message"] == "input must be a string or a list of input items"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="coding", input=["not an item"])
+    assert caught.value.body["param"] == "input.0" and "must be an object" in caught.value.message
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="coding", input=[{"type": "input_file", "file_id": "file_1"}])
     assert "'input_file'" in caught.value.message

@@ -338,3 +338,21 @@ def test_custom_tool_round_trip_streamed(gateway, emulator, chain):
         {"role": "user", "content": "call tool to fix the typo"}, call.model_dump(exclude_none=True),
         {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Success. Updated README.md"}])
     assert answer.output_text == "Tool said: Success. Updated README.md"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_reasoning_comes_back_as_a_reasoning_item(gateway, emulator, chain, stream):
+    from providers.models import ProviderKey
+
+    ProviderKey.objects.filter(provider__slug="groq").update(secret="g;think=2")  # noqa: S106
+    client = gateway.openai()
+    if stream:
+        with client.responses.stream(model="coding", input="think first") as events:
+            kinds = [event.type for event in events]
+            response = events.get_final_response()
+        assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    else:
+        response = client.responses.create(model="coding", input="think first")
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text
+    assert response.output_text == "Echo: think first"

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -98,11 +99,13 @@ async def _saved_before_the_end(content: AsyncIterator[bytes], encoder: Response
     """The stream, with the finished response stored before its last event goes out: a client that
     continues from it (previous_response_id) right after response.completed finds it."""
     saved = False
-    async for piece in content:
-        if encoder.final is not None and not saved:
-            saved = True
-            await save(encoder.final)
-        yield piece
+    # Closed with this wrapper, so that a client who leaves ends the relay (and the upstream call) at once.
+    async with aclosing(content):
+        async for piece in content:
+            if encoder.final is not None and not saved:
+                saved = True
+                await save(encoder.final)
+            yield piece
 
 
 @router.get("/responses/{response_id}", summary="Retrieve a stored model response")

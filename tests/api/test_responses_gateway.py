@@ -356,3 +356,24 @@ def test_upstream_reasoning_comes_back_as_a_reasoning_item(gateway, emulator, ch
     reasoning, message = response.output
     assert reasoning.type == "reasoning" and reasoning.content[0].text
     assert response.output_text == "Echo: think first"
+
+
+def test_leaving_mid_stream_cancels_the_upstream_and_stores_nothing(gateway, emulator, chain):
+    import time
+
+    from providers.models import ProviderKey
+    from routing.models import StoredResponse
+
+    ProviderKey.objects.filter(provider__slug="groq").update(secret="g;gap=0.2")  # noqa: S106
+    with gateway.openai().responses.stream(model="coding", input="one two three four five six") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break  # leaving: the with-block closes the connection
+    deadline = time.monotonic() + 10
+    while not emulator.calls[0].disconnected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.calls[0].disconnected and not emulator.calls[0].completed
+    wait_until_idle()
+    [row] = RequestLog.objects.all()
+    assert (row.outcome, row.dialect) == ("cancelled", "responses")
+    assert not StoredResponse.objects.exists()

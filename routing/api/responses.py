@@ -197,19 +197,22 @@ def chat_request(body: dict[str, Any], *, history: list[dict[str, Any]] = ()) ->
 
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}
     tools = _tools(body.get("tools"))
-    tool_choice = body.get("tool_choice")
-    if tool_choice is not None:
-        tools, chat["tool_choice"] = _tool_choice(tool_choice, tools)
+    tool_choice = None
+    if body.get("tool_choice") is not None:
+        tools, tool_choice = _tool_choice(body["tool_choice"], tools)
     if tools:
+        # tool_choice and parallel_tool_calls only with tools: several upstreams refuse them alone.
         chat["tools"] = tools
-    if body.get("parallel_tool_calls") is not None and tools:
-        chat["parallel_tool_calls"] = bool(body["parallel_tool_calls"])
-    response_format = _response_format((body.get("text") or {}).get("format"))
+        if tool_choice is not None:
+            chat["tool_choice"] = tool_choice
+        if body.get("parallel_tool_calls") is not None:
+            chat["parallel_tool_calls"] = bool(body["parallel_tool_calls"])
+    response_format = _response_format(_object(body, "text").get("format"))
     if response_format is not None:
         chat["response_format"] = response_format
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    effort = (body.get("reasoning") or {}).get("effort")
+    effort = _object(body, "reasoning").get("effort")
     if effort:
         # Sent as chat's reasoning_effort; a provider that refuses it lists it in its drop_params.
         chat["reasoning_effort"] = effort
@@ -217,6 +220,13 @@ def chat_request(body: dict[str, Any], *, history: list[dict[str, Any]] = ()) ->
         if body.get(name) is not None:
             chat[name] = body[name]
     return chat
+
+
+def _object(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise bad_request(f"{name} must be an object", name)
+    return value or {}
 
 
 def _append_items(messages: list[dict[str, Any]], items: list[dict[str, Any]], where: str) -> None:

@@ -244,3 +244,12 @@ def test_a_custom_tool_call_comes_back_as_custom_tool_call():
         "response.output_item.added", "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
         "response.output_item.done", "response.completed"]
     assert events[4]["input"] == "*** Begin" and events[-1]["response"]["output"][0]["input"] == "*** Begin"
+
+
+def test_tool_choice_without_tools_is_not_sent_and_odd_shapes_are_400s():
+    assert "tool_choice" not in chat_request({"model": "m", "input": "x", "tool_choice": "auto",
+                                              "parallel_tool_calls": True})
+    for name in ("text", "reasoning"):
+        with pytest.raises(GatewayError) as caught:
+            chat_request({"model": "m", "input": "x", name: "high"})
+        assert caught.value.param == name

@@ -3,7 +3,8 @@ and continued by a later request's ``previous_response_id``.
 
 Where: Redis under a TTL (FREELLM_RESPONSES_TTL) when REDIS_URL is set, else the database
 (``StoredResponse`` rows, pruned by the beat job). A Redis that fails sends reads and writes to the
-database, so a stored answer is never lost to an outage; reads that miss in Redis look there too.
+database (routing.redis.RedisBreaker), so a stored answer is never lost to an outage; reads that miss in
+Redis look there too.
 
 Each record keeps its own request's input items and the ids of the earlier responses of its conversation
 (``ancestry``), so a continuation reads its whole history with one multi-get instead of walking the chain,
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from routing.errors import GatewayError
+from routing.redis import RedisBreaker, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -106,62 +108,61 @@ class RedisResponseStore(ResponseStore):
 
 
 class DegradingResponseStore(ResponseStore):
-    """Redis first; the database when Redis fails, and for what Redis does not have (written during an
-    outage)."""
+    """Redis first; the database when Redis fails (``breaker``: one per Redis URL, which skips Redis for a
+    few seconds after a failure and tells the operator once), and for what Redis lacks because it was
+    written during an outage."""
 
-    def __init__(self, primary: ResponseStore, fallback: ResponseStore) -> None:
+    def __init__(self, primary: ResponseStore, fallback: ResponseStore, *, breaker: RedisBreaker) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.breaker = breaker
 
     async def get_many(self, ids: list[str]) -> dict[str, ResponseRecord]:
-        found: dict[str, ResponseRecord] = {}
-        try:
-            found = await self.primary.get_many(ids)
-        except _REDIS_ERRORS as exc:
-            _warn(exc)
-        missing = [i for i in ids if i not in found]
+        from_fallback = False
+
+        async def fallback() -> dict[str, ResponseRecord]:
+            nonlocal from_fallback
+            from_fallback = True
+            return await self.fallback.get_many(ids)
+
+        found = await self.breaker.call(lambda: self.primary.get_many(ids), fallback)
+        missing = [] if from_fallback else [i for i in ids if i not in found]
         if missing:
             found.update(await self.fallback.get_many(missing))
         return found
 
     async def put(self, record: ResponseRecord) -> None:
-        try:
-            await self.primary.put(record)
-        except _REDIS_ERRORS as exc:
-            _warn(exc)
-            await self.fallback.put(record)
+        await self.breaker.call(lambda: self.primary.put(record), lambda: self.fallback.put(record))
 
     async def delete(self, response_id: str) -> bool:
-        deleted = False
-        try:
-            deleted = await self.primary.delete(response_id)
-        except _REDIS_ERRORS as exc:
-            _warn(exc)
+        async def not_there() -> bool:
+            return False
+
+        deleted = await self.breaker.call(lambda: self.primary.delete(response_id), not_there)
         # Also where an outage may have put it.
         return await self.fallback.delete(response_id) or deleted
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    import asyncio
-
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, asyncio.TimeoutError)
+_breakers: dict[str, RedisBreaker] = {}
 
 
-_REDIS_ERRORS = _redis_errors()
-
-
-def _warn(exc: BaseException) -> None:
-    log.warning("Stored responses: Redis failed (%s: %s); using the database", type(exc).__name__, exc)
+def _breaker(url: str) -> RedisBreaker:
+    breaker = _breakers.get(url)
+    if breaker is None:
+        breaker = _breakers[url] = RedisBreaker(
+            log=log,
+            down="stored responses go to the database (%(error)s) until Redis answers again",
+            back="stored responses: Redis is back",
+        )
+    return breaker
 
 
 def get_response_store() -> ResponseStore:
     if not settings.REDIS_URL:
         return DatabaseResponseStore()
-    from routing.sessions import _redis_client
-
-    return DegradingResponseStore(RedisResponseStore(_redis_client(settings.REDIS_URL)), DatabaseResponseStore())
+    url = settings.REDIS_URL
+    return DegradingResponseStore(RedisResponseStore(redis_client(url)), DatabaseResponseStore(),
+                                  breaker=_breaker(url))
 
 
 # --- selectors and services ---------------------------------------------------------------------------

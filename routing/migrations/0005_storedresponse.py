@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0003_quotawindow'),
+        ('routing', '0004_quotawindow_health_choices'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

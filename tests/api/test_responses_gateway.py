@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from analytics.models import RequestLog
 from tests.fixtures_gateway import add_chain, add_provider, wait_until_idle
+from tests.polling import wait_until
 
 CAPABLE = {"supports_tools": True, "supports_json": True}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city", "strict": True,
@@ -359,8 +360,6 @@ def test_upstream_reasoning_comes_back_as_a_reasoning_item(gateway, emulator, ch
 
 
 def test_leaving_mid_stream_cancels_the_upstream_and_stores_nothing(gateway, emulator, chain):
-    import time
-
     from providers.models import ProviderKey
     from routing.models import StoredResponse
 
@@ -369,10 +368,7 @@ def test_leaving_mid_stream_cancels_the_upstream_and_stores_nothing(gateway, emu
         for event in stream:
             if event.type == "response.output_text.delta":
                 break  # leaving: the with-block closes the connection
-    deadline = time.monotonic() + 10
-    while not emulator.calls[0].disconnected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert emulator.calls[0].disconnected and not emulator.calls[0].completed
+    assert wait_until(lambda: emulator.calls[0].disconnected, timeout=10) and not emulator.calls[0].completed
     wait_until_idle()
     [row] = RequestLog.objects.all()
     assert (row.outcome, row.dialect) == ("cancelled", "responses")

@@ -171,6 +171,8 @@ FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
 FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
+# Responses API answers stored with `store: true` (the default, as OpenAI) are kept this long (seconds).
+FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
 # Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member

@@ -33,3 +33,18 @@ async def api_key_authenticate(raw: str | None) -> ApiKey | None:
         ).aupdate(last_used_at=now)
         api_key.last_used_at = now
     return api_key
+
+
+async def api_key_of_user(username: str) -> ApiKey | None:
+    """The oldest active key of an active user (with the user loaded); a user without one gets an unsaved
+    key standing for them alone (no id), so what it is used for is still theirs. None: no such active user."""
+    from django.contrib.auth import get_user_model
+
+    user = await get_user_model().objects.filter(username=username, is_active=True).afirst()
+    if user is None:
+        return None
+    api_key = await ApiKey.objects.filter(user=user, revoked_at__isnull=True).order_by("created_at").afirst()
+    if api_key is None:
+        api_key = ApiKey(user=user, name="keyless", prefix="")
+    api_key.user = user
+    return api_key

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from providers.adapters.base import Usage
-from routing.errors import GatewayError
-from routing.gemini_wire import (
+from routing.api.gemini_wire import (
     StreamEncoder,
     count_tokens_request,
     embedding_request,
@@ -19,6 +18,7 @@ from routing.gemini_wire import (
     split_model_method,
     to_chat_request,
 )
+from routing.errors import GatewayError
 from tests.emulator.content import TINY_PNG_B64
 
 

@@ -13,7 +13,7 @@ import ollama
 import pytest
 
 from tests.emulator.content import TINY_PNG_B64
-from tests.fixtures_gateway import add_chain, add_provider, wait_until_idle
+from tests.fixtures_gateway import add_chain, add_provider, reorder_chain, wait_until_idle
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather",
@@ -135,9 +135,6 @@ def test_an_empty_chat_loads_the_model_without_calling_upstream(gateway, emulato
 
 
 def test_a_429_upstream_fails_over_and_a_conversation_stays_on_its_model(gateway, emulator):
-    from providers.models import ChainEntry
-    from routing.config import bump_config_version
-
     add_provider(emulator, "busy", ["b;429=30"], ["llama"])
     add_provider(emulator, "groq", ["ok"], ["llama"])
     add_provider(emulator, "cerebras", ["ok"], ["qwen"])
@@ -149,8 +146,7 @@ def test_a_429_upstream_fails_over_and_a_conversation_stays_on_its_model(gateway
     assert first.headers["x-freellm-provider"] == "groq"
     assert first.headers["x-freellm-trail"].startswith("busy/llama/busy-0 -> rate_limited")
 
-    ChainEntry.objects.filter(chain__name="auto", model__provider__slug="cerebras").update(position=-1)
-    bump_config_version()
+    reorder_chain("auto", ["cerebras/qwen", "busy/llama", "groq/llama"])
     again = httpx.post(url, headers=headers, json={"model": "auto", "stream": False, "messages": [
         opening, first.json()["message"], {"role": "user", "content": "And where to eat?"}]})
     assert again.headers["x-freellm-provider"] == "groq"

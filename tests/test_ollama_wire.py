@@ -7,8 +7,7 @@ import json
 import pytest
 
 from providers.adapters.base import Usage
-from routing.errors import GatewayError
-from routing.ollama_wire import (
+from routing.api.ollama_wire import (
     StreamEncoder,
     Timing,
     chat_request,
@@ -19,6 +18,7 @@ from routing.ollama_wire import (
     model_name,
     tag_name,
 )
+from routing.errors import GatewayError
 from tests.emulator.content import TINY_PNG_B64
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

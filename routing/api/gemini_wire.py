@@ -1,6 +1,6 @@
 """Google's Gemini API wire (``v1beta``), inbound: translation to and from the internal OpenAI shapes.
 
-Pure functions and one stream encoder, no I/O; ``routing/api/gemini.py`` puts them on the endpoints.
+Pure functions and one stream encoder, no I/O; ``gemini.py`` puts them on the endpoints.
 
 Request (``GenerateContentRequest``) → chat-completions body:
 - ``contents`` (roles ``user`` / ``model``) → ``user`` / ``assistant`` messages; ``text`` parts → text,
@@ -90,6 +90,38 @@ def error_payload(exc: GatewayError) -> dict:
 
 def _bad(message: str, param: str) -> GatewayError:
     return GatewayError(400, message, param=param, code="invalid_value")
+
+
+# --- field names ---------------------------------------------------------------------------------------
+
+# Values that are the client's own data, whose keys are never Google's field names.
+_OPAQUE_FIELDS = frozenset({"args", "response", "parametersJsonSchema", "responseJsonSchema", "default", "example",
+                            "enum", "labels"})
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def camelized(value: Any) -> Any:
+    """Google's JSON accepts each field as lowerCamelCase or as its proto name (``inline_data``, ``mime_type``,
+    which the Python SDK sends inside some objects): one spelling for the code below. Property names of a
+    schema and the client's own data (function args, responses, JSON schemas) are kept as they are."""
+    if isinstance(value, list):
+        return [camelized(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = _camel(key) if isinstance(key, str) else key
+        if name in _OPAQUE_FIELDS:
+            out[name] = item
+        elif name == "properties" and isinstance(item, dict):
+            out[name] = {prop: camelized(schema) for prop, schema in item.items()}
+        else:
+            out[name] = camelized(item)
+    return out
 
 
 # --- model names -----------------------------------------------------------------------------------
@@ -415,6 +447,7 @@ def to_chat_request(body: Any, model: str) -> dict:
     """A ``GenerateContentRequest`` → the internal chat-completions body (for ``model``)."""
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_value")
+    body = camelized(body)
     request: dict[str, Any] = {
         "model": model,
         "messages": contents_to_messages(body.get("contents"), body.get("systemInstruction")),
@@ -431,6 +464,7 @@ def count_tokens_request(body: Any, model: str) -> dict:
     """``countTokens`` takes ``contents`` or a whole ``generateContentRequest``; both → a chat body."""
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_value")
+    body = camelized(body)
     if isinstance(body.get("generateContentRequest"), dict):
         return to_chat_request(body["generateContentRequest"], model)
     return to_chat_request({"contents": body.get("contents")}, model)
@@ -459,6 +493,7 @@ def embedding_request(body: Any, model: str, *, batch: bool) -> dict:
     """``embedContent`` / ``batchEmbedContents`` → an OpenAI embeddings body."""
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_value")
+    body = camelized(body)
     if batch:
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
@@ -572,6 +607,9 @@ class StreamEncoder:
 
     Text goes out as it comes; tool calls arrive in fragments and are sent whole, with the finish reason and
     the usage, in the last event (Gemini streams each function call complete)."""
+
+    # No keepalive timer: the SDKs wait as long as the upstream does.
+    keepalive_seconds = None
 
     def __init__(self, *, model: str, sse: bool, include_thoughts: bool = False) -> None:
         self.model = model

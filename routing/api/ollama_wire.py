@@ -1,6 +1,6 @@
 """Ollama's REST API (``/api/*``), inbound: translation to and from the internal OpenAI shapes.
 
-Pure functions and one stream encoder, no I/O; ``routing/api/ollama.py`` puts them on the endpoints.
+Pure functions and one stream encoder, no I/O; ``ollama.py`` puts them on the endpoints.
 
 Requests → chat-completions body:
 - ``/api/chat`` ``messages`` (``images``: base64 without a data-URL prefix; assistant ``tool_calls`` with
@@ -368,6 +368,9 @@ def show_response(name: str, *, family: str, context_window: int | None, capabil
 class StreamEncoder:
     """OpenAI chunks → Ollama's NDJSON: a ``done: false`` object per piece of text or thinking, the tool
     calls (assembled from their fragments) in one more, then the ``done: true`` object with the counts."""
+
+    # None: no keepalive (the ollama clients parse every line as JSON, so there is nothing safe to send).
+    keepalive_seconds = None
 
     def __init__(self, *, model: str, generate: bool, timing: Timing, think: bool = True) -> None:
         self.model = model

@@ -80,6 +80,17 @@ def test_streamed_generation_arrives_in_pieces_and_ends_with_usage(gateway, groq
     assert chunks[-1].usage_metadata.candidates_token_count > 0
 
 
+def test_a_stream_that_breaks_after_the_first_byte_ends_with_an_error_the_sdk_raises(gateway, emulator):
+    add_provider(emulator, "groq", ["a;drop=2"], ["llama"])
+    add_chain("auto", ["groq/llama"])
+    received = []
+    with pytest.raises(errors.ServerError) as caught:
+        for chunk in gemini(gateway).models.generate_content_stream(model="auto", contents="tell me a long story"):
+            received.append(chunk.text)
+    assert received and caught.value.code == 502 and caught.value.status == "UNAVAILABLE"
+    assert "stream" in caught.value.message
+
+
 def test_the_json_array_stream_without_alt_sse(gateway, groq):
     response = httpx.post(f"{gateway.url}/v1beta/models/auto:streamGenerateContent",
                           headers={"x-goog-api-key": gateway.api_key},
@@ -215,18 +226,14 @@ def test_every_route_exhausted_is_resource_exhausted_with_retry_info(gateway, em
     assert retry and retry[0]["retryDelay"].endswith("s")
 
 
-@pytest.mark.parametrize("how", ["x-goog-api-key", "key", "bearer"])
-def test_the_unified_key_is_taken_from_header_query_or_bearer(gateway, groq, how):
+def test_the_unified_key_is_taken_from_header_query_or_bearer(gateway, groq):
     url = f"{gateway.url}/v1beta/models/auto:generateContent"
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
-    if how == "key":
-        response = httpx.post(url, params={"key": gateway.api_key}, json=body)
-    elif how == "bearer":
-        response = httpx.post(url, headers={"Authorization": f"Bearer {gateway.api_key}"}, json=body)
-    else:
-        response = httpx.post(url, headers={"x-goog-api-key": gateway.api_key}, json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["candidates"][0]["content"]["parts"] == [{"text": "Echo: hi"}]
+    for sent in ({"headers": {"x-goog-api-key": gateway.api_key}}, {"params": {"key": gateway.api_key}},
+                 {"headers": {"Authorization": f"Bearer {gateway.api_key}"}}):
+        response = httpx.post(url, json=body, **sent)
+        assert response.status_code == 200, (sent, response.text)
+        assert response.json()["candidates"][0]["content"]["parts"] == [{"text": "Echo: hi"}]
 
 
 def test_errors_come_in_google_shape(gateway, groq):
@@ -262,5 +269,6 @@ def test_a_chat_request_is_logged_with_its_user(gateway, groq):
     gemini(gateway).models.generate_content(model="auto", contents="log me")
     wait_until_idle()
     row = RequestLog.objects.get()
-    assert (row.endpoint, row.requested_model, row.provider, row.status_code) == ("chat", "auto", "groq", 200)
+    assert (row.endpoint, row.dialect, row.requested_model, row.provider, row.status_code) == (
+        "chat", "gemini", "auto", "groq", 200)
     assert row.user.username == "alice"

@@ -73,6 +73,18 @@ def test_chat_streams_by_default_as_ndjson(gateway, groq):
     assert parts[-1].done_reason == "stop" and parts[-1].eval_count > 0 and parts[-1].prompt_eval_count > 0
 
 
+def test_a_stream_that_breaks_after_the_first_byte_ends_with_an_error_line(gateway, emulator):
+    add_provider(emulator, "groq", ["a;drop=2"], ["llama"])
+    add_chain("auto", ["groq/llama"])
+    received = []
+    with pytest.raises(ollama.ResponseError) as caught:
+        for part in client(gateway).chat(model="auto", stream=True,
+                                         messages=[{"role": "user", "content": "tell me a long story"}]):
+            received.append(part)
+    assert received and not any(p.done for p in received)
+    assert "upstream stream failed" in caught.value.error
+
+
 def test_generate_plain_and_streamed(gateway, emulator, groq):
     c = client(gateway)
     answer = c.generate(model="auto", prompt="say hi", system="Be brief.", stream=False)
@@ -172,7 +184,7 @@ def test_the_keyless_user_is_served_from_loopback_and_logged_as_that_user(gatewa
     assert answer.message.content == "Echo: hi"
     wait_until_idle()
     row = RequestLog.objects.get()
-    assert row.user.username == "alice" and row.api_key is not None
+    assert row.user.username == "alice" and row.api_key is not None and row.dialect == "ollama"
 
     # Whatever came through a proxy is not "this machine", even when the proxy runs on it.
     proxied = httpx.post(f"{gateway.url}/api/chat", headers={"X-Forwarded-For": "203.0.113.9"},

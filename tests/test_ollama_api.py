@@ -53,7 +53,8 @@ def test_chat_plain_carries_counts_and_durations(gateway, emulator, groq):
     assert response.message.content == "Echo: hello ollama"
     assert response.done and response.done_reason == "stop"
     assert response.prompt_eval_count > 0 and response.eval_count > 0
-    assert response.total_duration >= response.eval_duration >= 0
+    assert response.total_duration >= response.prompt_eval_duration + response.eval_duration
+    assert response.eval_duration > 0
     sent = emulator.calls[-1].body
     assert {k: sent[k] for k in ("temperature", "top_p", "max_tokens", "stop", "seed")} == {
         "temperature": 0.2, "top_p": 0.7, "max_tokens": 30, "stop": ["END"], "seed": 4}

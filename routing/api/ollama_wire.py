@@ -272,7 +272,8 @@ def _tool_calls(calls: list[dict]) -> list[dict]:
 
 class Timing:
     """The durations Ollama reports, in nanoseconds: from the request's start to the first token (prompt
-    evaluation, as a client sees it) and from there to the end (generation)."""
+    evaluation, as a client sees it) and from there to the end (generation). Clients divide eval_count by
+    eval_duration for tokens per second, so it is never 0."""
 
     def __init__(self) -> None:
         self.started = time.monotonic_ns()
@@ -282,14 +283,18 @@ class Timing:
         if self.first is None:
             self.first = time.monotonic_ns()
 
+    def answered_in(self, ms: int) -> None:
+        """A plain answer, read whole by the exchange: generation is the answering call's time."""
+        self.first = max(self.started, time.monotonic_ns() - ms * 1_000_000)
+
     def stats(self, usage: Usage) -> dict:
         end = time.monotonic_ns()
-        first = self.first or end
+        first = min(self.first or end, end - 1)
         return {
             "total_duration": end - self.started,
             "load_duration": 0,
             "prompt_eval_count": usage.prompt_tokens,
-            "prompt_eval_duration": first - self.started,
+            "prompt_eval_duration": max(0, first - self.started),
             "eval_count": usage.completion_tokens,
             "eval_duration": end - first,
         }
@@ -417,8 +422,9 @@ class StreamEncoder:
                 call["function"]["arguments"] += function.get("arguments") or ""
             if choice.get("finish_reason"):
                 self.reason = choice["finish_reason"]
-            if content or thinking:
+            if content or thinking or delta.get("tool_calls"):
                 self.timing.mark_first()
+            if content or thinking:
                 out += self._line(self._piece(content, thinking))
         return out
 

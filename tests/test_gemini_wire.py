@@ -220,3 +220,5 @@ def test_errors_in_google_shape_carry_retry_info_for_a_429():
     assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
     assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"} in error["details"]
     assert error_payload(GatewayError(404, "nope"))["error"] == {"code": 404, "message": "nope", "status": "NOT_FOUND"}
+    statuses = {status: error_payload(GatewayError(status, "x"))["error"]["status"] for status in (401, 422, 503, 504)}
+    assert statuses == {401: "UNAUTHENTICATED", 422: "FAILED_PRECONDITION", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}

@@ -197,6 +197,22 @@ def test_the_keyless_user_is_served_from_loopback_and_logged_as_that_user(gatewa
     assert caught.value.status_code == 401
 
 
+def test_a_keyless_user_without_a_key_is_still_logged_as_themselves(gateway, groq, settings, django_user_model):
+    from analytics.models import RequestLog
+
+    django_user_model.objects.create_user("bob", password="x")
+    settings.FREELLM_OLLAMA_KEYLESS_USER = "bob"
+    assert client(gateway, key=None).generate(model="auto", prompt="hi", stream=False).response == "Echo: hi"
+    wait_until_idle()
+    row = RequestLog.objects.get()
+    assert row.user.username == "bob" and row.api_key is None
+
+    settings.FREELLM_OLLAMA_KEYLESS_USER = "nobody"
+    with pytest.raises(ollama.ResponseError) as caught:
+        client(gateway, key=None).list()
+    assert caught.value.status_code == 401
+
+
 def test_errors_come_in_ollama_shape(gateway, groq):
     c = client(gateway)
     with pytest.raises(ollama.ResponseError) as caught:

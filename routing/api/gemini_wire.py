@@ -183,9 +183,12 @@ def _media_part(part: dict, param: str) -> dict:
 
 
 def _function_response_text(response: Any) -> str:
-    # {"result": "sunny"} (the SDK's shape for a plain value) reads best as the value itself.
-    if isinstance(response, dict) and set(response) == {"result"} and isinstance(response["result"], str):
-        return response["result"]
+    # {"result": "sunny"} (the SDK's shape for a plain value) or {"output": ...} (Gemini CLI's) reads best as
+    # the value itself.
+    if isinstance(response, dict) and len(response) == 1:
+        [(key, value)] = response.items()
+        if key in ("result", "output") and isinstance(value, str):
+            return value
     return json.dumps(response, ensure_ascii=False)
 
 

@@ -186,8 +186,10 @@ def test_embeddings_single_and_batch(gateway, emulator):
 
 def test_models_list_and_get(gateway, groq):
     client = gemini(gateway)
-    names = {m.name for m in client.models.list()}
-    assert names == {"models/auto", "models/groq/llama"}
+    names = [m.name for m in client.models.list()]
+    assert names == ["models/auto", "models/groq/llama"]
+    # One per page: the SDK's pager follows nextPageToken.
+    assert [m.name for m in client.models.list(config={"page_size": 1})] == names
     model = client.models.get(model="groq/llama")
     assert model.name == "models/groq/llama" and "generateContent" in model.supported_actions
 

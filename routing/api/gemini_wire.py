@@ -451,6 +451,10 @@ def to_chat_request(body: Any, model: str) -> dict:
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_value")
     body = camelized(body)
+    if body.get("cachedContent"):
+        # The cached prefix lives at Google; answering without it would answer another question.
+        raise _bad("cachedContent is not supported through freellm: send the whole conversation in contents",
+                   "cachedContent")
     request: dict[str, Any] = {
         "model": model,
         "messages": contents_to_messages(body.get("contents"), body.get("systemInstruction")),

@@ -108,6 +108,7 @@ def test_json_output_becomes_response_format(config, expected):
     ({"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "!!"}}]}]},
      "contents[0].parts[0].inlineData.data"),
     ({"contents": [{"parts": [{"text": "x"}]}], "tools": [{"googleSearch": {}}]}, "tools[0]"),
+    ({"contents": [{"parts": [{"text": "x"}]}], "cached_content": "cachedContents/abc"}, "cachedContent"),
     ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"candidateCount": 2}},
      "generationConfig.candidateCount"),
     ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": 0}},

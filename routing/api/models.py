@@ -72,12 +72,12 @@ class Listed:
         return max((m.context_window for m in self.models if m.context_window), default=None)
 
     @property
-    def tools(self) -> bool:
-        return any(m.tools for m in self.models)
+    def supports_tools(self) -> bool:
+        return any(m.supports_tools for m in self.models)
 
     @property
-    def vision(self) -> bool:
-        return any(m.vision for m in self.models)
+    def supports_vision(self) -> bool:
+        return any(m.supports_vision for m in self.models)
 
     @property
     def description(self) -> str:

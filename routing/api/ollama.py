@@ -102,7 +102,7 @@ async def show(request: HttpRequest, payload: ShowBody):
     for item in await listed_models():
         if item.name == wanted:
             capabilities = ["embedding"] if item.kind == "embedding" else (
-                ["completion"] + ["tools"] * item.tools + ["vision"] * item.vision)
+                ["completion"] + ["tools"] * item.supports_tools + ["vision"] * item.supports_vision)
             return wire.show_response(item.name, family=item.owner, context_window=item.context_window,
                                       capabilities=capabilities, modified_at=wire.now_iso())
     raise GatewayError(404, f"model '{wanted}' not found", code="model_not_found", param="model")

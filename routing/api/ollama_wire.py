@@ -224,7 +224,9 @@ def chat_request(body: dict, model: str) -> dict:
     if tools := body.get("tools"):
         if not isinstance(tools, list):
             raise _bad("tools must be a list", "tools")
-        request["tools"] = [{"type": tool.get("type") or "function", **tool} for tool in tools]
+        if not all(isinstance(tool, dict) for tool in tools):
+            raise _bad("each tool must be an object", "tools")
+        request["tools"] = [{**tool, "type": tool.get("type") or "function"} for tool in tools]
     request.update(_common(body))
     return request
 

@@ -8,20 +8,9 @@ import pytest
 from analytics.models import StickySession as StickySessionRow
 from routing.handoff import HANDOFF_MARKER
 from routing.tokens import estimate_tokens
-from tests.fixtures_gateway import add_chain, add_provider
+from tests.fixtures_gateway import add_chain, add_provider, reorder_chain
 
 SYSTEM = {"role": "system", "content": "You are a concise travel planner."}
-
-
-def reorder_chain(name: str, routes: list[str]) -> None:
-    """Change a chain's order through the ORM, as the admin does (the save bumps the config version)."""
-    from providers.models import ChainEntry
-
-    for position, route in enumerate(routes):
-        slug, model_id = route.split("/", 1)
-        entry = ChainEntry.objects.get(chain__name=name, model__provider__slug=slug, model__model_id=model_id)
-        entry.position = position
-        entry.save()
 
 
 def set_key(slug: str, secret: str) -> None:
@@ -38,16 +27,20 @@ def handoffs(messages: list[dict]) -> list[dict]:
 
 def wait_for_session_row(predicate, timeout: float = 5.0) -> StickySessionRow:
     """The admin mirror is written off the hot path: poll until it shows what the response already said."""
-    import time
+    from tests.polling import wait_until
 
-    deadline = time.monotonic() + timeout
-    while True:
-        row = StickySessionRow.objects.order_by("-last_used").first()
-        if row is not None and predicate(row):
-            return row
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session row never matched; last seen {row and vars(row)}")
-        time.sleep(0.05)
+    def latest() -> StickySessionRow | None:
+        return StickySessionRow.objects.order_by("-last_used").first()
+
+    def matching() -> StickySessionRow | None:
+        row = latest()
+        return row if row is not None and predicate(row) else None
+
+    row = wait_until(matching, timeout=timeout, interval=0.05)
+    if not row:
+        last = latest()
+        raise AssertionError(f"session row never matched; last seen {last and vars(last)}")
+    return row
 
 
 @pytest.fixture

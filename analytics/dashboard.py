@@ -17,9 +17,11 @@ OUTCOME_COLORS = {
     RequestLog.Outcome.UPSTREAM_ERROR: "#9c2a2c",
     RequestLog.Outcome.INCOMPLETE: "#f28e2b",
     RequestLog.Outcome.CANCELLED: "#bab0ac",
+    RequestLog.Outcome.CACHE_HIT: "#76b7b2",
 }
 # Legend names where the model's choice label reads oddly in a chart.
-OUTCOME_NAMES = {RequestLog.Outcome.OK: "OK", RequestLog.Outcome.CLIENT_ERROR: "Client error"}
+OUTCOME_NAMES = {RequestLog.Outcome.OK: "OK", RequestLog.Outcome.CLIENT_ERROR: "Client error",
+                 RequestLog.Outcome.CACHE_HIT: "Cache hit"}
 FAILURE_COLOR = "#e15759"
 
 

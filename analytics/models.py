@@ -14,6 +14,7 @@ class RequestLog(models.Model):
         UPSTREAM_ERROR = "upstream_error"
         INCOMPLETE = "incomplete", "Stream broke after first byte"
         CANCELLED = "cancelled", "Client disconnected"
+        CACHE_HIT = "cache_hit", "Served from the response cache"
 
     created_at = models.DateTimeField(db_index=True)
     # X-FreeLLM-Request-Id of the response; "" for rows written before it existed.

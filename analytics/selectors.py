@@ -123,7 +123,8 @@ class Totals:
 def totals(qs: QuerySet[RequestLog], since: datetime) -> Totals:
     row = qs.filter(created_at__gte=since).aggregate(
         requests=Count("id"),
-        ok=Count("id", filter=Q(outcome=RequestLog.Outcome.OK)),
+        # A cache hit is an answer too.
+        ok=Count("id", filter=Q(outcome__in=(RequestLog.Outcome.OK, RequestLog.Outcome.CACHE_HIT))),
         failed=Count("id", filter=Q(outcome__in=FAILED_OUTCOMES)),
         tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
     )

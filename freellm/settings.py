@@ -178,6 +178,8 @@ FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
 # Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
 # with fewer than MIN_SAMPLES recent samples first this share of the time, to keep its stats fresh.
 FREELLM_STATS_HALF_LIFE = env.float("FREELLM_STATS_HALF_LIFE", default=600.0)
+# Answers the in-process response cache keeps (REDIS_URL unset); least recently used go first.
+FREELLM_CACHE_MAX_ENTRIES = env.int("FREELLM_CACHE_MAX_ENTRIES", default=2000)
 FREELLM_EXPLORATION = env.float("FREELLM_EXPLORATION", default=0.05)
 FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", default=5)
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.

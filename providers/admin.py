@@ -354,6 +354,20 @@ class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
                            "the top down. To reorder, drag a row by its striped title bar (or use the arrows to "
                            "move it to the top or bottom), then save.",
         }),
+        ("Response cache", {
+            "fields": ["cache_ttl", "cache_shared"],
+            "description": "Deterministic requests (temperature 0 or a seed) get the same answer again without "
+                           "an upstream call or quota for this many seconds. A request sending "
+                           "<code>X-FreeLLM-Cache: no-store</code> skips the cache.",
+        }),
+        ("Fusion", {
+            "fields": ["fusion"],
+            "classes": ["collapse"],
+            "description": "With strategy <em>fusion</em>: <code>panel</code> members of distinct providers "
+                           "answer in parallel, then <code>judge</code> (provider/model) writes the answer from "
+                           "their drafts (mode <code>judge</code>) or one draft is returned (mode "
+                           "<code>best_of</code>).",
+        }),
     ]  # fmt: skip
     inlines = [ChainEntryInline]
 

@@ -19,14 +19,15 @@ import zoneinfo
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .models import ChainStrategy, ModelKind, Provider
+from .models import ChainStrategy, FusionMode, ModelKind, Provider
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
 AdapterName = Literal[tuple(Provider.Adapter.values)]  # type: ignore[valid-type]
 StrategyName = Literal[tuple(ChainStrategy.values)]  # type: ignore[valid-type]
+FusionModeName = Literal[tuple(FusionMode.values)]  # type: ignore[valid-type]
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
@@ -146,13 +147,56 @@ class ProviderSpec(_Spec):
         return value
 
 
+class FusionSpec(_Spec):
+    """A fusion chain's panel: how many members answer, who judges, and how the answer is made."""
+
+    panel: int = Field(default=3, ge=2, le=8)
+    judge: str = Field(default="", max_length=300)  # provider/model (or a chain) that writes or picks the answer
+    mode: FusionModeName = FusionMode.JUDGE.value
+
+    @model_validator(mode="after")
+    def _judge_writes(self) -> FusionSpec:
+        if self.mode == FusionMode.JUDGE and not self.judge:
+            raise ValueError("mode judge needs a judge (provider/model); mode best_of works without one")
+        return self
+
+
 class ChainSpec(_Spec):
     name: str = Field(min_length=1, max_length=100)
     kind: Kind = ModelKind.CHAT.value
     strategy: StrategyName = ChainStrategy.PRIORITY.value
     description: str = Field(default="", max_length=300)
     enabled: bool = True
+    cache_ttl: NonNegativeInt = 0
+    cache_shared: bool = False
+    fusion: FusionSpec | None = None
     models: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fusion_for_fusion(self) -> ChainSpec:
+        if self.strategy == ChainStrategy.FUSION and self.kind != ModelKind.CHAT:
+            raise ValueError("strategy fusion is for chat chains")
+        return self
+
+    def db_values(self) -> dict[str, Any]:
+        """The FallbackChain field values this spec stands for (name aside; members are rows of their own)."""
+        fusion = self.fusion.model_dump() if self.fusion else {}
+        if self.strategy == ChainStrategy.FUSION and not fusion:
+            fusion = FusionSpec(mode=FusionMode.BEST_OF).model_dump()
+        return {"kind": self.kind, "strategy": self.strategy, "description": self.description,
+                "enabled": self.enabled, "cache_ttl": self.cache_ttl, "cache_shared": self.cache_shared,
+                "fusion": fusion}
+
+
+def fusion_problems(data: Any, *, strategy: str) -> list[str]:
+    """What is wrong with a chain's stored fusion settings (the admin's check; the file's is ChainSpec)."""
+    if not data and strategy != ChainStrategy.FUSION:
+        return []
+    try:
+        FusionSpec.model_validate(data or {"mode": FusionMode.BEST_OF.value})
+    except ValidationError as exc:
+        return validation_problems(exc, FusionSpec)
+    return []
 
 
 class ConfigSpec(_Spec):

@@ -130,6 +130,13 @@ class ChainStrategy(models.TextChoices):
     RELIABLE = "reliable", "reliable: highest success rate"
     BALANCED = "balanced", "balanced: reliability, speed and chain order"
     HEADROOM = "headroom", "headroom: most quota left"
+    # Not an order: several members answer, then one answer is made of theirs (routing/fusion.py).
+    FUSION = "fusion", "fusion: a panel of members answers, a judge writes the answer"
+
+
+class FusionMode(models.TextChoices):
+    JUDGE = "judge", "judge: the judge writes the final answer from the drafts"
+    BEST_OF = "best_of", "best_of: one draft is returned as it is"
 
 
 class FallbackChain(models.Model):
@@ -139,9 +146,28 @@ class FallbackChain(models.Model):
                                 help_text="How members are ordered; quota, health and capabilities still filter.")
     description = models.CharField(max_length=300, blank=True)
     enabled = models.BooleanField(default=True)
+    # The response cache (routing/cache.py): deterministic requests only, never across users unless shared.
+    cache_ttl = models.PositiveIntegerField(
+        default=0, help_text="Seconds a deterministic answer (temperature 0 or a seed) is served from the cache; "
+                             "0 = no cache.")
+    cache_shared = models.BooleanField(
+        default=False, help_text="Cached answers are shared by every user (else each user has their own).")
+    # strategy fusion: {"panel": 3, "judge": "provider/model", "mode": "judge" | "best_of"} (FusionSpec).
+    fusion = models.JSONField(
+        default=dict, blank=True,
+        help_text='Strategy fusion: {"panel": 3, "judge": "provider/model", "mode": "judge"} '
+                  '(mode best_of returns one draft).')
 
     class Meta:
         ordering = ["name"]
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .config_schema import fusion_problems
+
+        if problems := fusion_problems(self.fusion or {}, strategy=self.strategy):
+            raise ValidationError({"fusion": problems})
 
     def __str__(self) -> str:
         return self.name

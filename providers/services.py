@@ -140,6 +140,14 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
                 embedding_routes.append((route, family))
         if conflict := embedding_family_conflict(embedding_routes):
             problems.append(f"{path}.models: {conflict}")
+        if chain.fusion and chain.fusion.judge:
+            judge = chain.fusion.judge
+            slug, _, model_id = judge.partition("/")
+            known = judge in declared or judge in {c.name for c in spec.chains} \
+                or _stored_kind_family(slug, model_id, prune)[0] is not None \
+                or (not prune and FallbackChain.objects.filter(name=judge).exists())
+            if not known:
+                problems.append(f"{path}.fusion.judge: unknown model {judge!r} (a provider/model or a chain)")
     if problems:
         raise ConfigError(problems)
     return secrets
@@ -246,7 +254,7 @@ def _upsert_chain(spec: ChainSpec, models_by_route: dict[str, UpstreamModel], *,
     chain = _upsert(
         FallbackChain,
         {"name": spec.name},
-        {"kind": spec.kind, "strategy": spec.strategy, "description": spec.description, "enabled": spec.enabled},
+        spec.db_values(),
         f"chain {spec.name}",
         report,
     )
@@ -300,6 +308,9 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         _put_if(chain_item, "strategy", chain.strategy, default=ChainStrategy.PRIORITY)
         _put_if(chain_item, "description", chain.description)
         _put_if(chain_item, "enabled", chain.enabled, default=True)
+        _put_if(chain_item, "cache_ttl", chain.cache_ttl, default=0)
+        _put_if(chain_item, "cache_shared", chain.cache_shared, default=False)
+        _put_if(chain_item, "fusion", chain.fusion)
         chain_item["models"] = [entry.model.route_name for entry in chain.entries.all()]
         chains.append(chain_item)
     return {"providers": providers, "chains": chains}

@@ -144,6 +144,9 @@ class ChainInfo:
     kind: str
     models: tuple[ModelInfo, ...]
     strategy: str = "priority"  # providers.models.ChainStrategy
+    cache_ttl: int = 0  # seconds deterministic answers are cached (routing/cache.py); 0 = never
+    cache_shared: bool = False  # one cache for every user instead of one per user
+    fusion: dict = field(default_factory=dict)  # strategy fusion: panel, judge, mode (routing/fusion.py)
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         members = tuple(
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
-        chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy)
+        chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy, cache_ttl=chain.cache_ttl,
+                                       cache_shared=chain.cache_shared, fusion=dict(chain.fusion or {}))
     return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()},
                          _by_canonical(by_name.values(), chains.values()))
 

@@ -121,6 +121,7 @@ class RequestContext:
     # The attempt's first content from upstream (set by the caller's attempt function), for route stats.
     first_token_at: float | None = None
     strategy: str = ""  # how the chain was ordered, for X-FreeLLM-Strategy
+    cache: str = ""  # the response cache's verdict, for X-FreeLLM-Cache: hit | miss ("": not cached)
 
     @property
     def attempts(self) -> int:

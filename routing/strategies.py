@@ -72,7 +72,8 @@ async def order(
     rng: random.Random | None = None,
 ) -> Ordering:
     models = tuple(models)
-    if strategy == Strategy.PRIORITY or len(models) < 2:
+    # fusion: the panel is drawn in chain order (routing/fusion.py).
+    if strategy in (Strategy.PRIORITY, Strategy.FUSION) or len(models) < 2:
         return Ordering(models, strategy)
     rng = rng or random
     seen = await stats_store.view(model_key(m.provider.slug, m.model_id) for m in models)

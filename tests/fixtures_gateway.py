@@ -60,14 +60,16 @@ def wait_until_idle(timeout: float = 10.0) -> None:
 
 
 def reset_shared_state() -> None:
-    """Forget quota, health and sticky sessions left by earlier tests, in process and in Redis."""
+    """Forget quota, health, sticky sessions and cached answers left by earlier tests, in process and in Redis."""
     from django.conf import settings
 
+    from routing.cache import reset_response_cache
     from routing.quota import set_quota_store
     from routing.sessions import reset_session_store
     from routing.stats import reset_stats_store
 
     set_quota_store(None)
+    reset_response_cache()
     reset_session_store()
     reset_stats_store()
     if settings.REDIS_URL:

@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -33,9 +33,10 @@ from analytics.services import request_log_enqueue
 from freellm.background import spawn
 from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
 from providers.adapters.transport import CompletionAssembler, usage_dict
-from routing import continuity, metrics, router
+from routing import cache as response_cache
+from routing import continuity, fusion, metrics, router
 from routing.auth import authenticate_request
-from routing.config import get_routing_config
+from routing.config import KeyInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.families import embedding_resolution, family_unavailable
 from routing.http import get_client
@@ -147,6 +148,7 @@ class ChatResult:
     ctx: router.RequestContext
     served: router.Served
     completion: dict[str, Any] | None = None  # plain: the assembled chat.completion
+    cached: bool = False  # served from the response cache (routing/cache.py): no upstream call, no quota
 
     @property
     def primed(self) -> tuple[UpstreamStream, Any, list[dict]]:
@@ -166,32 +168,111 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
                                code="invalid_value")
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
-    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), body["model"], "chat"))
+    cfg = await get_routing_config()
+    resolution = router.resolve(cfg, body["model"], "chat")
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
+    slot = await _cache_slot(request, cfg, resolution, "chat", upstream, stream=stream)
+    if slot is not None and (hit := _cache_hit(request, ctx, cfg, slot, stream=stream)):
+        return hit
+    resolution = await router.arrange(ctx, resolution)
     # Gating (422 before any call), the session's sticky model first, a handoff for whoever takes over.
     plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
                                       resolution=resolution, requested=body["model"])
 
-    if not stream:
+    if fusion.applies(resolution, upstream):
+        result = await _fused(request, ctx, cfg, plan, upstream, stream=stream)
+    elif not stream:
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
-        async def call(adapter, target, timeouts):
-            primed = await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
-            return await _assembled(ctx, primed)
-
-        served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
+        served = await execute(request, ctx, plan.resolution, _plain_attempt(ctx, plan.body_for), skip=plan.skip)
         await plan.settle(ctx, served)
         await finish(request, ctx, served, served.result.usage)
-        return ChatResult(ctx, served, completion=served.result.body)
+        result = ChatResult(ctx, served, completion=served.result.body)
+    else:
+        served = await execute(request, ctx, plan.resolution, _stream_attempt(ctx, plan.body_for), skip=plan.skip)
+        await plan.settle(ctx, served)
+        result = ChatResult(ctx, served)
+    if slot is not None and result.completion is not None:
+        await slot.store(result.completion, result.served.model.name)
+    return result
 
-    async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
 
-    served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
-    await plan.settle(ctx, served)
-    return ChatResult(ctx, served)
+def _plain_attempt(ctx, body_for) -> router.AttemptFn:
+    """Call one model for a plain answer (``body_for(target)``: what to send it): streamed, then assembled."""
+    async def call(adapter, target, timeouts):
+        return await _assembled(ctx, await _primed_stream(ctx, adapter, target, body_for(target), timeouts))
+
+    return call
+
+
+def _stream_attempt(ctx, body_for) -> router.AttemptFn:
+    async def call(adapter, target, timeouts):
+        return await _primed_stream(ctx, adapter, target, body_for(target), timeouts)
+
+    return call
+
+
+async def _fused(request, ctx, cfg, plan, body: dict, *, stream: bool) -> ChatResult:
+    """A fusion chain's answer (routing/fusion.py): a panel of members, then the judge's or the chosen draft."""
+    try:
+        fused = await fusion.fuse(
+            ctx=ctx, cfg=cfg, resolution=plan.resolution, body=body, stream=stream, skip=plan.skip,
+            plain=lambda c, b: _plain_attempt(c, lambda _target: b),
+            streamed=lambda c, b: _stream_attempt(c, lambda _target: b))
+    except asyncio.CancelledError:
+        log_request(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
+        raise
+    if fused.completion is None:
+        return ChatResult(ctx, fused.served)  # the judge's primed stream
+    if stream:
+        return _replayed(ctx, fused.served, fused.completion)
+    await finish(request, ctx, fused.served, fused.served.result.usage)
+    return ChatResult(ctx, fused.served, completion=fused.completion)
+
+
+# --- the response cache (routing/cache.py), for every dialect ---------------------------------------------
+
+
+async def _cache_slot(request, cfg, resolution: router.Resolution, kind: str, body: dict, *,
+                      stream: bool = False) -> response_cache.CacheSlot | None:
+    api_key = getattr(request, "auth", None)
+    slot = await response_cache.cache_slot(
+        chain=cfg.chains.get(resolution.chain) if resolution.chain else None, kind=kind, body=body,
+        headers=request.headers, stream=stream, user_id=getattr(api_key, "user_id", None),
+        api_key_id=getattr(api_key, "id", None))
+    if slot is not None:
+        request.freellm_ctx.cache = "miss"
+    return slot
+
+
+def _cache_hit(request, ctx, cfg, slot: response_cache.CacheSlot, *, stream: bool) -> ChatResult | None:
+    """A cached answer as this request's result, logged (a plain one now, a replayed stream at its end)."""
+    served = _cached_served(cfg, slot)
+    if served is None:
+        return None
+    ctx.cache = "hit"
+    if stream:
+        return _replayed(ctx, served, slot.entry["answer"], cached=True)
+    log_request(request, ctx, served, 200, None, outcome="cache_hit")
+    return ChatResult(ctx, served, completion=slot.entry["answer"], cached=True)
+
+
+def _cached_served(cfg, slot: response_cache.CacheSlot) -> router.Served | None:
+    """Who the cached answer came from, for the headers and the log row (nothing left to settle)."""
+    model = cfg.by_name.get((slot.entry or {}).get("served", ""))
+    if model is None:
+        return None  # the model that answered is gone (or no hit): ask upstream again
+    key = KeyInfo(None, "", "")
+    return router.Served(model, key, model.route(key), lease=None, result=slot.entry["answer"], settled=True)
+
+
+def _replayed(ctx, served: router.Served, completion: dict, *, cached: bool = False) -> ChatResult:
+    """A ready plain answer streamed to a stream client (a cache replay, a fusion draft)."""
+    replay = response_cache.ReplayStream(response_cache.completion_chunks(completion))
+    served = replace(served, result=(replay, replay.chunks().__aiter__(), []))
+    return ChatResult(ctx, served, cached=cached)
 
 
 async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
@@ -296,7 +377,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
     usage: Usage | None = None
     text_chars = 0
     error: UpstreamError | None = None
-    status, outcome = 200, "ok"
+    status, outcome = 200, "cache_hit" if result.cached else "ok"
 
     def account(chunk: dict) -> None:
         nonlocal usage, text_chars
@@ -320,7 +401,8 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             await stream.aclose()
             final = usage or estimated_usage(ctx, text_chars)
             await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
-            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
+            log_request(request, ctx, served, status, None if result.cached else final, outcome=outcome,
+                        error=error.message if error else "")
 
         spawn(work())
 
@@ -393,7 +475,13 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     request.freellm_dialect = dialect
     ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     # Failover only inside the requested model's family: a vector from another family would be garbage.
-    resolution, family = embedding_resolution(await get_routing_config(), body["model"])
+    cfg = await get_routing_config()
+    resolution, family = embedding_resolution(cfg, body["model"])
+    slot = await _cache_slot(request, cfg, resolution, "embedding", body)
+    if slot is not None and (served := _cached_served(cfg, slot)):
+        ctx.cache = "hit"
+        log_request(request, ctx, served, 200, None, outcome="cache_hit")
+        return slot.entry["answer"], ctx, served
     resolution = await router.arrange(ctx, resolution)
 
     async def call(adapter, target, timeouts):
@@ -401,6 +489,8 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
 
     served = await execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
     await finish(request, ctx, served, served.result.usage)
+    if slot is not None:
+        await slot.store(served.result.body, served.model.name)
     return served.result.body, ctx, served
 
 
@@ -422,6 +512,8 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
     if ctx.strategy:
         response["X-FreeLLM-Strategy"] = ctx.strategy
     response["X-FreeLLM-Trail"] = ctx.trail_header()
+    if ctx.cache:
+        response[response_cache.HEADER] = ctx.cache
     if ctx.switched:
         response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)
     return response

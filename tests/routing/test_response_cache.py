@@ -157,3 +157,54 @@ def test_embeddings_are_cached(gateway, emulator):
     assert len(emulator.calls_for(provider="cohere")) == 1
     other = client.embeddings.with_raw_response.create(model="vectors", input=["bye"])
     assert other.headers["X-FreeLLM-Cache"] == "miss"
+
+
+def test_redis_shares_entries_and_an_outage_is_a_miss(redis_url):
+    import asyncio
+
+    from routing.cache import RedisResponseCache
+
+    async def run():
+        await RedisResponseCache(redis_url).set("freellm:c:k", {"answer": {"a": 1}, "served": "g/m"}, 30)
+        shared = await RedisResponseCache(redis_url).get("freellm:c:k")  # another process
+        down = RedisResponseCache("redis://127.0.0.1:1/0")  # nothing listens there
+        await down.set("freellm:c:k", {"answer": {}}, 30)
+        return shared, await down.get("freellm:c:k"), down.breaker.degraded
+
+    shared, missed, degraded = asyncio.run(run())
+    assert shared == {"answer": {"a": 1}, "served": "g/m"}
+    assert missed is None and degraded
+
+
+def test_the_local_cache_is_bounded_and_entries_expire(monkeypatch):
+    import asyncio
+
+    from routing import cache
+
+    clock = [1000.0]
+    monkeypatch.setattr(cache.time, "monotonic", lambda: clock[0])
+
+    async def run():
+        local = cache.LocalResponseCache(2)
+        await local.set("a", {"v": 1}, ttl=10)
+        await local.set("b", {"v": 2}, ttl=100)
+        await local.set("c", {"v": 3}, ttl=100)  # past the bound: the least recently used goes
+        evicted = await local.get("a")
+        clock[0] += 50
+        return evicted, await local.get("b"), await local.get("c")
+
+    assert asyncio.run(run()) == (None, {"v": 2}, {"v": 3})
+
+
+def test_the_key_is_the_normalised_request():
+    from routing.cache import cache_key, deterministic
+
+    body = {"model": "auto:fast", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "top_p": 1}
+    same = {"top_p": 1, "temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "auto",
+            "stream": True}
+    assert cache_key(kind="chat", chain="auto", body=body, scope="u1") == \
+        cache_key(kind="chat", chain="auto", body=same, scope="u1")
+    assert cache_key(kind="chat", chain="auto", body=body, scope="u1") != \
+        cache_key(kind="chat", chain="auto", body=body, scope="u2")
+    assert deterministic({"temperature": 0}) and deterministic({"seed": 1, "temperature": 1})
+    assert not deterministic({}) and not deterministic({"temperature": 0.2}) and not deterministic({"temperature": False})

@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from .config_schema import fusion_problems
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
     KeyTestResult,
@@ -342,8 +343,25 @@ class ChainEntryInline(SortableTabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class FallbackChainForm(forms.ModelForm):
+    class Meta:
+        model = FallbackChain
+        fields = "__all__"
+
+    def clean_fusion(self):
+        # An emptied field comes back as None; the column holds {} for "no fusion settings".
+        return self.cleaned_data.get("fusion") or {}
+
+    def clean(self):
+        cleaned = super().clean()
+        if problems := fusion_problems(cleaned.get("fusion") or {}, strategy=cleaned.get("strategy") or ""):
+            self.add_error("fusion", problems)
+        return cleaned
+
+
 @admin.register(FallbackChain)
 class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
+    form = FallbackChainForm
     list_display = ["name", "kind", "strategy", "enabled", "route_list", "description"]
     list_filter = ["kind", "strategy", "enabled"]
     search_fields = ["name", "description"]

@@ -161,14 +161,6 @@ class FallbackChain(models.Model):
     class Meta:
         ordering = ["name"]
 
-    def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from .config_schema import fusion_problems
-
-        if problems := fusion_problems(self.fusion or {}, strategy=self.strategy):
-            raise ValidationError({"fusion": problems})
-
     def __str__(self) -> str:
         return self.name
 

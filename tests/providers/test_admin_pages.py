@@ -83,13 +83,27 @@ def test_chain_page_explains_order_and_saves_a_new_order(staff_client, groq):
 
     # What the drag-and-drop widget posts after dragging qwen above llama.
     response = staff_client.post(url, {
-        "name": "auto", "kind": "chat", "strategy": "priority", "description": "", "enabled": "on",
+        "name": "auto", "kind": "chat", "strategy": "priority", "description": "", "enabled": "on", "cache_ttl": "0", "fusion": "",
         "entries-TOTAL_FORMS": "2", "entries-INITIAL_FORMS": "2",
         "entries-0-id": first.pk, "entries-0-chain": chain.pk, "entries-0-model": llama.pk, "entries-0-position": "2",
         "entries-1-id": second.pk, "entries-1-chain": chain.pk, "entries-1-model": qwen.pk, "entries-1-position": "1",
     })  # fmt: skip
     assert response.status_code == 302
     assert [e.model.model_id for e in chain.entries.order_by("position")] == ["qwen", "llama"]
+
+
+def test_chain_page_saves_cache_and_fusion_settings_and_checks_them(staff_client):
+    from providers.models import FallbackChain
+
+    url = reverse("admin:providers_fallbackchain_add")
+    form = {"name": "panel", "kind": "chat", "strategy": "fusion", "description": "", "enabled": "on",
+            "cache_ttl": "120", "cache_shared": "on", "fusion": '{"panel": 3, "mode": "judge"}',
+            "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"}
+    page = staff_client.post(url, form)
+    assert page.status_code == 200 and "mode judge needs a judge" in page.content.decode()
+    assert staff_client.post(url, {**form, "fusion": '{"panel": 2, "mode": "best_of"}'}).status_code == 302
+    chain = FallbackChain.objects.get(name="panel")
+    assert (chain.cache_ttl, chain.cache_shared, chain.fusion) == (120, True, {"panel": 2, "mode": "best_of"})
 
 
 def test_new_api_key_is_shown_in_a_box_that_selects_whole(team):

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from routing.selectors_stats import chain_member_stats
+
 from . import charts, selectors
 from .models import RequestLog
 
@@ -79,6 +81,7 @@ def dashboard_context(user, period_key: str, *, now: datetime | None = None) -> 
         "failing_routes": trail.top_failing_routes(10),
         "trail": trail,
         "health": selectors.routes_health() if sees_all else None,
+        "route_stats": chain_member_stats() if sees_all else None,
     }
 
 

@@ -29,7 +29,26 @@ from .selectors_quota import (
     provider_health_annotations,
     quota_windows_by_key,
 )
+from .selectors_stats import model_stats_summary
 from .services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_current
+
+
+def stats_table(rows, *, first: str):
+    """A small table of RouteStats.summary() figures, one row per (label, summary or None)."""
+    def fmt(value, unit=""):
+        return "—" if value is None else f"{value:g}{unit}"
+
+    def cells(stats):
+        if stats is None:
+            return ("—",) * 5
+        return (fmt(stats["samples"]), fmt(round(stats["success_probability"] * 100, 1), " %"),
+                fmt(stats["ttft_s"], " s"), fmt(stats["tokens_per_s"]), fmt(stats["recent_p50_s"], " s"))
+
+    body = format_html_join("", "<tr><td>{}</td>" + "<td>{}</td>" * 5 + "</tr>",
+                            ((label, *cells(stats)) for label, stats in rows))
+    return format_html(
+        "<table><thead><tr><th>{}</th><th>samples</th><th>success</th><th>first token</th><th>tokens/s</th>"
+        "<th>recent p50</th></tr></thead><tbody>{}</tbody></table>", first, body)
 
 
 @admin.display(description="health")
@@ -120,8 +139,24 @@ class UpstreamModelAdmin(providers_admin.UpstreamModelAdmin):
             "description": "Each key's use of this model against the effective limit (the lower of the one "
                            "configured above and one the provider reported), from the last quota snapshot.",
         }),
+        ("Live stats", {
+            "fields": ["live_stats"],
+            "description": "How this model has answered lately (time-decayed, half-life FREELLM_STATS_HALF_LIFE): "
+                           "what the fastest, reliable and balanced strategies order chains by.",
+        }),
     ]  # fmt: skip
-    readonly_fields = ["quota_now"]
+    readonly_fields = ["quota_now", "live_stats"]
+
+    @admin.display(description="by key")
+    def live_stats(self, obj: UpstreamModel):
+        if not obj.pk:
+            return "—"
+        labels = list(obj.provider.keys.values_list("label", flat=True)) or [""]
+        whole, by_key = model_stats_summary(provider=obj.provider.slug, model=obj.model_id, keys=labels)
+        if whole is None:
+            return "Not called yet (or not within the last few half-lives)."
+        rows = [("all keys", whole), *((label or "(keyless)", stats) for label, stats in by_key.items())]
+        return stats_table(rows, first="key")
 
     @admin.display(description="by key")
     def quota_now(self, obj: UpstreamModel):

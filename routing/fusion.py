@@ -133,7 +133,10 @@ async def fuse(
 
     judges: tuple[ModelInfo, ...] = ()
     if fusion.judge:
-        judges = router.resolve(cfg, fusion.judge, "chat").models
+        try:
+            judges = router.resolve(cfg, fusion.judge, "chat").models
+        except GatewayError:
+            judges = ()  # the judge was removed or disabled since: answered like a failed judge
     if fusion.mode == FusionMode.BEST_OF:
         pick = await _judge_pick(ctx, judges, body, answered, plain) if judges and len(answered) > 1 else None
         chosen = answered[pick] if pick is not None else consensus(answered)

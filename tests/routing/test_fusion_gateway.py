@@ -172,3 +172,14 @@ def test_fusion_and_cache_fields_round_trip_through_the_config_file(db):
     stored = FallbackChain.objects.get(name="panel")
     assert (stored.cache_ttl, stored.cache_shared, stored.fusion["panel"]) == (300, True, 2)
     assert config_export()["chains"] == [chain]
+
+
+def test_a_stream_of_best_of_replays_the_chosen_draft(gateway, emulator):
+    _fusion_chain(emulator, {"panel": 2, "mode": "best_of"})
+    stream = gateway.openai().chat.completions.create(model="panel", stream=True,
+                                                      messages=[{"role": "user", "content": "hi there"}])
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hi there"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert sorted(c.provider for c in emulator.calls) == ["alpha", "beta"]
+    wait_until_idle()

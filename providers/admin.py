@@ -7,7 +7,12 @@ pages show only the masked tail (``…abcd``). Change history records field name
 from __future__ import annotations
 
 import yaml
-from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
+from adminsortable2.admin import (
+    CustomInlineFormSet,
+    SortableAdminBase,
+    SortableAdminMixin,
+    SortableTabularInline,
+)
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -27,7 +32,7 @@ from routing.quota.resilient import BACKEND_ERRORS
 from routing.selectors_quota import key_health_annotations, provider_health_annotations, quota_windows_by_key
 from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
-from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
+from .models import ChainEntry, FallbackChain, ModelAlias, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
     KeyTestResult,
     config_export,
@@ -482,3 +487,18 @@ class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
     @admin.display(description="models, in order")
     def route_list(self, obj: FallbackChain) -> str:
         return " → ".join(entry.model.route_name for entry in obj.entries.all())
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(SortableAdminMixin, admin.ModelAdmin):
+    list_display = ["pattern", "target", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["pattern", "target"]
+    fieldsets = [
+        (None, {
+            "fields": ["pattern", "target", "enabled"],
+            "description": "A requested <code>model</code> that is no chain, provider/model or model id is "
+                           "matched against the aliases from the top down; the first match is served by its "
+                           "target. Drag rows in the list to reorder them.",
+        }),
+    ]  # fmt: skip

@@ -114,9 +114,17 @@ class ChainSpec(_Spec):
     models: list[str] = Field(min_length=1)
 
 
+class AliasSpec(_Spec):
+    pattern: str = Field(min_length=1, max_length=200)  # fnmatch, case-sensitive
+    target: str = Field(min_length=1, max_length=300)  # a chain name or a provider/model route
+    enabled: bool = True
+
+
 class ConfigSpec(_Spec):
     providers: list[ProviderSpec] = Field(default_factory=list)
     chains: list[ChainSpec] = Field(default_factory=list)
+    # In order: the first pattern that matches a requested name the config does not know wins.
+    aliases: list[AliasSpec] = Field(default_factory=list)
 
 
 def config_parse(data: Any) -> ConfigSpec:

@@ -1,7 +1,7 @@
-"""The routing config (providers, keys, models, chains) as an immutable in-process snapshot.
+"""The routing config (providers, keys, models, chains, aliases) as an immutable in-process snapshot.
 
 The hot path never queries the database for it: the snapshot is rebuilt only when the config version
-changes. Every save/delete of a provider, key, model or chain bumps the version (providers/signals.py),
+changes. Every save/delete of a provider, key, model, chain or alias bumps the version (providers/signals.py),
 in Redis when REDIS_URL is set (shared by all gateway processes) or in a file under var/ for the embedded
 default (shared by daphne, the worker and manage.py commands). Processes look at the version at most
 once per CHECK_INTERVAL seconds.
@@ -9,6 +9,7 @@ once per CHECK_INTERVAL seconds.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections import defaultdict
@@ -132,11 +133,21 @@ class ChainInfo:
 
 
 @dataclass(frozen=True)
+class AliasInfo:
+    pattern: str  # fnmatch pattern, matched case-sensitively against the requested name
+    target: str  # a chain name or a provider/model route
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     version: str
     chains: dict[str, ChainInfo]
     by_name: dict[str, ModelInfo]  # "provider/model_id"
     by_model_id: dict[str, tuple[ModelInfo, ...]]  # bare upstream id → every provider serving it
+    aliases: tuple[AliasInfo, ...] = ()  # in order: the first that matches a name nothing else knows wins
 
     @property
     def models(self) -> tuple[ModelInfo, ...]:
@@ -145,7 +156,7 @@ class RoutingConfig:
 
 def load_routing_config(version: str = "") -> RoutingConfig:
     """Build the snapshot of everything enabled. Keys that failed auth are left out."""
-    from providers.models import FallbackChain, ProviderKey, UpstreamModel
+    from providers.models import FallbackChain, ModelAlias, ProviderKey, UpstreamModel
 
     keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
     for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
@@ -195,7 +206,8 @@ def load_routing_config(version: str = "") -> RoutingConfig:
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
         chains[chain.name] = ChainInfo(chain.name, chain.kind, members)
-    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()})
+    aliases = tuple(AliasInfo(a.pattern, a.target) for a in ModelAlias.objects.filter(enabled=True))
+    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()}, aliases)
 
 
 class _State:

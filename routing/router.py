@@ -1,6 +1,7 @@
 """The router, a short pipeline read top to bottom:
 
-    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id)
+    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id,
+                else the first alias pattern that matches it)
     candidates  each model's usable keys, most quota headroom first, rotating among equals
     reserve     atomically take the request + estimated tokens from the quota store (refused while cooling)
     call        the adapter does the HTTP call (streams: until the first content chunk; plain chat: the whole
@@ -117,23 +118,34 @@ class Served:
 @dataclass(frozen=True)
 class Resolution:
     models: tuple[ModelInfo, ...]
-    chain: str | None  # the chain name when the client asked for one
+    chain: str | None  # the chain name when the client asked for one (or an alias pointing at one)
     explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
+    alias: str | None = None  # the alias pattern the requested name matched, when it was resolved by one
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
+    """The requested name → models: an exact chain, provider/model or bare model id, else the first alias
+    whose pattern matches (its target is a chain or a provider/model)."""
+    if name in cfg.chains or name in cfg.by_name or name in cfg.by_model_id:
+        return _resolve_exact(cfg, name, kind)
+    alias = next((a for a in cfg.aliases if a.matches(name)), None)
+    if alias is None:
+        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    if alias.target not in cfg.chains and alias.target not in cfg.by_name:
+        raise GatewayError(404, f"The model '{name}' matches the alias '{alias.pattern}', whose target "
+                                f"'{alias.target}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    return replace(_resolve_exact(cfg, alias.target, kind), alias=alias.pattern)
+
+
+def _resolve_exact(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     if chain := cfg.chains.get(name):
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
         return Resolution(chain.models, chain.name, explicit=False)
-    if model := cfg.by_name.get(name):
-        models: tuple[ModelInfo, ...] = (model,)
-    elif name in cfg.by_model_id:
-        models = cfg.by_model_id[name]
-    else:
-        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
-                           param="model")
+    models = (cfg.by_name[name],) if name in cfg.by_name else cfg.by_model_id[name]
     if all(m.kind != kind for m in models):
         raise GatewayError(400, f"'{name}' is a {models[0].kind} model; it cannot serve {kind} requests",
                            code="model_kind_mismatch", param="model")

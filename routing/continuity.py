@@ -22,7 +22,14 @@ from django.conf import settings
 
 from analytics.sessions import session_log
 from routing.errors import GatewayError
-from routing.gating import Requirements, chat_requirements, model_can_serve, no_capable_model_message
+from routing.gating import (
+    Requirements,
+    chat_requirements,
+    context_overflow_error,
+    model_can_serve,
+    no_capable_model_message,
+    too_small,
+)
 from routing.handoff import build_handoff
 from routing.sessions import StickySession, get_session_store, session_key
 
@@ -110,11 +117,19 @@ async def chat_plan(
     api_key_id: int | None,
     resolution: Resolution,
     requested: str,
+    ctx: RequestContext | None = None,
 ) -> ChatPlan:
-    """Gate the resolved models (422 when none can serve) and put the session's sticky model first."""
+    """Gate the resolved models (400 when no window holds the request, 422 when none can serve it for
+    another reason) and put the session's sticky model first. ``ctx`` learns what the request needs of a
+    context window, for the router's own context-overflow error."""
     requirements = chat_requirements(body)
+    if ctx is not None:
+        ctx.context_tokens = requirements.total_tokens
     # An empty chain is not a capability problem: the router reports it as having no usable upstream.
     if resolution.models and all(model_can_serve(m, requirements) for m in resolution.models):
+        if all(too_small(m, requirements) for m in resolution.models):
+            raise context_overflow_error(requested, requirements.total_tokens,
+                                         {m.name: m.context_window for m in resolution.models})
         raise GatewayError(
             422, no_capable_model_message(requested, requirements, resolution.models), code="no_capable_model"
         )
@@ -145,7 +160,7 @@ def switch_reason(ctx: RequestContext, sticky: StickySession) -> str:
     for step in ctx.trail:
         if (step.route.provider, step.route.model) != (sticky.provider, sticky.model):
             continue
-        if step.group == "not capable":
+        if step.group in ("not capable", "context too small") and not step.called:
             reason = step.outcome.removeprefix("skipped:")
         else:
             reason = step.group or step.outcome.removeprefix("skipped:")

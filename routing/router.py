@@ -31,6 +31,7 @@ from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
+from routing.gating import context_overflow_error, is_context_reason
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, Lease, Route
@@ -72,6 +73,7 @@ class Step:
     group: str = ""  # for the exhausted message: rate-limited, cooling down, failing, ...
     retry_after: float | None = None
     ms: int = 0
+    window: int | None = None  # the model's context window, on the steps that found it too small
 
     def __str__(self) -> str:
         return f"{self.route} -> {self.outcome}"
@@ -84,6 +86,7 @@ class RequestContext:
     est_tokens: int  # prompt estimate + output reserve, what reserve() takes
     stream: bool = False  # the client asked for a stream (chat), for the request log
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
+    context_tokens: int = 0  # what the request needs of a context window (gating's estimate); 0: est_tokens
     session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
@@ -185,8 +188,10 @@ async def execute(
     store = get_quota_store()
     for model in models:
         if skip and (reason := skip(model)):
+            too_small = is_context_reason(reason)
             ctx.trail.append(Step(Route(model.provider.slug, model.model_id, "*"), f"skipped:{reason}", False,
-                                  "not capable"))
+                                  "context too small" if too_small else "not capable",
+                                  window=model.context_window if too_small else None))
             continue
         try:
             adapter = get_adapter(model.provider.adapter)
@@ -209,7 +214,8 @@ async def execute(
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
-                            int((time.monotonic() - began) * 1000))
+                            int((time.monotonic() - began) * 1000),
+                            window=model.context_window if exc.kind == ErrorKind.CONTEXT_LENGTH else None)
                 ctx.trail.append(step)
                 await _settle_failure(store, lease, route, key, exc)
                 if not exc.kind.fails_over:
@@ -309,8 +315,13 @@ def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> Gatew
         headers["Retry-After"] = str(soonest)
     if budget_spent:
         message += f" (stopped after {ctx.attempts} attempts / {settings.FREELLM_TIME_BUDGET:g}s budget)"
+    if set(groups) == {"context too small"}:
+        # Every model was too small for it (gated out, or the upstream said so): OpenAI's 400, which clients
+        # answer by trimming the conversation.
+        windows = {f"{s.route.provider}/{s.route.model}": s.window for s in steps}
+        return context_overflow_error(ctx.requested, ctx.context_tokens or ctx.est_tokens, windows)
     temporary = {"rate-limited", "cooling down"}
-    if set(groups) <= temporary | {"key invalid", "not capable"} and groups.keys() & temporary:
+    if set(groups) <= temporary | {"key invalid", "not capable", "context too small"} and groups.keys() & temporary:
         return GatewayError(429, message, code="all_routes_exhausted", headers=headers)
     if set(groups) <= {"not capable", "context too small", "model unavailable"}:
         return GatewayError(422, message, code="no_capable_model")

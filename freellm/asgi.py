@@ -18,6 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from freellm.cors import CorsMiddleware  # noqa: E402
 from routing.errors import openai_error_responses  # noqa: E402
 
 
@@ -37,12 +38,14 @@ class ApiASGIHandler(ASGIHandler):
         self._middleware_chain = openai_error_responses(convert_exception_to_response(self._get_response_async))
 
 
-api_asgi_app = ApiASGIHandler()
+# Browsers may call the API from other origins (CORS); the admin and its pages never.
+api_asgi_app = CorsMiddleware(ApiASGIHandler())
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
+API_PREFIXES = ("/v1/",)
 
 
 async def http_app(scope, receive, send):
-    app = api_asgi_app if scope["path"].startswith("/v1/") else site_asgi_app
+    app = api_asgi_app if scope["path"].startswith(API_PREFIXES) else site_asgi_app
     await app(scope, receive, send)
 
 

@@ -166,6 +166,9 @@ FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Browser origins allowed to call the API surfaces (freellm/cors.py): "*" (any: the API takes bearer keys, no
+# cookies), a comma list of origins such as https://app.example.com, or empty for no CORS. Never the admin.
+FREELLM_CORS_ORIGINS = env.list("FREELLM_CORS_ORIGINS", default=["*"])
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)

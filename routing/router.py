@@ -56,6 +56,7 @@ _ERROR_GROUPS = {
     ErrorKind.RATE_LIMITED: "rate-limited",
     ErrorKind.SERVER: "failing",
     ErrorKind.CONNECTION: "failing",
+    ErrorKind.EMPTY: "failing",
     ErrorKind.TIMEOUT: "timed out",
     ErrorKind.AUTH: "key invalid",
     ErrorKind.NOT_FOUND: "model unavailable",

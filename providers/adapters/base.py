@@ -50,6 +50,7 @@ class ErrorKind(StrEnum):
     CONTEXT_LENGTH = "context_length"  # prompt too long for this model: rule it out for the request
     BAD_REQUEST = "bad_request"  # the request itself is wrong: back to the client, no failover
     BLOCKED = "content_blocked"  # safety filter refused: back to the client
+    EMPTY = "empty_answer"  # no content, no tool call and no reasoning: a broken answer, fail over like a 5xx
 
     @property
     def fails_over(self) -> bool:

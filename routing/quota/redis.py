@@ -335,6 +335,7 @@ _OUTCOMES = {
     ErrorKind.SERVER: "failure",
     ErrorKind.TIMEOUT: "failure",
     ErrorKind.CONNECTION: "failure",
+    ErrorKind.EMPTY: "failure",
     ErrorKind.AUTH: "auth",
 }
 

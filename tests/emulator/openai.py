@@ -94,7 +94,22 @@ def routes(engine: Engine) -> list[Route]:
                     "arguments": json.dumps(content.example_arguments(function.get("parameters"))),
                 },
             }
-        text = None if tool_call else content.reply_text(messages, json_mode=json_mode)
+        spec = decision.spec
+        if tool_call and spec and spec.textcall:
+            # Written as text instead of a tool call, as free models often do.
+            function = tool_call["function"]
+            text = content.tool_call_text(spec.textcall, function["name"], json.loads(function["arguments"]))
+            if spec.textcall_lead:
+                text = f"{content.TOOL_CALL_LEAD}\n{text}"
+            tool_call = None
+        else:
+            text = None if tool_call else content.reply_text(messages, json_mode=json_mode)
+        if tool_call and spec and spec.doubleargs:
+            tool_call["function"]["arguments"] = json.dumps(tool_call["function"]["arguments"])
+        if text is not None and spec and spec.thinktag:
+            text = f"<think>{content.THINK_TAG_TEXT}</think>\n\n{text}"
+        if spec and spec.empty:
+            text, tool_call = "", None
         completion_tokens = content.estimate_tokens(tool_call["function"]["arguments"] if tool_call else text)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -139,7 +154,7 @@ def routes(engine: Engine) -> list[Route]:
             }]})))
             for piece in content.split_chunks(arguments):
                 frames.append(_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
-        else:
+        elif text:
             frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
         tail = [_sse(chunk({}, finish_reason))]
         if (body.get("stream_options") or {}).get("include_usage"):

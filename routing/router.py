@@ -89,6 +89,8 @@ class RequestContext:
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
     context_tokens: int = 0  # what the request needs of a context window (gating's estimate); 0: est_tokens
     session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
+    chain: str = ""  # the chain the requested name resolved to ("" for a model), for X-FreeLLM-Chain
+    alias: str = ""  # the alias pattern that resolved it, for X-FreeLLM-Alias
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)

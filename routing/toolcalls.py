@@ -374,6 +374,11 @@ class StreamRescuer:
 
     # -- public --
 
+    @property
+    def finished(self) -> bool:
+        """The upstream's finish reason came (or the stream ended)."""
+        return self._finished
+
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         choices = chunk.get("choices") or []
         first = next((c for c in choices if c.get("index", 0) == 0), None)

@@ -349,12 +349,14 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         "route_name", "kind", "family", "context_window", "supports_tools", "supports_vision", "supports_json",
         "rpm", "rpd", "tpm", "tpd", "enabled",
     ]
-    list_filter = ["provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "family"]
+    list_filter = [
+        "provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "supports_fim", "family",
+    ]
     search_fields = ["model_id", "family", "provider__slug"]
     list_select_related = ["provider"]
     fieldsets = [
         (None, {"fields": ["provider", "model_id", "kind", "family", "dimensions", "context_window", "enabled"]}),
-        ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
+        ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json", "supports_fim"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
         ("Quota now", {
             "fields": ["quota_now"],

@@ -61,6 +61,7 @@ class ModelSpec(_Spec):
     vision: bool = False
     # "json" would shadow BaseModel.json; the file still says `json:`.
     json_mode: bool = Field(default=False, alias="json")
+    fim: bool = False  # fill in the middle on /fim/completions (legacy completions go there natively)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     enabled: bool = True
 

@@ -97,6 +97,11 @@ class UpstreamModel(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    supports_fim = models.BooleanField(
+        default=False, verbose_name="supports fill-in-the-middle",
+        help_text="The provider serves this model on /fim/completions (Mistral's codestral): legacy completions "
+                  "(POST /v1/completions) go there natively instead of as a chat prompt.",
+    )
     # Per-key limits; empty means not documented.
     rpm = models.PositiveIntegerField(null=True, blank=True)
     rpd = models.PositiveIntegerField(null=True, blank=True)

@@ -271,6 +271,7 @@ def _upsert_provider(
                 "supports_tools": model_spec.tools,
                 "supports_vision": model_spec.vision,
                 "supports_json": model_spec.json_mode,
+                "supports_fim": model_spec.fim,
                 "rpm": model_spec.limits.rpm,
                 "rpd": model_spec.limits.rpd,
                 "tpm": model_spec.limits.tpm,
@@ -378,6 +379,7 @@ def _export_model(model: UpstreamModel) -> dict[str, Any]:
     _put_if(item, "tools", model.supports_tools, default=False)
     _put_if(item, "vision", model.supports_vision, default=False)
     _put_if(item, "json", model.supports_json, default=False)
+    _put_if(item, "fim", model.supports_fim, default=False)
     limits = {name: getattr(model, name) for name in ("rpm", "rpd", "tpm", "tpd") if getattr(model, name) is not None}
     _put_if(item, "limits", limits)
     _put_if(item, "enabled", model.enabled, default=True)

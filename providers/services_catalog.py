@@ -47,6 +47,7 @@ MODEL_FIELDS = (
     "supports_tools",
     "supports_vision",
     "supports_json",
+    "supports_fim",
     "rpm",
     "rpd",
     "tpm",
@@ -83,6 +84,7 @@ def catalog_model_values(model: CatalogModel) -> dict[str, Any]:
         "supports_tools": model.tools,
         "supports_vision": model.vision,
         "supports_json": model.json,
+        "supports_fim": model.fim,
         "rpm": model.limits.rpm,
         "rpd": model.limits.rpd,
         "tpm": model.limits.tpm,
@@ -216,6 +218,7 @@ def _model_spec(model: CatalogModel) -> dict[str, Any]:
         "tools": model.tools,
         "vision": model.vision,
         "json": model.json,
+        "fim": model.fim,
         "limits": {k: v for k, v in dataclasses.asdict(model.limits).items() if v is not None},
     }
     if model.dimensions is not None:
@@ -484,8 +487,9 @@ def _sync_model(
     dirty: list[str] = []
     target = f"model {model.model_id}"
     for name in MODEL_FIELDS:
-        new = new_record[name]
         current = getattr(model, name)
+        # A record written by an older catalog lacks the fields added since: nothing to say about those.
+        new = new_record.get(name, current)
         verdict = _merge(current, record.get(name, _UNSET), new)
         if verdict == "update":
             if retiring and name == "enabled":

@@ -103,6 +103,7 @@ class ModelInfo:
     json: bool
     limits: Limits
     keys: tuple[KeyInfo, ...]
+    fim: bool = False  # served on /fim/completions (fill in the middle) as well
 
     @property
     def name(self) -> str:
@@ -194,6 +195,7 @@ def load_routing_config(version: str = "") -> RoutingConfig:
             tools=m.supports_tools,
             vision=m.supports_vision,
             json=m.supports_json,
+            fim=m.supports_fim,
             limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
             keys=tuple(keys),
         )

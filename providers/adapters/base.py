@@ -133,6 +133,11 @@ class Adapter:
     async def chat_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
         raise _unsupported(self, "streaming chat")
 
+    async def fim_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
+        """Fill in the middle: ``request`` is ``{"prompt", "suffix"?, "max_tokens"?, "temperature"?, "top_p"?,
+        "stop"?}``; the stream yields ``chat.completion.chunk`` dicts whose content is the missing middle."""
+        raise _unsupported(self, "fill-in-the-middle completions")
+
     async def embeddings(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamResponse:
         raise _unsupported(self, "embeddings")
 

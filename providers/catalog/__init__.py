@@ -68,6 +68,7 @@ class CatalogModel:
     tools: StrictBool = False
     vision: StrictBool = False
     json: StrictBool = False
+    fim: StrictBool = False  # served on /fim/completions too (fill in the middle)
     limits: CatalogLimits = Field(default_factory=CatalogLimits)
     # Position in the default `auto` chain across all providers; lower comes first. Only chat models.
     auto_rank: Count | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +31,16 @@ from pydantic import BaseModel, ConfigDict
 import freellm.background
 from analytics.services import request_log_enqueue
 from freellm.background import spawn
-from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
+from providers.adapters.base import (
+    Adapter,
+    ErrorKind,
+    Target,
+    Timeouts,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamStream,
+    Usage,
+)
 from providers.adapters.transport import CompletionAssembler, usage_dict
 from routing import continuity, router, toolcalls
 from routing.auth import authenticate_request
@@ -161,11 +170,22 @@ class ChatResult:
         return self.served.result
 
 
+# (adapter, target, the chat body for that target, timeouts) → the opened upstream stream of chat chunks.
+UpstreamOpener = Callable[[Adapter, Target, dict[str, Any], Timeouts], Awaitable[UpstreamStream]]
+
+
+async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any],
+                           timeouts: Timeouts) -> UpstreamStream:
+    return await adapter.chat_stream(get_client(), target, body, timeouts)
+
+
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
-               session_user: str | None = None) -> ChatResult:
+               session_user: str | None = None, opener: UpstreamOpener = open_chat_stream) -> ChatResult:
     """Route one chat request (an OpenAI chat-completions body; ``stream`` and ``stream_options`` are the
     exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
-    the dialect has its own notion of a user (Anthropic's metadata.user_id)."""
+    the dialect has its own notion of a user (Anthropic's metadata.user_id). ``opener`` calls the upstream
+    when a dialect has a native endpoint for some models (legacy completions: fill in the middle); whatever
+    it opens must stream chat.completion.chunk dicts."""
     request.freellm_dialect = dialect
     for i, message in enumerate(body["messages"]):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -188,7 +208,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            primed = await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+            primed = await _primed_stream(opener(adapter, target, plan.body_for(target), timeouts), timeouts)
             answer = await _assembled(ctx, primed)
             try:
                 answer.body = toolcalls.rescue_completion(answer.body, tools)
@@ -203,7 +223,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         return ChatResult(ctx, served, completion=served.result.body)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(adapter, target, plan.body_for(target), timeouts,
+        return await _primed_stream(opener(adapter, target, plan.body_for(target), timeouts), timeouts,
                                     rescuer=toolcalls.StreamRescuer(tools))
 
     served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
@@ -211,14 +231,14 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     return ChatResult(ctx, served)
 
 
-async def _primed_stream(adapter, target, body, timeouts, *, rescuer: toolcalls.StreamRescuer | None = None
-                         ) -> tuple[UpstreamStream, Any, list[dict]]:
+async def _primed_stream(opening: Awaitable[UpstreamStream], timeouts: Timeouts, *,
+                         rescuer: toolcalls.StreamRescuer | None = None) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then.
 
     With a ``rescuer`` (streams to the client) the chunks pass through it: the answer has begun with the
     upstream's first real output even while the rescuer holds it back (a possible text tool call), and an
     answer that ends with nothing in it fails here, before the first byte."""
-    stream = await adapter.chat_stream(get_client(), target, body, timeouts)
+    stream = await opening
     chunks = stream.chunks().__aiter__()
     batches = _rescued(chunks, rescuer) if rescuer is not None else None
     buffered: list[dict] = []

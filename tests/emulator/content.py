@@ -114,6 +114,13 @@ def example_arguments(schema: dict | None) -> dict:
     return arguments
 
 
+def fim_text(prompt: str, suffix: str | None) -> str:
+    """The emulator's fill-in-the-middle answer (``/fim/completions``): names the edges it was given."""
+    if suffix:
+        return f"MIDDLE({prompt[-8:]}|{suffix[:8]})"
+    return f"CONTINUED({prompt[-8:]})"
+
+
 THINK_TAG_TEXT = "Let me think about this."
 TOOL_CALL_LEAD = "I will call the tool."
 

@@ -371,6 +371,7 @@ class StreamRescuer:
         self._held_arguments: dict[int, list[str]] = {}  # real calls whose arguments look double-encoded
         self._template: dict[str, Any] | None = None
         self._finished = False
+        self._scan: _JsonScan | None = None  # how far a possible bare JSON answer has been read
 
     # -- public --
 
@@ -491,7 +492,9 @@ class StreamRescuer:
                 content += self._take(len(pending) - keep)
                 return content, reasoning
             if state == _HELD_JSON:
-                progress, value = _json_progress(pending)
+                if self._scan is None:
+                    self._scan = _JsonScan()
+                progress, value = self._scan.advance(pending)
                 if progress == "open":
                     return content, reasoning
                 if progress == "complete" and _bare_json_calls(value, self.spec):
@@ -499,6 +502,7 @@ class StreamRescuer:
                     return content, reasoning
                 # Clearly not a call: it is text, and no later text can be a bare JSON call either.
                 self._emitted_text = True
+                self._scan = None
                 self._state = _TEXT
                 continue
             return content, reasoning  # _HELD: everything waits for the end
@@ -572,6 +576,9 @@ class StreamRescuer:
 
 def _partial_suffix(text: str, markers: tuple[str, ...]) -> int:
     """Length of the longest end of ``text`` that is the beginning of one of the markers (to hold back)."""
+    # Every marker starts with "<": without one near the end, nothing to hold (the common case, kept cheap).
+    if "<" not in text[-max(len(m) for m in markers):]:
+        return 0
     best = 0
     for marker in markers:
         for size in range(min(len(marker) - 1, len(text)), best, -1):
@@ -581,36 +588,60 @@ def _partial_suffix(text: str, markers: tuple[str, ...]) -> int:
     return best
 
 
-def _json_progress(text: str) -> tuple[str, str]:
-    """Of a bare JSON answer in the making (optionally in a ``` fence): ("open", "") while its first object or
-    array is unfinished, ("complete", <its text>) once it closed, ("not", "") when it is not JSON at all."""
-    stripped = text.lstrip()
-    if stripped.startswith("`"):
-        if not "```".startswith(stripped[:3]):
-            return "not", ""
-        newline = stripped.find("\n")
-        if newline < 0:
-            return ("open", "") if len(stripped) < 16 and re.fullmatch(r"`{1,3}[a-zA-Z]*", stripped) else ("not", "")
-        stripped = stripped[newline + 1:].lstrip()
-        if not stripped:
-            return "open", ""
-    if stripped[:1] not in ("{", "["):
-        return "not", ""
-    depth, in_string, escaped = 0, False, False
-    for position, char in enumerate(stripped):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
+class _JsonScan:
+    """Reads a bare JSON answer in the making (optionally in a ``` fence) as it grows, each character once:
+    ("open", "") while its first object or array is unfinished, ("complete", <its text>) once it closed,
+    ("not", "") when it is not JSON at all."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None  # where the value begins in the text
+        self.position = 0
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def advance(self, text: str) -> tuple[str, str]:
+        if self.start is None:
+            opening = _json_start(text)
+            if opening in ("open", "not"):
+                return opening, ""
+            self.start = self.position = opening
+        for position in range(self.position, len(text)):
+            char = text[position]
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
             elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return "complete", stripped[: position + 1]
-    return "open", ""
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    return "complete", text[self.start: position + 1]
+        self.position = len(text)
+        return "open", ""
+
+
+def _json_start(text: str) -> int | str:
+    """Where the JSON value of a bare answer begins (after blanks and an opening ``` fence line), or "open"
+    while that cannot be told yet, or "not"."""
+    offset = len(text) - len(text.lstrip())
+    rest = text[offset:]
+    if rest.startswith("`"):
+        if not "```".startswith(rest[:3]):
+            return "not"
+        newline = rest.find("\n")
+        if newline < 0:
+            return "open" if len(rest) < 16 and re.fullmatch(r"`{1,3}[a-zA-Z]*", rest) else "not"
+        offset += newline + 1
+        rest = text[offset:]
+        blank = len(rest) - len(rest.lstrip())
+        offset, rest = offset + blank, rest[blank:]
+        if not rest:
+            return "open"
+    return offset if rest[:1] in ("{", "[") else "not"

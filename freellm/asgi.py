@@ -38,14 +38,26 @@ class ApiASGIHandler(ASGIHandler):
         self._middleware_chain = dialect_error_responses(convert_exception_to_response(self._get_response_async))
 
 
-# Browsers may call the API from other origins (CORS); the admin and its pages never.
-api_asgi_app = CorsMiddleware(ApiASGIHandler())
+api_handler = ApiASGIHandler()
+# Browsers may call the API from other origins (CORS); the admin and the ops endpoints never (a page open in
+# a browser on the gateway's machine must not read the loopback-only /metrics).
+api_asgi_app = CorsMiddleware(api_handler)
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 API_PREFIXES = ("/v1/",)
 
 
+# Served without the middleware stack: the API, and the health and metrics endpoints (routing.api.ops).
+_OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
+
+
 async def http_app(scope, receive, send):
-    app = api_asgi_app if scope["path"].startswith(API_PREFIXES) else site_asgi_app
+    path = scope["path"]
+    if path.startswith(API_PREFIXES):
+        app = api_asgi_app
+    elif path in _OPS_PATHS:
+        app = api_handler
+    else:
+        app = site_asgi_app
     await app(scope, receive, send)
 
 

@@ -25,7 +25,7 @@ ALLOWED_HEADERS = (
 # Response headers browser code may read: what happened to the request, and when to retry.
 EXPOSED_HEADERS = (
     "X-FreeLLM-Provider", "X-FreeLLM-Model", "X-FreeLLM-Attempts", "X-FreeLLM-Trail", "X-FreeLLM-Switched",
-    "X-FreeLLM-Chain", "X-FreeLLM-Alias", "Retry-After",
+    "X-FreeLLM-Chain", "X-FreeLLM-Alias", "X-FreeLLM-Request-Id", "Retry-After",
 )  # fmt: skip
 # Browsers cache a preflight this long (seconds; Chromium caps it at 7200).
 MAX_AGE = "600"

@@ -76,3 +76,11 @@ def test_the_admin_never_answers_cross_origin(gateway, path):
 
     assert "access-control-allow-origin" not in resp.headers
     assert "access-control-allow-origin" not in page.headers
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/livez"])
+def test_the_ops_endpoints_never_answer_cross_origin(gateway, path):
+    resp = httpx.get(f"{gateway.url}{path}", headers={"Origin": ORIGIN})
+
+    assert "access-control-allow-origin" not in resp.headers
+    assert preflight(gateway, path).headers.get("access-control-allow-origin") is None

@@ -31,7 +31,7 @@ from routing.gating import (
     too_small,
 )
 from routing.handoff import build_handoff
-from routing.sessions import StickySession, get_session_store, session_key
+from routing.sessions import SessionSource, StickySession, get_session_store, session_key
 
 if TYPE_CHECKING:
     from providers.adapters.base import Target
@@ -118,10 +118,13 @@ async def chat_plan(
     resolution: Resolution,
     requested: str,
     ctx: RequestContext | None = None,
+    conversation_sessions: bool = True,
 ) -> ChatPlan:
     """Gate the resolved models (400 when no window holds the request, 422 when none can serve it for
     another reason) and put the session's sticky model first. ``ctx`` learns what the request needs of a
-    context window, for the router's own context-overflow error."""
+    context window, for the router's own context-overflow error. Without ``conversation_sessions`` only a
+    session the client names (X-Session-Id, ``user``) is sticky: for stateless requests such as editor
+    completions, whose every prompt would otherwise open a session of its own."""
     requirements = chat_requirements(body)
     if ctx is not None:
         ctx.context_tokens = requirements.total_tokens
@@ -136,7 +139,10 @@ async def chat_plan(
     plan = ChatPlan(body=body, resolution=resolution, requirements=requirements, api_key_id=api_key_id)
     if resolution.explicit:
         return plan
-    plan.session_key, plan.session_source = session_key(headers=headers, body=body, api_key_id=api_key_id)
+    key, source = session_key(headers=headers, body=body, api_key_id=api_key_id)
+    if source == SessionSource.CONVERSATION and not conversation_sessions:
+        return plan
+    plan.session_key, plan.session_source = key, source
     store = get_session_store()
     sticky = await store.get(plan.session_key)
     if sticky is None:

@@ -108,7 +108,10 @@ async def completions(request: HttpRequest, payload: CompletionRequest):
     stream = bool(sent.get("stream"))
     body = chat_body(sent, prompt, suffix)
     opener = fim_opener(await get_routing_config(), fim_body(sent, prompt, suffix))
-    result = await exchange.chat(request, body, dialect=Dialect.COMPLETIONS, stream=stream, opener=opener)
+    # Each autocomplete prompt differs: a session per prompt would be noise. Sticky only when the client
+    # names its session (X-Session-Id or `user`).
+    result = await exchange.chat(request, body, dialect=Dialect.COMPLETIONS, stream=stream, opener=opener,
+                                 conversation_sessions=False)
     if not stream:
         return exchange.with_trail(JsonResponse(text_completion(result.completion)), result)
     include_usage = bool((sent.get("stream_options") or {}).get("include_usage"))

@@ -180,12 +180,14 @@ async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any
 
 
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
-               session_user: str | None = None, opener: UpstreamOpener = open_chat_stream) -> ChatResult:
+               session_user: str | None = None, opener: UpstreamOpener = open_chat_stream,
+               conversation_sessions: bool = True) -> ChatResult:
     """Route one chat request (an OpenAI chat-completions body; ``stream`` and ``stream_options`` are the
     exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
     the dialect has its own notion of a user (Anthropic's metadata.user_id). ``opener`` calls the upstream
     when a dialect has a native endpoint for some models (legacy completions: fill in the middle); whatever
-    it opens must stream chat.completion.chunk dicts."""
+    it opens must stream chat.completion.chunk dicts. ``conversation_sessions=False``: sticky only when the
+    client names its session (X-Session-Id, ``user``), for requests that are not conversations."""
     request.freellm_dialect = dialect
     for i, message in enumerate(body["messages"]):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -199,7 +201,8 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         upstream["user"] = session_user
     # Gating (400/422 before any call), the session's sticky model first, a handoff for whoever takes over.
     plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
-                                      resolution=resolution, requested=body["model"], ctx=ctx)
+                                      resolution=resolution, requested=body["model"], ctx=ctx,
+                                      conversation_sessions=conversation_sessions)
     # What free models get wrong (text tool calls, double-encoded arguments, inline <think>, empty answers) is
     # put right here, before any dialect sees the answer; an empty one fails over like a 5xx.
     tools = toolcalls.tool_spec(upstream)

@@ -138,3 +138,18 @@ def test_what_legacy_completions_cannot_do_here_is_a_clear_400(gateway, emulator
     error = caught.value.body
     assert error["param"] == param and says in error["message"]
     assert emulator.calls == []
+
+
+def test_completions_open_no_session_per_prompt_but_keep_a_named_one(gateway, emulator, models):
+    from analytics.models import StickySession
+
+    client = gateway.openai()
+    for prompt in ("a", "ab", "abc"):
+        client.completions.create(model="auto", prompt=prompt)
+    wait_until_idle()
+    assert not StickySession.objects.exists()
+
+    for prompt in ("a", "ab"):
+        client.completions.create(model="auto", prompt=prompt, extra_headers={"X-Session-Id": "editor-1"})
+    wait_until_idle()
+    assert StickySession.objects.count() == 1

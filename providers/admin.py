@@ -42,6 +42,7 @@ from .services import (
     provider_set_enabled,
     upstream_model_set_enabled,
 )
+from .signals import bump_routing_config
 
 admin.site.site_header = "freellm control room"
 admin.site.site_title = "freellm"
@@ -504,3 +505,9 @@ class ModelAliasAdmin(SortableAdminMixin, admin.ModelAdmin):
                            "target. Drag rows in the list to reorder them.",
         }),
     ]  # fmt: skip
+
+    def _update_order(self, updated_items, extra_model_filters):
+        # Dragging reorders with bulk_update, which sends no post_save: announce the new order to the routers.
+        updated = super()._update_order(updated_items, extra_model_filters)
+        bump_routing_config(ModelAlias)
+        return updated

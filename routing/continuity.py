@@ -31,6 +31,7 @@ from routing.gating import (
     too_small,
 )
 from routing.handoff import build_handoff
+from routing.router import StepGroup
 from routing.sessions import SessionSource, StickySession, get_session_store, session_key
 
 if TYPE_CHECKING:
@@ -166,10 +167,12 @@ def switch_reason(ctx: RequestContext, sticky: StickySession) -> str:
     for step in ctx.trail:
         if (step.route.provider, step.route.model) != (sticky.provider, sticky.model):
             continue
-        if step.group in ("not capable", "context too small") and not step.called:
-            reason = step.outcome.removeprefix("skipped:")
+        # "no vision" says more than "not capable"; "rate-limited" more than "rpm"; a window that was too
+        # small says its size.
+        if step.group == StepGroup.NOT_CAPABLE or (step.group == StepGroup.CONTEXT_TOO_SMALL and not step.called):
+            reason = step.reason
         else:
-            reason = step.group or step.outcome.removeprefix("skipped:")
+            reason = step.group or step.reason or step.outcome
         if reason not in reasons:
             reasons.append(reason)
     return ", ".join(reasons) or "no usable key"

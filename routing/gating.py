@@ -24,9 +24,9 @@ class Capabilities(Protocol):
 
     name: str
     context_window: int | None
-    tools: bool
-    vision: bool
-    json: bool
+    supports_tools: bool
+    supports_vision: bool
+    supports_json: bool
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,11 @@ _CONTEXT_REASON = "context window"
 
 def model_can_serve(model: Capabilities, req: Requirements) -> str | None:
     """None when the model can take the request, else why not (short, shown in trails and errors)."""
-    if req.needs_vision and not model.vision:
+    if req.needs_vision and not model.supports_vision:
         return "no vision"
-    if req.needs_tools and not model.tools:
+    if req.needs_tools and not model.supports_tools:
         return "no tool calling"
-    if req.needs_json and not model.json:
+    if req.needs_json and not model.supports_json:
         return "no JSON mode"
     if too_small(model, req):
         return f"{_CONTEXT_REASON} {model.context_window:,} < ~{req.total_tokens:,} tokens"

@@ -145,7 +145,7 @@ def fim_opener(cfg, fim_request: dict[str, Any]) -> exchange.UpstreamOpener:
     async def open_stream(adapter: Adapter, target: Target, body: dict[str, Any],
                           timeouts: Timeouts) -> UpstreamStream:
         model = cfg.by_name.get(f"{target.provider}/{target.model}")
-        if model is not None and model.fim:
+        if model is not None and model.supports_fim:
             return await adapter.fim_stream(get_client(), target, fim_request, timeouts)
         return await exchange.open_chat_stream(adapter, target, body, timeouts)
 

@@ -25,12 +25,12 @@ def test_fim_is_imported_exported_and_reaches_the_routing_snapshot():
     assert exported[0] == {"id": "codestral-latest", "kind": "chat", "fim": True}
     assert "fim" not in exported[1]
     cfg = load_routing_config("t")
-    assert cfg.by_name["mistral/codestral-latest"].fim and not cfg.by_name["mistral/mistral-small-latest"].fim
+    assert cfg.by_name["mistral/codestral-latest"].supports_fim and not cfg.by_name["mistral/mistral-small-latest"].supports_fim
     assert not config_import(data=CONFIG).changes
 
 
 def test_the_catalog_marks_codestral_as_fim():
     mistral = catalog_provider("mistral")
 
-    assert mistral.model("codestral-latest").fim
-    assert not mistral.model("mistral-small-latest").fim
+    assert mistral.model("codestral-latest").supports_fim
+    assert not mistral.model("mistral-small-latest").supports_fim

@@ -62,3 +62,15 @@ def test_an_alias_added_later_is_used_at_once_and_unknown_names_stay_404(gateway
     ModelAlias.objects.create(pattern="o3*", target="coding", position=4)
 
     assert client.chat.completions.create(model="o3-mini", messages=HI).choices[0].message.content == "Echo: hi"
+
+
+def test_retrieving_an_aliased_name_describes_its_target(gateway, emulator, coding):
+    client = gateway.openai()
+
+    model = client.models.retrieve("claude-opus-4-1")
+
+    assert model.id == "claude-opus-4-1"
+    assert model.model_extra["alias"] == {"pattern": "claude-*", "target": "coding"}
+    assert model.model_extra["chain"] == ["mistral/codestral", "groq/llama"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("llama-9000")

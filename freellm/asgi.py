@@ -19,11 +19,12 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
 from freellm.cors import CorsMiddleware  # noqa: E402
+from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler without the middleware stack, for /v1 only.
+    """Django's ASGI handler without the middleware stack, for the API's paths only (/v1, /v1beta, /api).
 
     The API authenticates by its own key and uses no session, CSRF, messages or clickjacking protection;
     each built-in middleware would cost thread hops per request (about 20-30% of the gateway's CPU in
@@ -39,11 +40,10 @@ class ApiASGIHandler(ASGIHandler):
 
 
 api_handler = ApiASGIHandler()
-# Browsers may call the API from other origins (CORS); the admin and the ops endpoints never (a page open in
-# a browser on the gateway's machine must not read the loopback-only /metrics).
+# Browsers may call every API surface (/v1, /v1beta, /api) from other origins (CORS); the admin and the ops
+# endpoints never (a page open in a browser on the gateway's machine must not read the loopback-only /metrics).
 api_asgi_app = CorsMiddleware(api_handler)
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
-API_PREFIXES = ("/v1/",)
 
 
 # Served without the middleware stack: the API, and the health and metrics endpoints (routing.api.ops).
@@ -52,7 +52,7 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
-    if path.startswith(API_PREFIXES):
+    if path.startswith(API_PATH_PREFIXES):
         app = api_asgi_app
     elif path in _OPS_PATHS:
         app = api_handler

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -116,6 +116,7 @@ class ModelInfo:
     supports_json: bool
     limits: Limits
     keys: tuple[KeyInfo, ...]
+    canonical: str = ""  # the cross-provider id ("" when not set)
     supports_fim: bool = False  # served on /fim/completions (fill in the middle) as well
 
     @property
@@ -144,6 +145,7 @@ class ChainInfo:
     name: str
     kind: str
     models: tuple[ModelInfo, ...]
+    strategy: str = "priority"  # providers.models.ChainStrategy
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,9 @@ class RoutingConfig:
     chains: dict[str, ChainInfo]
     by_name: dict[str, ModelInfo]  # "provider/model_id"
     by_model_id: dict[str, tuple[ModelInfo, ...]]  # bare upstream id → every provider serving it
+    # canonical id → every provider's spelling of it: in the order they first appear in the chains (the
+    # catalog ranks them there), then the rest in the order they were added.
+    by_canonical: dict[str, tuple[ModelInfo, ...]] = field(default_factory=dict)
     aliases: tuple[AliasInfo, ...] = ()  # in order: the first that matches a name nothing else knows wins
 
     @property
@@ -206,6 +211,7 @@ def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[Model
                 supports_fim=m.supports_fim,
                 limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
                 keys=tuple(keys),
+                canonical=m.canonical,
             )
         )
     return models
@@ -232,9 +238,22 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         members = tuple(
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
-        chains[chain.name] = ChainInfo(chain.name, chain.kind, members)
+        chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy)
     aliases = tuple(AliasInfo(a.pattern, a.target) for a in ModelAlias.objects.filter(enabled=True))
-    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()}, aliases)
+    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()},
+                         _by_canonical(by_name.values(), chains.values()), aliases)
+
+
+def _by_canonical(models: Iterable[ModelInfo], chains: Iterable[ChainInfo]) -> dict[str, tuple[ModelInfo, ...]]:
+    rank: dict[str, int] = {}
+    for chain in chains:
+        for member in chain.models:
+            rank.setdefault(member.name, len(rank))
+    groups: dict[str, list[ModelInfo]] = defaultdict(list)
+    for model in sorted(models, key=lambda m: (rank.get(m.name, len(rank)), m.id)):
+        if model.canonical:
+            groups[model.canonical].append(model)
+    return {name: tuple(members) for name, members in groups.items()}
 
 
 class _State:

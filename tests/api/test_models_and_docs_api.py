@@ -70,6 +70,9 @@ def test_openapi_describes_every_endpoint_and_how_to_authenticate(gateway):
     assert operations == {
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/completions"),
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/responses/{response_id}"),
+        ("DELETE", "/v1/responses/{response_id}"),
         ("POST", "/v1/embeddings"),
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{model}"),

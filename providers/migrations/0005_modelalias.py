@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0002_catalog_values'),
+        ('providers', '0004_model_canonical'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0003_modelalias'),
+        ('providers', '0005_modelalias'),
     ]
 
     operations = [

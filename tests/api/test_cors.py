@@ -84,3 +84,10 @@ def test_the_ops_endpoints_never_answer_cross_origin(gateway, path):
 
     assert "access-control-allow-origin" not in resp.headers
     assert preflight(gateway, path).headers.get("access-control-allow-origin") is None
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses", "/v1beta/models/flash:generateContent", "/api/chat"])
+def test_every_api_surface_answers_preflights(gateway, path):
+    resp = preflight(gateway, path)
+
+    assert resp.status_code == 204 and resp.headers["access-control-allow-origin"] == "*"

@@ -132,3 +132,21 @@ def test_only_empty_answers_is_a_502(gateway, emulator, stream):
 
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "upstream_error"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_responses_dialect_gets_the_rescue_too(gateway, emulator, stream):
+    tool_model(emulator, "g;textcall=kimi")
+    client = gateway.openai()
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER[0]["function"]["parameters"]}
+    kwargs = {"model": "groq/llama", "input": "Weather in Paris? call tool", "tools": [tool]}
+
+    if stream:
+        with client.responses.stream(**kwargs) as events:
+            response = events.get_final_response()
+    else:
+        response = client.responses.create(**kwargs)
+
+    [call] = [item for item in response.output if item.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "echo"})
+    assert not [item for item in response.output if item.type == "message"]

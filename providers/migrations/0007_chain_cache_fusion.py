@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0004_model_canonical'),
+        ('providers', '0006_upstreammodel_supports_fim'),
     ]
 
     operations = [

@@ -35,7 +35,7 @@ from providers.adapters.base import ErrorKind
 log = logging.getLogger(__name__)
 
 # Errors that are the route's own doing.
-FAILURE_KINDS = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
+FAILURE_KINDS = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY})
 RECENT = 20
 # Output speed is only measured on answers at least this long: over a handful of tokens it is mostly noise.
 SPEED_MIN_TOKENS = 32

@@ -84,3 +84,22 @@ def test_pages_read_the_shared_record_in_redis(client, staff_user, routes, setti
     client.force_login(staff_user)
     page = client.get(reverse("admin:providers_upstreammodel_change", args=[routes.pk])).content.decode()
     assert "66.7 %" in page.split("Live stats", 1)[1]
+
+
+def test_an_empty_answer_counts_against_the_route(gateway, emulator):
+    import httpx
+
+    from routing.selectors_stats import route_stats
+    from routing.stats import model_key
+    from tests.fixtures_gateway import add_chain, add_provider
+
+    add_provider(emulator, "hollow", ["h;empty"], ["llama"])
+    add_provider(emulator, "solid", ["ok"], ["llama"])
+    add_chain("auto", ["hollow/llama", "solid/llama"])
+    resp = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {gateway.api_key}"},
+                      json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.headers["X-FreeLLM-Provider"] == "solid"
+    stats = route_stats([model_key("hollow", "llama"), model_key("solid", "llama")])
+    assert round(stats[model_key("hollow", "llama")].fail) == 1 and stats[model_key("hollow", "llama")].ok == 0
+    assert round(stats[model_key("solid", "llama")].ok) == 1

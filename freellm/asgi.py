@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 
@@ -13,8 +14,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
@@ -36,6 +39,51 @@ class ApiASGIHandler(ASGIHandler):
         self._exception_middleware = []
         # ASGI only (always async): errors answered outside the API's handlers still come in the dialect's shape.
         self._middleware_chain = dialect_error_responses(convert_exception_to_response(self._get_response_async))
+
+    async def __call__(self, scope, receive, send):
+        # No ThreadSensitiveContext: Django's would start (and stop) a thread per request for the sync signal
+        # receivers below. The API's rare ORM calls (an uncached key) share asgiref's one sync thread with the
+        # background writers, whose tasks close their connections when done (freellm.background).
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        """Django 5.2's ASGIHandler.handle less two thread hops per request: no request_started signal (its
+        receivers reset DB connections and the query log, which the API's event-loop thread has none of),
+        and the response closed in this thread (request_finished runs where nothing is initialized)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client disconnected during send_response
+            return response
+
+        # As Django does: whichever ends first, the view or a client disconnect.
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not tasks[1].cancelled():
+            tasks[1].result().close()
+        body_file.close()
 
 
 api_asgi_app = ApiASGIHandler()

@@ -217,9 +217,9 @@ PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models sk
 _rotation = itertools.count()
 
 
-# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact), so a view
-# up to HEADROOM_SECONDS old spares a quota-store round trip per key and request; this process's own
-# outcomes drop their route's entry at once.
+# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact: a key that
+# ran out is refused there and the next one tried), so a view up to HEADROOM_SECONDS old spares a quota-store
+# round trip per key and request.
 HEADROOM_SECONDS = 1.0
 _headroom: dict[str, tuple[float, float]] = {}
 
@@ -236,12 +236,9 @@ async def _headroom_of(store, route: Route) -> float:
     return value
 
 
-def forget_headroom(route: Route | None = None) -> None:
-    """Drop the view of ``route`` (all routes: None, e.g. a test starting afresh)."""
-    if route is None:
-        _headroom.clear()
-    else:
-        _headroom.pop(route.id, None)
+def forget_headroom() -> None:
+    """Drop the view (a test starting afresh)."""
+    _headroom.clear()
 
 
 async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
@@ -353,7 +350,6 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     else:
         await store.finish(served.lease, tokens, served.route, error.kind, retry_after=error.retry_after,
                            headers=error.headers, message=error.message)
-    forget_headroom(served.route)
     if served.key.id is not None:
         await _touch_key(served.key.id)
 
@@ -366,7 +362,6 @@ async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: 
         # A call that broke mid-answer spent what the provider counted; any other failure spent nothing.
         await store.finish(lease, exc.spent.total_tokens if exc.spent is not None else 0, route, exc.kind,
                            retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
-    forget_headroom(route)
     if exc.kind in FAILURE_KINDS:
         get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:

@@ -21,6 +21,7 @@ from django.urls import set_script_prefix  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from freellm.cors import CorsMiddleware  # noqa: E402
 from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
@@ -86,7 +87,10 @@ class ApiASGIHandler(ASGIHandler):
         body_file.close()
 
 
-api_asgi_app = ApiASGIHandler()
+api_handler = ApiASGIHandler()
+# Browsers may call every API surface (/v1, /v1beta, /api) from other origins (CORS); the admin and the ops
+# endpoints never (a page open in a browser on the gateway's machine must not read the loopback-only /metrics).
+api_asgi_app = CorsMiddleware(api_handler)
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
@@ -96,7 +100,12 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
-    app = api_asgi_app if path.startswith(API_PATH_PREFIXES) or path in _OPS_PATHS else site_asgi_app
+    if path.startswith(API_PATH_PREFIXES):
+        app = api_asgi_app
+    elif path in _OPS_PATHS:
+        app = api_handler
+    else:
+        app = site_asgi_app
     await app(scope, receive, send)
 
 

@@ -18,6 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from routing.api import mcp  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
 
@@ -47,6 +48,10 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
+    if path == "/mcp":
+        # The MCP server (routing.api.mcp): the SDK's own ASGI transport, authenticated by the unified key.
+        await mcp.application(scope, receive, send)
+        return
     app = api_asgi_app if path.startswith("/v1/") or path in _OPS_PATHS else site_asgi_app
     await app(scope, receive, send)
 

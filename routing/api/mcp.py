@@ -29,7 +29,7 @@ from routing.config import get_routing_config
 from routing.models import ApiKey
 from routing.selectors_health import models_named, route_health_rows, usable_now
 
-from .models import model_entries
+from .models import may_use, model_entries
 
 # Who sees every route (the routing-state API's rule): the quota windows' view permission, which staff have.
 ROUTES_PERMISSION = "routing.view_quotawindow"
@@ -51,12 +51,6 @@ READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldH
 def _api_key(ctx: Context) -> ApiKey:
     """The key the request was authenticated with (put into the ASGI scope by ``application``)."""
     return ctx.request_context.request.scope["state"]["freellm_api_key"]
-
-
-def may_use(api_key: ApiKey, name: str) -> bool:
-    """Whether ``api_key`` may use the chain or model ``name``. Every key may use every one while keys have no
-    allowed-models list; per-key and per-user lists (issue 13 part 3) narrow this one place."""
-    return True
 
 
 async def _may_see_all_routes(api_key: ApiKey) -> bool:

@@ -63,3 +63,10 @@ async def model_entries(*, available: bool) -> list[dict[str, Any]]:
             data.append({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.slug,
                          "kind": m.kind, "context_window": m.context_window})
     return data
+
+
+def may_use(api_key, name: str) -> bool:
+    """Whether ``api_key`` may use the chain or model ``name`` (the MCP tools and the playground ask). Every key
+    may use every one while keys have no allowed-models list; the per-key and per-user lists of issue 13 part 3
+    narrow this one place."""
+    return True

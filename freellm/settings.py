@@ -171,6 +171,8 @@ FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
 FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
+# Responses API answers stored with `store: true` (the default, as OpenAI) are kept this long (seconds).
+FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
 # Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
@@ -181,6 +183,9 @@ FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", def
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
+# Ollama's front door (/api/*): the username whose requests from this machine need no key (editors that
+# cannot send one); empty = every request needs a key. Only for a gateway not behind a proxy on this host.
+FREELLM_OLLAMA_KEYLESS_USER = env.str("FREELLM_OLLAMA_KEYLESS_USER", default="")
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -166,14 +167,20 @@ async def _unauthorized(send) -> None:
 
 async def application(scope, receive, send) -> None:
     """/mcp: the unified key's check, then the SDK's streamable HTTP transport."""
-    api_key = await authenticate_request(Request(scope))
-    if api_key is None:
-        await _unauthorized(send)
-        return
-    # The tools read it from the request the SDK hands them (the same scope).
-    scope["state"] = {**scope.get("state", {}), "freellm_api_key": api_key}
-    await _session_manager_running()
-    await server.session_manager.handle_request(scope, receive, send)
+    # Outside Django's handler nothing else retires database connections that are too old or broken (its
+    # request_started / request_finished signals do that for /v1 and the admin).
+    await sync_to_async(close_old_connections)()
+    try:
+        api_key = await authenticate_request(Request(scope))
+        if api_key is None:
+            await _unauthorized(send)
+            return
+        # The tools read it from the request the SDK hands them (the same scope).
+        scope["state"] = {**scope.get("state", {}), "freellm_api_key": api_key}
+        await _session_manager_running()
+        await server.session_manager.handle_request(scope, receive, send)
+    finally:
+        await sync_to_async(close_old_connections)()
 
 
 # Creates the session manager (stateless, JSON answers) that `application` hands requests to.

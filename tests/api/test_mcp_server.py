@@ -99,7 +99,9 @@ def test_tools_listed_and_read_only(team_gateway):
 def test_list_models_capabilities_and_headroom(team_gateway):
     # groq's key is rate-limited: after one request its route cools down and only gemini serves `auto`.
     _chat(team_gateway.gateway, team_gateway.alice, "hi")
-    _, (result,) = mcp_calls(team_gateway.gateway, team_gateway.alice, ("list_models", {}))
+    _, (result, embeddings) = mcp_calls(team_gateway.gateway, team_gateway.alice, ("list_models", {}),
+                                        ("list_models", {"kind": "embedding"}))
+    assert _json(embeddings) == {"models": []}
     models = {m["id"]: m for m in _json(result)["models"]}
     assert set(models) == {"auto", "groq/llama", "gemini/flash"}
     auto = models["auto"]
@@ -122,6 +124,12 @@ def test_route_health_shows_the_open_breaker(team_gateway):
     assert routes["gemini/flash"]["windows"]["rpm"]["used"] == 1
     # No secret in it: the key is its label.
     assert "g;429" not in result.content[0].text and "ok" not in {r["key"] for r in routes.values()}
+    assert _json(result)["usable"] == 1
+
+    # A member gets the routes of what they may use (here every chain and model), the same state.
+    _, (by_member,) = mcp_calls(team_gateway.gateway, team_gateway.bob, ("route_health", {}))
+    assert {r["route"]: r["state"] for r in _json(by_member)["routes"]} == {
+        name: r["state"] for name, r in routes.items()}
 
 
 def test_usage_summary_own_key_and_staff_per_user(team_gateway):

@@ -30,7 +30,7 @@ from routing.config import get_routing_config
 from routing.models import ApiKey
 from routing.selectors_health import models_named, route_health_rows, usable_now
 
-from .models import may_use, model_entries
+from .models import entries_for
 
 # Who sees every route (the routing-state API's rule): the quota windows' view permission, which staff have.
 ROUTES_PERMISSION = "routing.view_quotawindow"
@@ -67,8 +67,8 @@ async def list_models(ctx: Context, kind: str | None = None) -> dict[str, Any]:
     api_key = _api_key(ctx)
     cfg = await get_routing_config()
     data = []
-    for entry in await model_entries(available=False):
-        if (kind and entry["kind"] != kind) or not may_use(api_key, entry["id"]):
+    for entry in await entries_for(api_key):
+        if kind and entry["kind"] != kind:
             continue
         models = models_named(cfg, entry["id"])
         rows = await route_health_rows(models)
@@ -100,10 +100,9 @@ async def route_health(ctx: Context) -> dict[str, Any]:
     if await _may_see_all_routes(api_key):
         models = cfg.models
     else:
-        allowed = [entry["id"] for entry in await model_entries(available=False) if may_use(api_key, entry["id"])]
         seen: dict[str, Any] = {}
-        for name in allowed:
-            for model in models_named(cfg, name):
+        for entry in await entries_for(api_key):
+            for model in models_named(cfg, entry["id"]):
                 seen.setdefault(model.name, model)
         models = list(seen.values())
     rows = await route_health_rows(models)

@@ -108,8 +108,8 @@ async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[
     return out
 
 
-def may_use(api_key, name: str) -> bool:
-    """Whether ``api_key`` may use the chain or model ``name`` (the MCP tools and the playground ask). Every key
+async def entries_for(api_key, *, available: bool = False) -> list[dict[str, Any]]:
+    """``model_entries`` of what ``api_key`` may use (the MCP tools and the playground list these). Every key
     may use every one while keys have no allowed-models list; the per-key and per-user lists of issue 13 part 3
     narrow this one place."""
-    return True
+    return await model_entries(available=available)

@@ -30,7 +30,7 @@ from routing.services import api_key_playground_get_or_create
 
 from . import exchange
 from .dialects import Dialect
-from .models import may_use, model_entries
+from .models import entries_for
 
 # Who may use it: whoever may have API keys (members and staff).
 PERMISSION = "routing.view_apikey"
@@ -51,8 +51,7 @@ def playground_page(request: HttpRequest) -> TemplateResponse:
     if not _allowed(request.user):
         raise PermissionDenied
     api_key = api_key_playground_get_or_create(user=request.user)
-    entries = [e for e in async_to_sync(model_entries)(available=False)
-               if e["kind"] == "chat" and may_use(api_key, e["id"])]  # fmt: skip
+    entries = [e for e in async_to_sync(entries_for)(api_key) if e["kind"] == "chat"]
     context = {
         **admin.site.each_context(request),
         "title": "Playground",

@@ -22,6 +22,7 @@ from django.urls import set_script_prefix  # noqa: E402
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
 from freellm.cors import CorsMiddleware  # noqa: E402
+from routing.api import mcp  # noqa: E402
 from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
@@ -100,6 +101,10 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
+    if path == "/mcp":
+        # The MCP server (routing.api.mcp): the SDK's own ASGI transport, authenticated by the unified key.
+        await mcp.application(scope, receive, send)
+        return
     if path.startswith(API_PATH_PREFIXES):
         app = api_asgi_app
     elif path in _OPS_PATHS:

@@ -136,7 +136,8 @@ async def _generate(request: HttpRequest, body: dict[str, Any], *, generate: boo
     chat_body = wire.generate_request(body, model) if generate else wire.chat_request(body, model)
     result = await exchange.chat(request, chat_body, dialect=Dialect.OLLAMA, stream=stream)
     if not stream:
-        timing.answered_in(result.ctx.trail[-1].ms)
+        # A cached answer made no call: it took no upstream time.
+        timing.answered_in(result.ctx.trail[-1].ms if result.ctx.trail else 0)
         shape = wire.generate_response if generate else wire.chat_response
         return exchange.with_trail(JsonResponse(shape(result.completion, model=shown_name, timing=timing,
                                                       think=think)), result)

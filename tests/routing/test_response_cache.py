@@ -208,3 +208,27 @@ def test_the_key_is_the_normalised_request():
         cache_key(kind="chat", chain="auto", body=body, scope="u2")
     assert deterministic({"temperature": 0}) and deterministic({"seed": 1, "temperature": 1})
     assert not deterministic({}) and not deterministic({"temperature": 0.2}) and not deterministic({"temperature": False})
+
+
+def test_every_dialect_shares_the_cache_ollama_and_gemini(gateway, emulator):
+    """The cache sits in the exchange: an Ollama client's repeat is a hit, and so is a Gemini client's."""
+    import ollama
+    from google import genai
+    from google.genai import types
+
+    _cached_chain(emulator)
+    client = ollama.Client(host=gateway.url, headers={"Authorization": f"Bearer {gateway.api_key}"}, timeout=30)
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "what is 2+2?"}], "options": {"temperature": 0}}
+    first = client.chat(**ask)
+    second = client.chat(**ask)
+    assert second.message.content == first.message.content
+    assert _upstream_calls(emulator) == 1
+
+    gemini = genai.Client(api_key=gateway.api_key, http_options=types.HttpOptions(
+        base_url=gateway.url, api_version="v1beta"))
+    config = types.GenerateContentConfig(temperature=0)
+    answers = [gemini.models.generate_content(model="auto", contents="what is 2+2?", config=config).text
+               for _ in range(2)]
+    assert answers == [first.message.content] * 2
+    # Gemini's request is another internal body (its own parameters): one call for it, then its hit.
+    assert _upstream_calls(emulator) == 2

@@ -43,7 +43,7 @@ def set_key(slug: str, secret: str) -> None:
 def test_create_answers_a_message_with_trail_headers(gateway, emulator, coding):
     client = gateway.anthropic()
     raw = client.messages.with_raw_response.create(
-        model="coding", max_tokens=200, system=SYSTEM, temperature=0.3,
+        model="coding", max_tokens=200, system=SYSTEM, extra_body={"temperature": 0.3},
         messages=[{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}],
     )
     message = raw.parse()

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from providers.adapters.base import Usage
-from routing.api_anthropic import (
+from routing.api.anthropic import (
     AnthropicEncoder,
     chat_body,
     error_body,

@@ -1,6 +1,8 @@
-"""Anthropic Messages, translated to and from the internal request (an OpenAI chat-completions body).
+"""Anthropic Messages: POST /v1/messages and /v1/messages/count_tokens (Claude Code, the Anthropic SDKs),
+translated to and from the internal request (an OpenAI chat-completions body); routing, failover, sessions
+and the request log are the exchange's.
 
-Pure functions and one stream encoder; the endpoints that use them only parse, call the exchange and render:
+Pure functions and one stream encoder; the endpoints only parse, call the exchange and render:
 
     body, user = chat_body(payload)                 # Messages request → chat body (+ metadata.user_id)
     message = message_from_completion(completion, model=..., stop_sequences=...)   # chat.completion → Message
@@ -20,8 +22,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+from pydantic import Field, StrictBool
+
 from providers.adapters.base import Usage
+from routing import router as routing_router
+from routing.config import get_routing_config
 from routing.errors import GatewayError
+from routing.tokens import estimate_request_tokens
+
+from . import exchange
+from .dialects import Dialect, register_dialect
+
+router = Router(tags=["anthropic"])
 
 # --- request: Messages → chat body ----------------------------------------------------------------
 
@@ -418,6 +432,9 @@ class AnthropicEncoder:
     does (a content_block_start needs the name). A fragment for a call already closed (an upstream that
     interleaves parallel calls) is still sent, as a delta of that call's own block index."""
 
+    # Anthropic's streams ping while the model is quiet; a client with an idle timeout keeps waiting.
+    keepalive_seconds: float | None = 10.0
+
     def __init__(self, *, model: str, input_tokens: int, stop_sequences: Sequence[str] = ()) -> None:
         self.model = model
         self.input_tokens = input_tokens
@@ -595,3 +612,76 @@ def model_page(entries: Sequence[Mapping[str, Any]], *, limit: int | None = None
     data = [model_info(entry) for entry in window]
     return {"data": data, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
             "has_more": has_more}
+
+
+def render_error(exc: GatewayError) -> HttpResponse:
+    """Every error of a /v1/messages request in Anthropic's envelope, with the status and headers
+    (Retry-After) it had. A context overflow says "prompt is too long", the words Claude Code reacts to
+    by compacting the conversation."""
+    message = exc.message
+    if exc.code == "context_length_exceeded" and not message.lower().startswith("prompt is too long"):
+        message = f"prompt is too long: {message}"
+    response = JsonResponse(error_body(exc.status, message), status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
+
+
+register_dialect(Dialect.ANTHROPIC, path_prefixes=("/v1/messages",), render_error=render_error)
+
+
+# --- endpoints ------------------------------------------------------------------------------------
+
+class CountTokensRequest(exchange.OpenSchema):
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    # Required, as Anthropic has it: a missing max_tokens is a 400.
+    max_tokens: int = Field(ge=1)
+    stream: StrictBool | None = False
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stop_sequences: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@router.post("/messages", summary="Create a message (Anthropic Messages API, streaming or not)")
+async def create_message(request: HttpRequest, payload: MessagesRequest):
+    body, user = chat_body(payload.to_upstream())
+    stops = tuple(body.get("stop") or ())
+    stream = bool(payload.stream)
+    # Per requested model: Claude Code sends its small fast model's requests (titles, quota checks) with the
+    # same metadata.user_id as the main conversation, and they must not pull that session onto their model.
+    session_user = f"{user} ({payload.model})" if user else None
+    result = await exchange.chat(request, body, dialect=Dialect.ANTHROPIC, stream=stream,
+                                 session_user=session_user)
+    if not stream:
+        message = message_from_completion(result.completion, model=payload.model, stop_sequences=stops)
+        return exchange.with_trail(JsonResponse(message), result)
+    encoder = AnthropicEncoder(model=payload.model, input_tokens=result.ctx.prompt_tokens, stop_sequences=stops)
+    return exchange.stream_response(request, result, encoder)
+
+
+@router.post("/messages/count_tokens", summary="Count a message's input tokens (the gateway's estimate)")
+async def count_tokens(request: HttpRequest, payload: CountTokensRequest):
+    body, _ = chat_body(payload.to_upstream())
+    # An unknown model is a 404 here too, as /v1/messages would answer.
+    routing_router.resolve(await get_routing_config(), body["model"], "chat")
+    # The same estimate that reserves quota: the serving model's tokenizer is not known before routing.
+    return {"input_tokens": estimate_request_tokens(body, output_reserve=0)}
+
+
+def wants_anthropic_shape(request: HttpRequest) -> bool:
+    """/v1/models is shared with OpenAI's clients; Anthropic's SDKs always send anthropic-version."""
+    if "anthropic-version" not in request.headers:
+        return False
+    request.freellm_dialect = Dialect.ANTHROPIC  # its errors too
+    return True

@@ -271,3 +271,43 @@ def test_models_in_anthropics_shape_when_asked_with_anthropic_version(gateway, e
         client.models.retrieve("nope")
     # Without the header, the same path answers OpenAI's list.
     assert gateway.openai().models.list().data[0].id == "coding"
+
+
+def test_the_request_log_says_the_request_came_in_as_anthropic(gateway, emulator, coding):
+    from analytics.models import RequestLog
+    from tests.fixtures_gateway import wait_until_idle
+
+    gateway.anthropic().messages.create(model="coding", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.NotFoundError):
+        gateway.anthropic().messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    wait_until_idle()
+    rows = list(RequestLog.objects.order_by("id").values_list("dialect", "requested_model", "status_code"))
+    assert rows == [("anthropic", "coding", 200), ("anthropic", "nope", 404)]
+
+
+def test_a_stream_that_breaks_after_the_first_byte_ends_with_an_error_event(gateway, emulator, coding):
+    set_key("groq", "g;midfail=2")
+    client = gateway.anthropic()
+    seen = []
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        with client.messages.stream(model="coding", max_tokens=50,
+                                    messages=[{"role": "user", "content": "one two three four"}]) as stream:
+            seen.extend(stream.text_stream)
+    assert seen  # the first words arrived before the break: no failover after the first byte
+    assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "api_error"
+    assert "upstream stream failed" in caught.value.body["error"]["message"]
+
+
+def test_pings_while_the_upstream_is_quiet(gateway, emulator, coding, monkeypatch):
+    from routing.api.anthropic import AnthropicEncoder
+
+    # The interval, not the mechanism: the exchange's relay still decides when the upstream went quiet.
+    monkeypatch.setattr(AnthropicEncoder, "keepalive_seconds", 0.02)
+    set_key("groq", "g;gap=0.1")
+    resp = httpx.post(f"{gateway.url}/v1/messages", headers={"x-api-key": gateway.api_key},
+                      json={"model": "coding", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "one two three"}]})
+    names = [frame.split("\n")[0].removeprefix("event: ") for frame in resp.text.strip().split("\n\n")]
+    first_delta = names.index("content_block_delta")
+    assert "ping" in names[first_delta:], names
+    assert names[-1] == "message_stop"

@@ -288,3 +288,22 @@ def test_model_page_in_anthropic_shape():
     page = model_page(entries, limit=1, after_id="a")
     assert [m["id"] for m in page["data"]] == ["b"] and page["has_more"] is True
     assert [m["id"] for m in model_page(entries, before_id="c", limit=1)["data"]] == ["b"]
+
+
+def test_a_context_overflow_renders_as_prompt_is_too_long():
+    from routing.api.anthropic import render_error
+
+    exc = GatewayError(400, "The request (~210,000 tokens) exceeds the largest context window checked (131,072).",
+                       code="context_length_exceeded")
+    resp = render_error(exc)
+    body = json.loads(resp.content)
+    assert resp.status_code == 400 and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith("prompt is too long: The request (~210,000 tokens)")
+
+
+def test_rendered_errors_keep_retry_after():
+    from routing.api.anthropic import render_error
+
+    resp = render_error(GatewayError(429, "all rate-limited", headers={"Retry-After": "7"}))
+    assert resp.status_code == 429 and resp["Retry-After"] == "7"
+    assert json.loads(resp.content)["error"]["type"] == "rate_limit_error"

@@ -143,6 +143,11 @@ def test_thinking_streams_as_a_thinking_block_and_asks_for_reasoning(gateway, em
     assert message.content[1].text == "Echo: why?"
     assert chat_calls(emulator)[0].body["reasoning_effort"] == "low"
 
+    plain = client.messages.create(model="coding", max_tokens=2048, messages=[{"role": "user", "content": "why?"}],
+                                   output_config={"effort": "high"})
+    assert [(b.type, getattr(b, "thinking", None)) for b in plain.content][0] == ("thinking", "thought 0. thought 1. ")
+    assert chat_calls(emulator)[1].body["reasoning_effort"] == "high"
+
 
 def test_stop_sequences(gateway, emulator, coding):
     client = gateway.anthropic()

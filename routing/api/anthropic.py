@@ -345,9 +345,14 @@ def tool_use_id() -> str:
     return f"toolu_{uuid.uuid4().hex[:24]}"
 
 
-def stop_reason(finish_reason: str | None, matched: Any, stop_sequences: Sequence[str]) -> tuple[str, str | None]:
+def stop_reason(finish_reason: str | None, matched: Any, stop_sequences: Sequence[str], *,
+                called: bool = False) -> tuple[str, str | None]:
     """Anthropic's stop_reason and stop_sequence. Chat completions say only ``stop`` for a stop sequence;
-    which one matched is known when the upstream says so (vLLM-based servers put it in ``stop_reason``)."""
+    which one matched is known when the upstream says so (vLLM-based servers put it in ``stop_reason``).
+    Some upstreams end an answer with tool calls on ``stop``: it is ``tool_use`` all the same, which is what
+    agents (and the SDKs' tool runners) look at before running the tools."""
+    if finish_reason in (None, "stop") and called:
+        return "tool_use", None
     if finish_reason == "stop" and isinstance(matched, str) and matched in stop_sequences:
         return "stop_sequence", matched
     return _STOP_REASONS.get(finish_reason or "stop", "end_turn"), None
@@ -404,7 +409,8 @@ def message_from_completion(completion: Mapping[str, Any], *, model: str,
         function = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or tool_use_id(), "name": function.get("name", ""),
                         "input": tool_input(function.get("arguments"))})
-    reason, sequence = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stop_sequences)
+    reason, sequence = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stop_sequences,
+                                   called=bool(message.get("tool_calls")))
     return {
         "id": message_id(),
         "type": "message",
@@ -484,8 +490,7 @@ class AnthropicEncoder:
         for n, tool in sorted(self._tools.items()):
             if tool["block"] is None:
                 out += self._start_tool(n, tool) + self._close()
-        reason, sequence = stop_reason(self._finish or ("tool_calls" if self._tools else "stop"), self._matched,
-                                       self.stop_sequences)
+        reason, sequence = stop_reason(self._finish, self._matched, self.stop_sequences, called=bool(self._tools))
         out += event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": sequence},

@@ -184,6 +184,9 @@ def test_stop_reasons():
     assert stop_reason("tool_calls", None, ()) == ("tool_use", None)
     assert stop_reason("content_filter", None, ()) == ("refusal", None)
     assert stop_reason("stop", "END", ["END"]) == ("stop_sequence", "END")
+    assert stop_reason("stop", None, (), called=True) == ("tool_use", None)
+    assert stop_reason(None, None, ()) == ("end_turn", None)
+    assert stop_reason("length", None, (), called=True) == ("max_tokens", None)
     # A token id or a string the client did not ask for is no stop sequence of theirs.
     assert stop_reason("stop", 128009, ["END"]) == ("end_turn", None)
 

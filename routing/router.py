@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from django.conf import settings
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
+from routing import metrics
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.http import default_timeouts
@@ -87,6 +89,9 @@ class RequestContext:
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
+    # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
 
     @property
     def attempts(self) -> int:
@@ -199,6 +204,7 @@ async def execute(
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
                             int((time.monotonic() - began) * 1000))
                 ctx.trail.append(step)
+                metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
                 await _settle_failure(store, lease, route, key, exc)
                 if not exc.kind.fails_over:
                     raise client_error(exc, ctx) from None
@@ -209,9 +215,11 @@ async def execute(
                 # Cancelled (client left) or a bug: the call may have reached upstream; count it.
                 outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
                 ctx.trail.append(Step(route, outcome, True, ms=int((time.monotonic() - began) * 1000)))
+                metrics.upstream_calls_total.labels(route.provider, route.model, outcome).inc()
                 await store.settle(lease, 0)
                 raise
             ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))
+            metrics.upstream_calls_total.labels(route.provider, route.model, "ok").inc()
             return Served(model, key, route, lease, result)
     raise exhausted_error(ctx)
 
@@ -225,6 +233,9 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     store = get_quota_store()
     tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
     await store.settle(served.lease, tokens)
+    if usage is not None:
+        metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
+        metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
     headers = getattr(served.result, "headers", None)
     if error is None:
         await store.record(served.route, None, headers=headers)

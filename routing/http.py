@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-
 import httpx
 from django.conf import settings
 
 from providers.adapters.base import Timeouts
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+from .loops import PerLoop
+
+
+def _new_client(_: None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
+        timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
+        follow_redirects=False,
+    )
+
+
+_clients: PerLoop[None, httpx.AsyncClient] = PerLoop(_new_client, usable=lambda client: not client.is_closed)
 
 
 def get_client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
-            timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
-            follow_redirects=False,
-        )
-        _clients[loop] = client
-    return client
+    return _clients.get(None)
 
 
 def default_timeouts() -> Timeouts:

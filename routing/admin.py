@@ -117,4 +117,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} key(s) revoked; clients using them now get 401.")
 
 
-from . import admin_quota  # noqa: E402, F401  (quota windows; kept in its own module)
+# Quota windows, and what routing adds to the provider admin; each kept in its own module.
+from . import admin_providers, admin_quota  # noqa: E402, F401

@@ -8,12 +8,6 @@ class RoutingConfig(AppConfig):
     verbose_name = "Routing & access"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
+        from .signals import connect_config_receivers
 
-        from providers.signals import bump_routing_config
-
-        from .models import ApiKey
-
-        # A revoked or deleted key must stop working in every process: it lives in the auth cache.
-        post_save.connect(bump_routing_config, sender=ApiKey, dispatch_uid="bump-ApiKey")
-        post_delete.connect(bump_routing_config, sender=ApiKey, dispatch_uid="bump-ApiKey-del")
+        connect_config_receivers()

@@ -51,6 +51,13 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 FREELLM_BIND = env.str("FREELLM_BIND", default="127.0.0.1")
 FREELLM_PORT = env.int("FREELLM_PORT", default=8000)
+# The URL clients reach this server at (the root, without /v1): what `manage.py client_config` and the
+# admin's "Connect a client" page put into the snippets. A wildcard bind address is no address to connect
+# to, so the default then names the loopback one.
+_connect_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(FREELLM_BIND, FREELLM_BIND)
+if ":" in _connect_host and not _connect_host.startswith("["):
+    _connect_host = f"[{_connect_host}]"
+FREELLM_PUBLIC_URL = env.str("FREELLM_PUBLIC_URL", default=f"http://{_connect_host}:{FREELLM_PORT}").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",

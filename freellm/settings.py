@@ -171,8 +171,15 @@ FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
 FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
+# Responses API answers stored with `store: true` (the default, as OpenAI) are kept this long (seconds).
+FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
+# with fewer than MIN_SAMPLES recent samples first this share of the time, to keep its stats fresh.
+FREELLM_STATS_HALF_LIFE = env.float("FREELLM_STATS_HALF_LIFE", default=600.0)
+FREELLM_EXPLORATION = env.float("FREELLM_EXPLORATION", default=0.05)
+FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", default=5)
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)

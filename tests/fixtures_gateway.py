@@ -75,9 +75,11 @@ def reset_shared_state() -> None:
 
     from routing.quota import set_quota_store
     from routing.sessions import reset_session_store
+    from routing.stats import reset_stats_store
 
     set_quota_store(None)
     reset_session_store()
+    reset_stats_store()
     if settings.REDIS_URL:
         import redis
 

@@ -5,4 +5,5 @@
     exchange.py     what every surface shares: auth, body parsing, the chat exchange (plan, prime, assemble),
                     stream relay, trail headers and the request-log row
     openai_chat.py  embeddings.py  media.py  models.py   the OpenAI-compatible surfaces
+    responses.py    OpenAI Responses (POST/GET/DELETE /v1/responses), over the same chat exchange
 """

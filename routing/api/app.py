@@ -11,7 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import anthropic, embeddings, exchange, media, models, openai_chat
+from . import anthropic, embeddings, exchange, media, models, openai_chat, responses
 from .dialects import error_response
 
 api = NinjaAPI(
@@ -23,7 +23,7 @@ api = NinjaAPI(
     auth=exchange.UnifiedKeyAuth(),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, embeddings, models, media, anthropic):
+for surface in (openai_chat, responses, embeddings, models, media, anthropic):
     api.add_router("/", surface.router)
 
 

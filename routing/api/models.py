@@ -38,7 +38,8 @@ async def retrieve_model(request: HttpRequest, model: str):
 
 
 async def model_entries(*, available: bool) -> list[dict[str, Any]]:
-    """Chains first, then models; with ``available`` only those with a healthy key and quota now."""
+    """Chains first, then models; with ``available`` only those with a healthy key and quota now. A model
+    with a canonical id is listed once under it, with every provider's spelling in ``providers``."""
     cfg = await get_routing_config()
     store = get_quota_store()
     created = int(time.time())
@@ -57,7 +58,15 @@ async def model_entries(*, available: bool) -> list[dict[str, Any]]:
         if not available or await usable(chain.models):
             data.append({"id": chain.name, "object": "model", "created": created, "owned_by": "freellm",
                          "kind": chain.kind, "chain": [m.name for m in chain.models]})
+    for canonical, members in cfg.by_canonical.items():
+        if not available or await usable(members):
+            windows = [m.context_window for m in members if m.context_window]
+            data.append({"id": canonical, "object": "model", "created": created, "owned_by": "freellm",
+                         "kind": members[0].kind, "context_window": min(windows) if windows else None,
+                         "providers": [m.name for m in members]})
     for m in cfg.models:
+        if m.canonical:
+            continue
         if not available or await usable((m,)):
             data.append({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.slug,
                          "kind": m.kind, "context_window": m.context_window})

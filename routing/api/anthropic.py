@@ -426,8 +426,9 @@ def message_from_completion(completion: Mapping[str, Any], *, model: str,
 # --- stream: chat.completion.chunk dicts → Anthropic's events ---------------------------------------
 
 
-def event(name: str, data: Mapping[str, Any]) -> bytes:
-    return f"event: {name}\ndata: ".encode() + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+def _event(data: Mapping[str, Any]) -> bytes:
+    """An Anthropic stream event: its SSE name is its type."""
+    return exchange.sse_event(data["type"], data)
 
 
 class AnthropicEncoder:
@@ -459,10 +460,10 @@ class AnthropicEncoder:
             "usage": {"input_tokens": self.input_tokens, "output_tokens": 0, "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0},
         }  # fmt: skip
-        return event("message_start", {"type": "message_start", "message": message}) + self.keepalive()
+        return _event({"type": "message_start", "message": message}) + self.keepalive()
 
     def keepalive(self) -> bytes:
-        return event("ping", {"type": "ping"})
+        return _event({"type": "ping"})
 
     def chunk(self, chunk: dict) -> bytes:
         out = bytearray()
@@ -491,17 +492,17 @@ class AnthropicEncoder:
             if tool["block"] is None:
                 out += self._start_tool(n, tool) + self._close()
         reason, sequence = stop_reason(self._finish, self._matched, self.stop_sequences, called=bool(self._tools))
-        out += event("message_delta", {
+        out += _event({
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": sequence},
             "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
         })  # fmt: skip
-        out += event("message_stop", {"type": "message_stop"})
+        out += _event({"type": "message_stop"})
         return bytes(out)
 
     def fail(self, error: GatewayError) -> bytes:
         """Anthropic's in-stream error event (the status line already said 200); no message_stop follows."""
-        return event("error", error_body(error.status, error.message))
+        return exchange.sse_event("error", error_body(error.status, error.message))
 
     # -- blocks
 
@@ -509,14 +510,14 @@ class AnthropicEncoder:
         out = self._close()
         self._index += 1
         self._open = kind
-        return out + event("content_block_start", {"type": "content_block_start", "index": self._index,
+        return out + _event({"type": "content_block_start", "index": self._index,
                                                     "content_block": block})
 
     def _close(self) -> bytes:
         if self._open is None:
             return b""
         self._open = None
-        return event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+        return _event({"type": "content_block_stop", "index": self._index})
 
     def _delta(self, kind: str, delta: dict[str, Any], index: int | None = None) -> bytes:
         out = b""
@@ -525,7 +526,7 @@ class AnthropicEncoder:
                 out = self._begin(kind, {"type": "text", "text": ""} if kind == "text" else
                                   {"type": "thinking", "thinking": "", "signature": ""})
             index = self._index
-        return out + event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        return out + _event({"type": "content_block_delta", "index": index, "delta": delta})
 
     def _tool_fragment(self, fragment: Mapping[str, Any]) -> bytes:
         function = fragment.get("function") if isinstance(fragment.get("function"), Mapping) else {}

@@ -183,6 +183,9 @@ FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", def
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
+# Ollama's front door (/api/*): the username whose requests from this machine need no key (editors that
+# cannot send one); empty = every request needs a key. Only for a gateway not behind a proxy on this host.
+FREELLM_OLLAMA_KEYLESS_USER = env.str("FREELLM_OLLAMA_KEYLESS_USER", default="")
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

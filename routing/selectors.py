@@ -57,3 +57,18 @@ def api_key_active_by_raw(raw: str) -> ApiKey | None:
 def chat_chain_names() -> list[str]:
     """Names of the enabled chat chains: what a client may ask for as its model."""
     return list(FallbackChain.objects.filter(kind=ModelKind.CHAT, enabled=True).values_list("name", flat=True))
+
+
+async def api_key_of_user(username: str) -> ApiKey | None:
+    """The oldest active key of an active user (with the user loaded); a user without one gets an unsaved
+    key standing for them alone (no id), so what it is used for is still theirs. None: no such active user."""
+    from django.contrib.auth import get_user_model
+
+    user = await get_user_model().objects.filter(username=username, is_active=True).afirst()
+    if user is None:
+        return None
+    api_key = await ApiKey.objects.filter(user=user, revoked_at__isnull=True).order_by("created_at").afirst()
+    if api_key is None:
+        api_key = ApiKey(user=user, name="keyless", prefix="")
+    api_key.user = user
+    return api_key

@@ -117,6 +117,17 @@ def add_chain(name: str, routes: list[str], kind: str = "chat"):
     return chain
 
 
+def reorder_chain(name: str, routes: list[str]) -> None:
+    """Change a chain's order through the ORM, as the admin does (the save bumps the config version)."""
+    from providers.models import ChainEntry
+
+    for position, route in enumerate(routes):
+        slug, model_id = route.split("/", 1)
+        entry = ChainEntry.objects.get(chain__name=name, model__provider__slug=slug, model__model_id=model_id)
+        entry.position = position
+        entry.save()
+
+
 # Native providers behind the live gateway (Gemini, Cohere, Workers AI), shared by the api tests.
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 WEATHER_TOOL = {

@@ -510,8 +510,7 @@ class AnthropicEncoder:
         out = self._close()
         self._index += 1
         self._open = kind
-        return out + _event({"type": "content_block_start", "index": self._index,
-                                                    "content_block": block})
+        return out + _event({"type": "content_block_start", "index": self._index, "content_block": block})
 
     def _close(self) -> bytes:
         if self._open is None:

@@ -311,6 +311,25 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         for choice in chunk.get("choices") or ():
             text_chars += len((choice.get("delta") or {}).get("content") or "")
 
+    spawned = False
+
+    def settle_and_log() -> None:
+        """Once: close upstream at once (no tokens burnt for nobody), settle and log, even when the client left.
+        Started before the last event goes out, so whoever reads the end of the stream finds the work under
+        way (background_idle) rather than not yet begun."""
+        nonlocal spawned
+        if spawned:
+            return
+        spawned = True
+
+        async def work():
+            await stream.aclose()
+            final = usage or estimated_usage(ctx, text_chars)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
+
+        spawn(work())
+
     try:
         ctx.first_byte_at = time.monotonic()
         if data := encoder.start():
@@ -327,24 +346,21 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             account(item)
             if data := encoder.chunk(item):
                 yield data
-        if data := encoder.finish(usage or estimated_usage(ctx, text_chars)):
+        data = encoder.finish(usage or estimated_usage(ctx, text_chars))
+        settle_and_log()
+        if data:
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
         error, status, outcome = exc, 502, "incomplete"
-        yield encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        data = encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        settle_and_log()
+        yield data
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise
     finally:
-        # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
-        async def settle_and_log():
-            await stream.aclose()
-            final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
-            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
-
-        spawn(settle_and_log())
+        settle_and_log()
 
 
 async def _with_keepalive(chunks, seconds: float | None) -> AsyncIterator[dict | None]:

@@ -280,14 +280,21 @@ def test_models_in_anthropics_shape_when_asked_with_anthropic_version(gateway, e
 
 def test_the_request_log_says_the_request_came_in_as_anthropic(gateway, emulator, coding):
     from analytics.models import RequestLog
-    from tests.fixtures_gateway import wait_until_idle
+    from tests.polling import wait_until
 
-    gateway.anthropic().messages.create(model="coding", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    with pytest.raises(anthropic.NotFoundError):
-        gateway.anthropic().messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    wait_until_idle()
-    rows = list(RequestLog.objects.order_by("id").values_list("dialect", "requested_model", "status_code"))
-    assert rows == [("anthropic", "coding", 200), ("anthropic", "nope", 404)]
+    client = gateway.anthropic()
+    served = client.messages.with_raw_response.create(model="coding", max_tokens=5,
+                                                      messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    ids = [served.headers["X-FreeLLM-Request-Id"], missing.value.response.headers["X-FreeLLM-Request-Id"]]
+
+    def rows():
+        found = RequestLog.objects.filter(request_id__in=ids).order_by("id")
+        return list(found.values_list("dialect", "requested_model", "status_code"))
+
+    assert wait_until(lambda: len(rows()) == 2)
+    assert rows() == [("anthropic", "coding", 200), ("anthropic", "nope", 404)]
 
 
 def test_a_stream_that_breaks_after_the_first_byte_ends_with_an_error_event(gateway, emulator, coding):

@@ -28,12 +28,18 @@ async def list_models(request: HttpRequest, available: bool = False, limit: int 
     return {"object": "list", "data": entries}
 
 
-@router.get("/models/{path:model}", summary="Describe one chain or model")
+@router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
 async def retrieve_model(request: HttpRequest, model: str):
     as_anthropic = anthropic.wants_anthropic_shape(request)
-    for entry in await model_entries(available=False):
-        if entry["id"] == model:
-            return anthropic.model_info(entry) if as_anthropic else entry
+    entries = {entry["id"]: entry for entry in await model_entries(available=False)}
+    if model in entries:
+        return anthropic.model_info(entries[model]) if as_anthropic else entries[model]
+    # A name only an alias knows (clients check the model they were configured with): its target, so named.
+    cfg = await get_routing_config()
+    alias = next((a for a in cfg.aliases if a.matches(model)), None)
+    if alias is not None and alias.target in entries:
+        entry = {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
+        return anthropic.model_info(entry) if as_anthropic else entry
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")
 

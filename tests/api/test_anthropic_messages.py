@@ -323,3 +323,53 @@ def test_pings_while_the_upstream_is_quiet(gateway, emulator, coding, monkeypatc
     first_delta = names.index("content_block_delta")
     assert "ping" in names[first_delta:], names
     assert names[-1] == "message_stop"
+
+
+def test_claude_model_names_reach_a_chain_through_an_alias(gateway, emulator, coding):
+    from providers.models import ModelAlias
+
+    ModelAlias.objects.create(pattern="claude-*", target="coding", position=1)
+    client = gateway.anthropic()
+    raw = client.messages.with_raw_response.create(model="claude-sonnet-4-6", max_tokens=20,
+                                                   messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().content[0].text == "Echo: hi"
+    assert raw.parse().model == "claude-sonnet-4-6"
+    assert raw.headers["X-FreeLLM-Chain"] == "coding" and raw.headers["X-FreeLLM-Alias"] == "claude-*"
+    assert client.messages.count_tokens(model="claude-haiku-4-5",
+                                        messages=[{"role": "user", "content": "hi"}]).input_tokens > 0
+    described = client.models.retrieve("claude-opus-4-1")
+    assert (described.id, described.type, described.max_input_tokens) == ("claude-opus-4-1", "model", None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_longer_than_every_window_is_prompt_is_too_long(gateway, emulator, stream):
+    add_provider(emulator, "groq", ["g"], [{"model_id": "small", "context_window": 2000}])
+    add_chain("tiny", ["groq/small"])
+    client = gateway.anthropic()
+    request = {"model": "tiny", "max_tokens": 100, "messages": [{"role": "user", "content": "word " * 4000}]}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        if stream:
+            with client.messages.stream(**request):
+                pass
+        else:
+            client.messages.create(**request)
+    error = caught.value.body["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("prompt is too long: ") and "2,000" in error["message"]
+    assert chat_calls(emulator) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_written_as_text_arrives_as_a_tool_use_block(gateway, emulator, coding, stream):
+    set_key("groq", "g;textcall=hermes")
+    client = gateway.anthropic()
+    request = {"model": "coding", "max_tokens": 200, "tools": [WEATHER],
+               "messages": [{"role": "user", "content": "Weather in Paris? call tool"}]}
+    if stream:
+        with client.messages.stream(**request) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**request)
+    assert [block.type for block in message.content] == ["tool_use"]
+    assert message.content[0].name == "get_weather" and message.content[0].input == {"city": "echo"}
+    assert message.stop_reason == "tool_use"

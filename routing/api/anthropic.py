@@ -46,6 +46,10 @@ _LOW_BUDGET = 4096
 _MEDIUM_BUDGET = 16384
 
 
+# Request fields whose work happens on Anthropic's side; no upstream of ours can do it.
+_SERVER_SIDE_FIELDS = {"mcp_servers": "the MCP connector", "container": "a code-execution container"}
+
+
 def _invalid(message: str, param: str) -> GatewayError:
     return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
 
@@ -53,6 +57,9 @@ def _invalid(message: str, param: str) -> GatewayError:
 def chat_body(payload: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The chat-completions body for a Messages request (fields already type-checked by the schema), and
     ``metadata.user_id``, the sticky-session user when the client sends one."""
+    for name in _SERVER_SIDE_FIELDS:
+        if payload.get(name):
+            raise _invalid(f"{_SERVER_SIDE_FIELDS[name]} runs at Anthropic and is not supported by freellm", name)
     body: dict[str, Any] = {"model": payload["model"]}
     messages: list[dict[str, Any]] = []
     if (system := payload.get("system")) is not None:

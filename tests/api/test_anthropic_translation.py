@@ -147,6 +147,8 @@ def test_structured_output_becomes_json_schema_response_format():
      "messages.0.content.0.source"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}, "messages.0.content.0.tool_use_id"),
     ({"system": [{"type": "image"}]}, "system.0"),
+    ({"mcp_servers": [{"type": "url", "url": "https://mcp.example.com", "name": "x"}]}, "mcp_servers"),
+    ({"container": "container_1"}, "container"),
 ])
 def test_unsupported_or_malformed_input_is_a_clear_400(fields, param):
     with pytest.raises(GatewayError) as caught:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import Router
 from pydantic import Field, StrictBool
 
@@ -633,7 +633,7 @@ def render_error(exc: GatewayError) -> HttpResponse:
     message = exc.message
     if exc.code == "context_length_exceeded" and not message.lower().startswith("prompt is too long"):
         message = f"prompt is too long: {message}"
-    response = JsonResponse(error_body(exc.status, message), status=exc.status)
+    response = exchange.json_response(error_body(exc.status, message), status=exc.status)
     for name, value in exc.headers.items():
         response[name] = value
     return response
@@ -677,7 +677,7 @@ async def create_message(request: HttpRequest, payload: MessagesRequest):
                                  session_user=session_user)
     if not stream:
         message = message_from_completion(result.completion, model=payload.model, stop_sequences=stops)
-        return exchange.with_trail(JsonResponse(message), result)
+        return exchange.with_trail(exchange.json_response(message), result)
     encoder = AnthropicEncoder(model=payload.model, input_tokens=result.ctx.prompt_tokens, stop_sequences=stops)
     return exchange.stream_response(request, result, encoder)
 

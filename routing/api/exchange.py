@@ -352,7 +352,7 @@ class StreamEncoder(Protocol):
 def sse_event(name: str, data: Any) -> bytes:
     """One named server-sent event (``event: <name>``, then the JSON ``data``), as Anthropic's and the
     Responses API's streams are written."""
-    return f"event: {name}\ndata: ".encode() + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
 def stream_response(request: HttpRequest, result: ChatResult, encoder: StreamEncoder, *,

@@ -28,6 +28,9 @@ class Target:
     key_label: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     drop_params: frozenset[str] = frozenset()
+    # Outbound proxy URL ("" = direct). Adapters never read it: whoever supplies the httpx client picks
+    # one that goes through this proxy (routing.http.get_client(target.proxy)). Secret-like: never logged.
+    proxy: str = field(default="", repr=False)
 
     def __repr__(self) -> str:  # keep the secret out of tracebacks and logs
         return f"Target({self.provider}/{self.model} key={self.key_label!r})"

@@ -13,6 +13,7 @@ _AUTH = {
     "bearer": "Bearer key",
     "x-goog-api-key": "`x-goog-api-key`",
     "cloudflare-account-token": "`account_id:token`",
+    "apikey-header": "`apikey` header",
     "none": "none",
 }
 _OTHER_KINDS = ("embedding", "image", "transcription", "speech")

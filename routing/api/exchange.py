@@ -196,7 +196,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
 
 async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
-    stream = await adapter.chat_stream(get_client(), target, body, timeouts)
+    stream = await adapter.chat_stream(get_client(target.proxy), target, body, timeouts)
     chunks = stream.chunks().__aiter__()
     buffered: list[dict] = []
     try:
@@ -379,7 +379,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     resolution, family = embedding_resolution(await get_routing_config(), body["model"])
 
     async def call(adapter, target, timeouts):
-        return await adapter.embeddings(get_client(), target, body, timeouts)
+        return await adapter.embeddings(get_client(target.proxy), target, body, timeouts)
 
     served = await execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
     await finish(request, ctx, served, served.result.usage)

@@ -61,7 +61,7 @@ def proxy_url_problem(value: str) -> str | None:
     if parsed.scheme not in PROXY_SCHEMES or not parsed.hostname or any(c.isspace() for c in value):
         return "must be a proxy URL such as http://host:3128, https://host:443 or socks5://user:pass@host:1080"
     try:
-        parsed.port
+        _ = parsed.port
     except ValueError:
         return "has an invalid port"
     if parsed.path not in ("", "/") or parsed.query or parsed.fragment:

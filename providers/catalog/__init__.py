@@ -9,6 +9,19 @@ metadata (auth style, docs and signup links, the date checked, a model's ``auto_
 a model are described, validated and written to the database by one set of classes. Two field names differ
 from the import file on purpose and stay as shipped: ``slug`` (import: ``name``) and ``name`` (import:
 ``display_name``); in code both read ``entry.slug`` / ``entry.name`` as the Provider model does.
+
+``canonical`` (a model field) is the cross-provider id of a model served by more than one provider, so
+a request for it can go to any of them. One scheme everywhere: lowercase, no vendor or host prefix, no
+quantisation or speed suffix (fp8, -fast, -turbo, :free), dots kept in versions, the parameter count as
+the model card spells it, and ``-instruct`` for instruction-tuned models whose base model also exists:
+``llama-3.3-70b-instruct``, ``llama-3.1-8b-instruct``, ``gpt-oss-120b``, ``qwen3-32b``,
+``qwen3-coder-480b-a35b-instruct``, ``deepseek-v3.1``, ``bge-m3``, ``whisper-large-v3-turbo``. A model
+only one provider serves has none; versions that differ (mistral-small 3.1 vs 3.2) get none either.
+
+Recognisers for bulk key import: ``key_env`` (the variable names a ``.env`` uses for the key),
+``key_prefix`` (prefixes only this provider's keys start with) and ``key_account_env`` (Cloudflare's
+account id). A name or prefix claimed by two providers, or a prefix that starts another provider's, is a
+catalog error: the import never guesses.
 """
 
 from __future__ import annotations

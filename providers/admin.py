@@ -42,32 +42,6 @@ admin.site.site_title = "freellm"
 admin.site.index_title = "Providers, keys, chains and team"
 
 
-class ProviderKeyForm(forms.ModelForm):
-    secret = forms.CharField(
-        # The label names the field in the change history ("Changed secret."): keep it plain.
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "style": "width: 12em"}),
-        help_text="Write-only: type a new secret to replace the current one, or leave blank to keep it.",
-    )
-
-    class Meta:
-        model = ProviderKey
-        fields = ["provider", "label", "secret", "enabled"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # The stored secret never enters the form, so no page (or error page) can echo it, and a blank
-        # field does not count as a change in the history.
-        self.initial["secret"] = ""
-
-    @method_decorator(sensitive_variables())
-    def clean_secret(self) -> str:
-        typed = self.cleaned_data["secret"]
-        if not typed and self.instance.pk:
-            return self.instance.secret
-        return typed
-
-
 class WriteOnlyProxyMixin:
     """The ``proxy`` URL may carry a user and password, so the form never renders it (like a secret):
     blank keeps the stored one, ``-`` removes it. The page shows it with the credentials masked."""
@@ -102,6 +76,34 @@ def mask_proxy(proxy: str) -> str:
         return proxy
     host = parts.hostname or ""
     return f"{parts.scheme}://***@{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class ProviderKeyForm(WriteOnlyProxyMixin, forms.ModelForm):
+    secret = forms.CharField(
+        # The label names the field in the change history ("Changed secret."): keep it plain.
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "style": "width: 12em"}),
+        help_text="Write-only: type a new secret to replace the current one, or leave blank to keep it.",
+    )
+
+    class Meta:
+        model = ProviderKey
+        fields = ["provider", "label", "secret", "proxy", "enabled"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "proxy" in self.fields:  # the key page has it; the provider page's key rows do not
+            self._init_proxy()
+        # The stored secret never enters the form, so no page (or error page) can echo it, and a blank
+        # field does not count as a change in the history.
+        self.initial["secret"] = ""
+
+    @method_decorator(sensitive_variables())
+    def clean_secret(self) -> str:
+        typed = self.cleaned_data["secret"]
+        if not typed and self.instance.pk:
+            return self.instance.secret
+        return typed
 
 
 class ProviderForm(WriteOnlyProxyMixin, forms.ModelForm):
@@ -297,7 +299,7 @@ class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     list_filter = ["provider", "status", "enabled"]
     search_fields = ["label", "provider__slug"]
     list_select_related = ["provider"]
-    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", "last_used_at",
+    fields = ["provider", "label", "secret", masked_secret, "proxy", "enabled", "status", "status_detail", "last_used_at",
               "created_at"]  # fmt: skip
     readonly_fields = [masked_secret, "status", "status_detail", "last_used_at", "created_at"]
     actions = ["enable", "disable", "test_now"]

@@ -14,6 +14,7 @@ from providers.models import Provider, ProviderKey
 from providers.services_catalog import provider_add_from_catalog
 from providers.services_key_import import key_import_apply, key_import_preview
 
+
 def _key(secret: str) -> ProviderKey:
     # Secrets are encrypted at rest, so they cannot be filtered on in SQL.
     [key] = [k for k in ProviderKey.objects.all() if k.secret == secret]

@@ -4,7 +4,6 @@ config file, are encrypted at rest and never shown with their credentials."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from django.db import connection
 
@@ -135,3 +134,17 @@ def test_the_admin_never_shows_a_proxy_password_and_keeps_it_when_left_blank(sta
     assert "The proxy URL must be a proxy URL" in response.content.decode()
     staff_client.post(url, {**form, "proxy": "-"})
     assert Provider.objects.get(pk=provider.pk).proxy == ""
+
+
+@pytest.mark.django_db
+def test_the_key_page_sets_a_keys_proxy_write_only(staff_client, emulator):
+    provider = add_provider(emulator, "groq", ["live-key"], ["echo-small"])
+    key = provider.keys.get()
+    url = f"/admin/providers/providerkey/{key.pk}/change/"
+    form = {"provider": provider.pk, "label": key.label, "secret": "", "enabled": "on",
+            "proxy": "http://keyuser:keypass99@10.1.1.1:3128"}
+    assert staff_client.post(url, form).status_code == 302
+    key.refresh_from_db()
+    assert key.proxy == "http://keyuser:keypass99@10.1.1.1:3128" and key.secret == "live-key"
+    page = staff_client.get(url).content.decode()
+    assert "keypass99" not in page and "http://***@10.1.1.1:3128" in page

@@ -48,6 +48,7 @@ MODEL_FIELDS = (
     "supports_tools",
     "supports_vision",
     "supports_json",
+    "supports_fim",
     "rpm",
     "rpd",
     "tpm",
@@ -435,10 +436,9 @@ def _sync_model(
     dirty: list[str] = []
     target = f"model {model.model_id}"
     for name in MODEL_FIELDS:
-        if name not in new_record:
-            continue  # a record written before the field existed (a retiring model's old record)
-        new = new_record[name]
         current = getattr(model, name)
+        # A record written by an older catalog lacks the fields added since: nothing to say about those.
+        new = new_record.get(name, current)
         verdict = _merge(current, record.get(name, _UNSET), new)
         if verdict == "update":
             if retiring and name == "enabled":

@@ -177,7 +177,7 @@ UpstreamOpener = Callable[[Adapter, Target, dict[str, Any], Timeouts], Awaitable
 
 async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any],
                            timeouts: Timeouts) -> UpstreamStream:
-    return await adapter.chat_stream(get_client(), target, body, timeouts)
+    return await adapter.chat_stream(get_client(target.proxy), target, body, timeouts)
 
 
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
@@ -470,7 +470,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     resolution = await router.arrange(ctx, resolved(ctx, resolution))
 
     async def call(adapter, target, timeouts):
-        return await adapter.embeddings(get_client(), target, body, timeouts)
+        return await adapter.embeddings(get_client(target.proxy), target, body, timeouts)
 
     served = await execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
     await finish(request, ctx, served, served.result.usage)

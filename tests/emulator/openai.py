@@ -329,12 +329,23 @@ def routes(engine: Engine) -> list[Route]:
         return engine.response(decision, audio, content_type)
 
     async def models(request: Request) -> Response:
-        decision = await engine.admit(request, provider=provider_of(request), key=bearer_key(request),
-                                      model=None, body=None)
+        # One path, three wires: Gemini's models.list (x-goog-api-key), Cohere's /v1/models (a provider
+        # segment starting with "cohere", as the host tells them apart for real) and OpenAI's GET /models.
+        # ``engine.models[provider]`` entries are ids or dicts of the extra fields that wire lists.
+        provider = provider_of(request)
+        google_key = request.headers.get("x-goog-api-key")
+        key = google_key or bearer_key(request)
+        decision = await engine.admit(request, provider=provider, key=key, model=None, body=None)
         if decision.action in (ERROR, GONE):
             return error_response(decision)
-        ids = engine.models.get(provider_of(request), DEFAULT_MODELS)
-        data = [{"id": model_id, "object": "model", "created": 0, "owned_by": "emulator"} for model_id in ids]
+        entries = [e if isinstance(e, dict) else {"id": e} for e in engine.models.get(provider, DEFAULT_MODELS)]
+        if google_key:
+            listed = [{"name": f"models/{e['id']}", **{k: v for k, v in e.items() if k != "id"}} for e in entries]
+            return engine.json(decision, {"models": listed})
+        if provider.startswith("cohere"):
+            listed = [{"name": e["id"], **{k: v for k, v in e.items() if k != "id"}} for e in entries]
+            return engine.json(decision, {"models": listed})
+        data = [{"object": "model", "created": 0, "owned_by": "emulator", **e} for e in entries]
         return engine.json(decision, {"object": "list", "data": data})
 
     async def tiny_png(request: Request) -> Response:

@@ -1104,8 +1104,8 @@ class Bench:
                 await drive(session, through, Phase("monitor", "gateway", stream, n, 4), cpu, show_progress=False)
             await self.ledger.settle(before.log_rows + 2 * n)
             after = await self.ledger.snapshot(session, [g.url for g in gateways])
-        own = {"info", "monitor", "scan", "select", "client", "hello", "ping"}
-        by_client = Counter({k: v for k, v in monitor.by_client.items() if k not in own})
+        # The benchmark's own: the ledger's INFO and the MONITOR itself.
+        by_client = Counter({k: v for k, v in monitor.by_client.items() if k not in ("info", "monitor")})
         self.monitor = {
             "requests": 2 * n,
             "round_trips": after.gateway["round_trips"] - before.gateway["round_trips"],
@@ -1164,13 +1164,29 @@ def _fmt(value: float | None, spec: str = ".1f", dash: str = "-") -> str:
     return dash if value is None or value != value else format(value, spec)
 
 
-def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> dict:
-    args, rows = bench.args, bench.rows
-    out = print
+def _shape(args) -> tuple[str, str, str, str]:
     store = f"Redis {args.redis}" if args.redis else "in-process (embedded mode, no Redis)"
     database = "PostgreSQL (temporary database)" if args.postgres else "SQLite (temp file)"
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine, store, database
+
+
+def results(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> dict:
+    when, machine, store, database = _shape(bench.args)
+    ceiling = bench.rows[0].direct.get("c128") if bench.rows else None
+    return {
+        "date": when, "machine": machine, "store": store, "database": database,
+        "load_average": {"before": load[0][0], "after": load[1][0]},
+        "settings": vars(bench.args),
+        "load_generator_ceiling": ceiling.as_json() if ceiling else None,
+        "rows": [row.as_json() for row in bench.rows], "redis_monitor": bench.monitor,
+    }
+
+
+def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    args, rows = bench.args, bench.rows
+    out = print
+    when, machine, store, database = _shape(args)
     out()
     out(f"freellm gateway benchmark, {when}; quota/session store: {store}; database: {database}; request log on"
         + ("; WHAT-IF --bare-v1: /v1 served without Django MIDDLEWARE" if args.bare_v1 else ""))
@@ -1269,18 +1285,11 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> d
         out(f"py-spy --gil, {name} (raw stacks: {', '.join(str(p) for p in paths)}):")
         for line in summarize_profile(paths):
             out(line)
-    return {
-        "date": when, "machine": machine, "store": store, "database": database,
-        "load_average": {"before": load[0][0], "after": load[1][0]},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("func",)},
-        "load_generator_ceiling": ceiling.as_json() if ceiling else None,
-        "rows": [row.as_json() for row in rows], "redis_monitor": bench.monitor,
-    }
 
 
 PRESETS = {
     # ~1-2 minutes on 2 shared cores.
-    "quick": {"requests": 400, "serial": 80, "warmup": 60, "rounds": 4, "monitor": 25},
+    "quick": {"requests": 300, "serial": 80, "warmup": 50, "rounds": 4, "monitor": 25},
     "full": {"requests": 2000, "serial": 400, "warmup": 200, "rounds": 8, "monitor": 100},
 }
 
@@ -1288,10 +1297,10 @@ PRESETS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench_gateway", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the quick preset (about 1-2 minutes)")
-    parser.add_argument("--requests", type=int, help="requests per throughput phase (quick 400, full 2000)")
+    parser.add_argument("--requests", type=int, help="requests per throughput phase (quick 300, full 2000)")
     parser.add_argument("--serial", type=int, help="sequential requests each way (quick 80, full 400)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the sequential phases (quick 4, full 8)")
-    parser.add_argument("--warmup", type=int, help="unmeasured requests each kind before each row (quick 60, full 200)")
+    parser.add_argument("--warmup", type=int, help="unmeasured requests each kind before each row (quick 50, full 200)")
     parser.add_argument("--monitor", type=int,
                         help="requests of each kind in the Redis MONITOR phase (quick 25, full 100; 0 skips it)")
     parser.add_argument("--processes", type=int, default=1,
@@ -1370,10 +1379,11 @@ def main(argv: list[str] | None = None) -> None:
         bench.api_key = json.loads(setup.strip().splitlines()[-1])["api_key"]
         say(f"provider {bench.slug} ({len(KEYS)} keys, models {', '.join(MODELS)}), chain {CHAIN!r}, unified key")
         asyncio.run(bench.run())
-        result = report(bench, (load_before, os.getloadavg()))
+        load = (load_before, os.getloadavg())
         path = Path(args.json) if args.json else ROOT / "var" / "bench" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
+        path.write_text(json.dumps(results(bench, load), indent=2, default=str))
+        report(bench, load)
         print(f"\nJSON: {path}")
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("\ninterrupted; cleaning up")

@@ -1,36 +1,46 @@
 """Gateway benchmark: a script that prints numbers, never a test.
 
-    python -m tests.bench_gateway [--requests N] [--concurrency C] [--stream] [--processes P] [--redis URL]
-                                  [--postgres URL] [--serial N] [--warmup N] [--profile DIR] [--bare-v1] [--keep]
+    python -m tests.bench_gateway [--quick] [--redis URL] [--postgres URL] [--processes N] [--server daphne|uvicorn]
+                                  [--requests N] [--serial N] [--rounds N] [--warmup N] [--monitor N] [--keys N]
+                                  [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--keep]
 
-It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, ``manage.py migrate``, one
-provider served by the upstream emulator with three keys, a two-model chain ``auto``, a unified key), starts
-the emulator and P daphne gateways as separate processes, warms up, then drives chat completions with
-httpx.AsyncClient against the emulator directly (the baseline) and through the gateway(s):
+It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, or with --postgres a temporary
+database on that server; ``manage.py migrate``; one provider served by the upstream emulator with three keys;
+a two-model chain ``auto``; a unified key), starts the emulator and N gateway processes (daphne, as
+``./dev run`` serves), and drives chat completions with an aiohttp client (cheaper per request than httpx,
+so the load generator is not what is measured; its ceiling against the emulator alone is printed).
 
-- serial (concurrency 1): the gateway's added latency per request without queueing;
-- concurrent (N requests, C in flight): throughput and latency under load (and the same for streams with
-  --stream, plus time to first byte: the first body byte, which the gateway sends once the upstream's
-  first content chunk is in).
+Each row of the table is one configuration, measured the same way:
 
-With P > 1 the client spreads requests round-robin over the gateways (no load balancer in between).
+- sequential: requests one at a time, in rounds interleaved with the same requests sent to the emulator
+  directly, so "added" p50/p95/p99 compare like with like on a busy machine;
+- time to first byte of a stream sent alone (12 content chunks 5 ms apart: the emulator's ``gap=``), also
+  interleaved with the emulator direct;
+- throughput at 32 and 128 in flight, plain and streaming;
+- CPU ms per request of every process (gateways, emulator, Redis, the client itself) from /proc, and the
+  gateways' RSS when idle (after warm-up) and after the row;
+- per request, exactly: SQL statements and transactions as the gateways run them (an execute wrapper),
+  sessions and transactions as PostgreSQL counts them (pg_stat_database, less the benchmark's own), and
+  Redis round trips and commands as the gateways' redis-py clients send them (a pipeline is one round
+  trip). A separate short phase under Redis MONITOR counts the commands run in the run's Redis database,
+  those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide).
 
-Besides latency it reports CPU milliseconds per request of each process (read from /proc), which on a
-small shared machine says more than latency does, and for each gateway phase the SQL statements the
-gateways ran (counted by an execute wrapper in the gateway processes), the RequestLog rows written, and
-whether the routing config was reloaded. The gateways run ``tests.bench_gateway:application``: freellm's
-own ASGI application plus that counter and a ``/__bench__/stats`` path; nothing else is changed.
+The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
+(uvicorn with httptools and uvloop, on the same app); the upstream client on the httpx-aiohttp transport;
+httpx with more idle keep-alive connections; then the main shape again with --keys upstream keys and
+then also --log-rows old RequestLog rows (generated inside the database in one statement). --no-variants
+skips the scale-out, server and transport rows. The table goes to stdout, everything to a JSON file.
 
-With --redis URL every gateway uses that Redis (quota store, sticky sessions, config version, channel
-layer). Keys the run creates there are deleted at the end; keys that were there before are left alone.
-With --postgres URL (a server whose user may CREATE DATABASE) the run uses a temporary database there
-instead of SQLite, dropped at the end, and reports how many connections the gateways hold open.
-With --profile DIR, py-spy (not a project dependency: ``pip install py-spy`` somewhere on PATH) samples the
-gateways (``--gil``: the thread running Python) during the concurrent phases; raw stacks go to DIR and a
-summary is printed. --bare-v1 is a what-if, not how freellm runs: /v1 is served by a Django handler
-without MIDDLEWARE, to measure what the middleware stack costs the API.
+The gateways run ``tests.bench_gateway:application``: freellm's own ASGI application plus the counters and
+a ``/__bench__/stats`` path; nothing else is changed (the transport rows build the shared upstream client
+another way: what-ifs). With --redis the gateways use that Redis (quota store, sticky sessions, config
+version, channel layer): give it a database of its own (``redis://host:6379/4``), as MONITOR counts by
+database; keys the run creates there are deleted at the end. --profile DIR samples the gateways with
+py-spy (not a project dependency; on PATH) during the concurrent phases. --bare-v1 is a what-if: /v1 served
+by a Django handler without MIDDLEWARE.
 
-Everything it started is stopped, and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
+Every phase ends by count, every wait by time. Everything it started is stopped, the temp database
+dropped and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations

@@ -527,7 +527,7 @@ async def one_request(session: aiohttp.ClientSession, target: Target, i: int, ph
             if int(response.headers.get("x-freellm-attempts", "1")) > 1:
                 phase.failovers += 1
     except LOAD_ERRORS as exc:
-        phase.errors[type(exc).__name__] += 1
+        phase.errors[f"{type(exc).__name__}: {str(exc)[:60]}" if str(exc) else type(exc).__name__] += 1
     finally:
         phase.done += 1
 
@@ -953,6 +953,7 @@ class Row:
     direct: dict[str, Phase] = field(default_factory=dict)  # the emulator alone, same shape
     books: dict[str, Bookkeeping] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)  # "idle" / "after", MiB summed over the processes
+    warnings: Counter[str] = field(default_factory=Counter)  # WARNING+ log lines during the row, by logger
 
     def added(self, part: str, p: float, ttfb: bool = False) -> float:
         mine, base = self.phases.get(part), self.direct.get(part)
@@ -967,6 +968,7 @@ class Row:
             "ttfb_added_ms": {f"p{p}": _r(self.added(TTFB, p, ttfb=True)) for p in (50, 95, 99)},
             "throughput": {part: round(phase.rate, 1) for part, phase in self.phases.items() if part not in (SEQ, TTFB)},
             "rss_mib": {k: _r(v, 1) for k, v in self.rss.items()},
+            "log_warnings": dict(self.warnings),
             "phases": {part: phase.as_json() for part, phase in self.phases.items()},
             "direct": {part: phase.as_json() for part, phase in self.direct.items()},
             "bookkeeping": {part: book.as_json() for part, book in self.books.items()},
@@ -1013,6 +1015,16 @@ class Bench:
             f", pid {proc.pid}) on {url}")
         return Gateway(proc, url, server)
 
+    def log_warnings(self) -> Counter[str]:
+        """WARNING+ lines of the processes' logs by logger (a row that degraded, say to local quota state
+        when Redis refused connections, must say so next to its figures)."""
+        found: Counter[str] = Counter()
+        for log in self.logs:
+            if log.exists():
+                found.update(m.group(1) for m in re.finditer(r"\b(?:WARNING|ERROR|CRITICAL) ([\w.]+)",
+                                                             log.read_text(errors="replace")))
+        return found
+
     def stop_gateway(self, gateway: Gateway) -> None:
         self.procs.stop(gateway.proc)
 
@@ -1050,11 +1062,12 @@ class Bench:
         args = self.args
         direct, through = self.targets(gateways)
         cpu = self.meter(gateways)
+        row.rss["idle"] = sum(_rss_mib(g.proc.pid) for g in gateways)
+        warnings_before = self.log_warnings()
         say(f"== {row.label}: warming up ({args.warmup} requests)")
         for stream in (False, True):
             await drive(session, through, Phase("warm-up", "gateway", stream, args.warmup, 32), cpu, show_progress=False)
         await self.ledger.settle(0, timeout=3)
-        row.rss["idle"] = sum(_rss_mib(g.proc.pid) for g in gateways)
         for part in parts:
             if part in (SEQ, TTFB):
                 stream = part == TTFB
@@ -1096,6 +1109,7 @@ class Bench:
                 session, gateways, Phase(f"gateway {kind} c={c}", "gateway", stream, args.requests, c), through, cpu,
                 row, part)
         row.rss["after"] = sum(_rss_mib(g.proc.pid) for g in gateways)
+        row.warnings = self.log_warnings() - warnings_before
         self.rows.append(row)
         return row
 
@@ -1213,7 +1227,7 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
     out()
     head = (f"{'configuration':<44}{'seq +p50/p95/p99 ms':>21}{'req/s c32':>10}{'c128':>6}{'streams/s c32/c128':>19}"
             f"{'+TTFB':>7}{'CPU ms/req':>11}{'RSS MiB idle>after':>19}{'PG sess/req':>12}{'PG xact/req':>12}"
-            f"{'Redis RT/req':>13}{'cmds/req':>9}")
+            f"{'Redis RT/req':>13}{'cmds/req':>9}{'warn':>6}")
     out(head)
     out("-" * len(head))
     for row in rows:
@@ -1226,9 +1240,20 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
         out(f"{row.label[:43]:<44}{seq:>21}{rate['c32']:>10}{rate['c128']:>6}{rate['s32'] + ' / ' + rate['s128']:>19}"
             f"{_fmt(row.added(TTFB, 50, ttfb=True), '+.1f'):>7}{cpu:>11}{rss:>19}"
             f"{_fmt(per.get('pg_sessions'), '.2f'):>12}{_fmt(per.get('pg_transactions'), '.2f'):>12}"
-            f"{_fmt(per.get('redis_round_trips'), '.2f'):>13}{_fmt(per.get('redis_commands_sent'), '.1f'):>9}")
+            f"{_fmt(per.get('redis_round_trips'), '.2f'):>13}{_fmt(per.get('redis_commands_sent'), '.1f'):>9}"
+            f"{sum(row.warnings.values()):>6}")
     out("(per-request columns are of the c=32 plain phase; CPU ms/req = the gateway processes' utime+stime from /proc "
-        "over that phase; Redis RT = writes by the gateways' redis-py clients, a pipeline counting once)")
+        "over that phase; Redis RT = writes by the gateways' redis-py clients, a pipeline counting once; warn = "
+        "WARNING/ERROR log lines during the row: figures of a row with warnings may be of a degraded mode)")
+    one = next((r for r in rows if r.processes == 1 and r.server == args.server and "c128" in r.phases), None)
+    two = next((r for r in rows if r.processes == 2 and r.server == args.server and "c128" in r.phases), None)
+    if one and two:
+        out("two processes vs one: " + ", ".join(
+            f"{part} x{two.phases[part].rate / one.phases[part].rate:.2f}" for part in ("c32", "c128", "s128")
+            if part in one.phases and part in two.phases and one.phases[part].rate))
+    for row in rows:
+        if row.warnings:
+            out(f"  log warnings in '{row.label}': " + ", ".join(f"{k} x{v}" for k, v in row.warnings.most_common(5)))
 
     out()
     out("CPU ms per request of each process (gateway / emulator / redis / client):")

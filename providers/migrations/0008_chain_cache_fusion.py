@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0006_upstreammodel_supports_fim'),
+        ('providers', '0007_proxy_and_aihorde'),
     ]
 
     operations = [

@@ -169,6 +169,9 @@ FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
+# SSRF guard (providers/netguard.py): internal hosts and addresses upstream calls may reach anyway
+# (comma-separated host names and CIDRs, e.g. a local Ollama: "127.0.0.1/32"). Empty: public addresses only.
+FREELLM_UPSTREAM_ALLOW = env.str("FREELLM_UPSTREAM_ALLOW", default="")
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

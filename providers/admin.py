@@ -28,6 +28,7 @@ from routing.selectors_quota import key_health_annotations, provider_health_anno
 from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
+from .netguard import upstream_url_validator
 from .services import (
     KeyTestResult,
     config_export,
@@ -210,7 +211,8 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     ]
     inlines = [ProviderKeyInline, UpstreamModelInline]
     actions = ["enable", "disable", "test_keys"]
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # Only http(s), and no internal address (SSRF: the gateway sends the provider's key there).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https", "validators": [upstream_url_validator]}}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .models import ModelKind, Provider
+from .netguard import upstream_url_check
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
@@ -94,6 +95,8 @@ class ProviderSpec(_Spec):
         parsed = urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in value):
             raise ValueError("must be an http(s) URL")
+        # Internal addresses only through FREELLM_UPSTREAM_ALLOW (SSRF: the provider's key is sent there).
+        upstream_url_check(value)
         return value
 
     @field_validator("daily_reset_tz")

@@ -17,6 +17,7 @@ from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
 from .config_schema import ChainSpec, ConfigError, ConfigSpec, ModelSpec, ProviderSpec, config_parse
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
+from .netguard import guarded_async_client
 
 # ---------------------------------------------------------------------------------------------------
 # Declarative config (manage.py import_config / export_config)
@@ -419,7 +420,7 @@ def provider_key_test_model(provider: Provider) -> UpstreamModel | None:
 
 
 async def _probe(adapter, target, kind: str, timeouts) -> None:
-    async with httpx.AsyncClient() as client:
+    async with guarded_async_client() as client:
         if kind == ModelKind.CHAT:
             request = {"model": target.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
             await adapter.chat(client, target, request, timeouts)

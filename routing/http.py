@@ -9,6 +9,7 @@ import httpx
 from django.conf import settings
 
 from providers.adapters.base import Timeouts
+from providers.netguard import guarded_async_client
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
@@ -17,10 +18,10 @@ def get_client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
+        # Every upstream connection passes the SSRF guard; redirects are never followed.
+        client = guarded_async_client(
             limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
             timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
-            follow_redirects=False,
         )
         _clients[loop] = client
     return client

@@ -5,8 +5,16 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
+from django.conf import settings
 
 pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_analytics"]
+
+# The emulator and test gateways listen on loopback, which the SSRF guard refuses by default. Django is set
+# up before this file is read, so the setting is set here too; the environment carries it to the gateway
+# processes tests start.
+EMULATOR_ALLOW = "127.0.0.1/32,::1/128,localhost"
+os.environ["FREELLM_UPSTREAM_ALLOW"] = EMULATOR_ALLOW
+settings.FREELLM_UPSTREAM_ALLOW = EMULATOR_ALLOW
 
 REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
 

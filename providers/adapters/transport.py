@@ -34,6 +34,9 @@ def httpx_timeout(timeouts: Timeouts, *, read: float | None = None) -> httpx.Tim
 
 def transport_error(exc: BaseException, provider: str) -> UpstreamError:
     """A failure below HTTP (no status): connect refused, timeouts, a connection cut mid-body."""
+    if getattr(exc, "explained", False):
+        # The SSRF guard's refusal (providers.netguard): says what was refused and how to allow it.
+        return UpstreamError(ErrorKind.CONNECTION, f"{provider}: {exc}")
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
         return UpstreamError(ErrorKind.CONNECTION, f"{provider}: could not connect ({type(exc).__name__})")
     if isinstance(exc, TimeoutError | httpx.TimeoutException):

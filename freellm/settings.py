@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "adminsortable2",
+    "axes",
     "providers",
     "routing",
     "analytics",
@@ -76,7 +77,20 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with its message.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin login brute force (django-axes): after FREELLM_LOGIN_FAILURE_LIMIT wrong passwords for one
+# user name from one address, that pair is locked out for FREELLM_LOGIN_LOCKOUT_MINUTES (429 and a
+# message). By user name and address together, so that nobody can lock the admin out from elsewhere.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("FREELLM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("FREELLM_LOGIN_LOCKOUT_MINUTES", default=15.0) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "routing.throttle.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
 
 ROOT_URLCONF = "freellm.urls"
 ASGI_APPLICATION = "freellm.asgi.application"
@@ -172,6 +186,13 @@ FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
 # SSRF guard (providers/netguard.py): internal hosts and addresses upstream calls may reach anyway
 # (comma-separated host names and CIDRs, e.g. a local Ollama: "127.0.0.1/32"). Empty: public addresses only.
 FREELLM_UPSTREAM_ALLOW = env.str("FREELLM_UPSTREAM_ALLOW", default="")
+# Brute force: after this many wrong API keys from one client address within the window (seconds), that
+# address gets 429 until the window ends (routing/throttle.py). The admin login: django-axes, below.
+FREELLM_AUTH_FAILURE_LIMIT = env.int("FREELLM_AUTH_FAILURE_LIMIT", default=20)
+FREELLM_AUTH_FAILURE_WINDOW = env.int("FREELLM_AUTH_FAILURE_WINDOW", default=60)
+# Reverse proxies in front of freellm that append to X-Forwarded-For (0: clients connect directly). The
+# client address (throttles, admin lockout) is then the one the outermost proxy saw.
+FREELLM_PROXY_COUNT = env.int("FREELLM_PROXY_COUNT", default=0)
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

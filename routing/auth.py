@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from routing.models import ApiKey, hash_api_key
 from routing.selectors import api_key_authenticate
+from routing.throttle import auth_failure_record, auth_throttle_check
 
 # hash → (key, config version, cached at). Revoking a key bumps the config version, which drops the cache.
 _cache: dict[str, tuple[ApiKey, str, float]] = {}
@@ -35,9 +36,12 @@ async def authenticate_request(request: HttpRequest) -> ApiKey | None:
     now = time.monotonic()
     if hit and hit[1] == version and now - hit[2] < CACHE_SECONDS:
         return hit[0]
+    # Brute force: an address that sent too many wrong keys is refused before any lookup.
+    await auth_throttle_check(request)
     api_key = await api_key_authenticate(raw)
     if api_key is None:
         _cache.pop(digest, None)
+        await auth_failure_record(request)
         return None
     if len(_cache) >= _MAX_ENTRIES:
         _cache.clear()

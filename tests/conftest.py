@@ -28,6 +28,14 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def _fresh_auth_throttle():
+    """Every test sends its wrong API keys from 127.0.0.1: counts left by earlier tests must not throttle it."""
+    from routing.throttle import auth_throttle_reset
+
+    auth_throttle_reset()
+
+
 def need_service(name: str, url: str, default_port: int) -> None:
     """Skip (or, in CI, fail) a test whose real service is not reachable."""
     if _reachable(url, default_port):

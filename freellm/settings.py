@@ -156,6 +156,22 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Production (FREELLM_ENV=production turns these on; `manage.py check --deploy` is then clean) ---------
+# Session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("FREELLM_SECURE_COOKIES", default=PRODUCTION)
+# HSTS: browsers use HTTPS only for this long (seconds; 0 = no header). Start small when trying TLS out.
+SECURE_HSTS_SECONDS = env.int("FREELLM_HSTS_SECONDS", default=31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("FREELLM_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("FREELLM_HSTS_PRELOAD", default=PRODUCTION)
+# The admin redirects plain-HTTP requests to HTTPS (the /v1 API answers on what it is reached by).
+SECURE_SSL_REDIRECT = env.bool("FREELLM_SSL_REDIRECT", default=PRODUCTION)
+# Behind a proxy that terminates TLS: the header (as in request.META) and value it sets on HTTPS requests,
+# e.g. "HTTP_X_FORWARDED_PROTO=https". Only behind such a proxy: it must strip that header from clients.
+_proxy_ssl_header = env.str("FREELLM_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    _header, _, _value = _proxy_ssl_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip() or "https")
+
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 

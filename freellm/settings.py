@@ -202,6 +202,12 @@ FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
 # SSRF guard (providers/netguard.py): internal hosts and addresses upstream calls may reach anyway
 # (comma-separated host names and CIDRs, e.g. a local Ollama: "127.0.0.1/32"). Empty: public addresses only.
 FREELLM_UPSTREAM_ALLOW = env.str("FREELLM_UPSTREAM_ALLOW", default="")
+# Request log during a database outage: rows wait in memory (this many), then in a file under var/spool/
+# (this many bytes), and are written when the database answers (tried every FREELLM_LOG_RETRY_SECONDS).
+# Rows beyond both are dropped and counted (admin banner, metrics).
+FREELLM_LOG_SPOOL_ROWS = env.int("FREELLM_LOG_SPOOL_ROWS", default=10_000)
+FREELLM_LOG_SPOOL_BYTES = env.int("FREELLM_LOG_SPOOL_BYTES", default=50 * 1024 * 1024)
+FREELLM_LOG_RETRY_SECONDS = env.float("FREELLM_LOG_RETRY_SECONDS", default=2.0)
 # Brute force: after this many wrong API keys from one client address within the window (seconds), that
 # address gets 429 until the window ends (routing/throttle.py). The admin login: django-axes, below.
 FREELLM_AUTH_FAILURE_LIMIT = env.int("FREELLM_AUTH_FAILURE_LIMIT", default=20)

@@ -15,15 +15,11 @@ SECRET = "gsk_backup-secret-7731"
 
 @pytest.mark.django_db(transaction=True)
 def test_backup_then_restore_brings_back_every_row(tmp_path, capsys, django_user_model):
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
-        pytest.skip("this test restores into the embedded SQLite database")
     provider = Provider.objects.create(slug="groq", name="Groq", base_url="https://api.groq.com/openai/v1")
     ProviderKey.objects.create(provider=provider, label="a", secret=SECRET)
     user = django_user_model.objects.create_user("alice", password="x")
     _, raw = api_key_create(user=user, name="laptop")
-    path = tmp_path / "freellm.sqlite3"
+    path = tmp_path / "freellm.backup"
 
     call_command("backup", str(path))
     out = capsys.readouterr()
@@ -43,15 +39,11 @@ def test_backup_then_restore_brings_back_every_row(tmp_path, capsys, django_user
 
 @pytest.mark.django_db(transaction=True)
 def test_restore_with_other_encryption_keys_says_the_secrets_are_unreadable(tmp_path, capsys, settings):
-    from django.db import connection
-
     from providers.crypto import generate_key_spec
 
-    if connection.vendor != "sqlite":
-        pytest.skip("this test restores into the embedded SQLite database")
     provider = Provider.objects.create(slug="groq", name="Groq", base_url="https://api.groq.com/openai/v1")
     ProviderKey.objects.create(provider=provider, label="a", secret=SECRET)
-    path = tmp_path / "freellm.sqlite3"
+    path = tmp_path / "freellm.backup"
     call_command("backup", str(path))
 
     settings.FREELLM_ENCRYPTION_KEYS = generate_key_spec("other")

@@ -19,6 +19,8 @@ class RequestLog(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     api_key = models.ForeignKey("routing.ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
     endpoint = models.CharField(max_length=40)
+    # The wire the request came in through (routing.api.dialects.Dialect): openai, anthropic, responses, ...
+    dialect = models.CharField(max_length=16, default="openai", db_index=True)
     requested_model = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=200, blank=True)

@@ -18,7 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
-from routing.errors import openai_error_responses  # noqa: E402
+from routing.api.dialects import dialect_error_responses  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -33,8 +33,8 @@ class ApiASGIHandler(ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        # ASGI only (always async): errors answered outside the API's handlers still come in OpenAI's shape.
-        self._middleware_chain = openai_error_responses(convert_exception_to_response(self._get_response_async))
+        # ASGI only (always async): errors answered outside the API's handlers still come in the dialect's shape.
+        self._middleware_chain = dialect_error_responses(convert_exception_to_response(self._get_response_async))
 
 
 api_asgi_app = ApiASGIHandler()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path, re_path
 
-from routing.api import api, unknown_endpoint
+from routing.api.app import api, unknown_endpoint
 
 urlpatterns = [
     path("admin/", admin.site.urls),

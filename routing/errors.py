@@ -49,25 +49,3 @@ class GatewayError(Exception):
         for name, value in self.headers.items():
             resp[name] = value
         return resp
-
-
-def openai_error_responses(get_response):
-    """Wrap the /v1 handler chain (async): an error answered outside the API's own handlers, such as
-    ninja's 405 for a wrong method or Django's 500 page for a bug, goes out in OpenAI's shape too."""
-
-    async def respond(request):
-        response = await get_response(request)
-        if response.status_code < 400 or response.get("Content-Type", "").startswith("application/json"):
-            return response
-        if response.status_code == 405:
-            allowed = response.get("Allow", "")
-            message = f"{request.method} is not allowed on {request.path}; use {allowed}."
-            error = GatewayError(405, message, code="method_not_allowed", headers={"Allow": allowed})
-        elif response.status_code >= 500:
-            error = GatewayError(response.status_code, "The gateway failed on this request; the error is logged.",
-                                 code="internal_error")
-        else:
-            error = GatewayError(response.status_code, response.reason_phrase)
-        return error.response()
-
-    return respond

@@ -52,7 +52,7 @@ def wait_until_idle(timeout: float = 10.0) -> None:
     """Let the gateway finish settling and logging before the database is flushed under it."""
     import time
 
-    from routing.api import background_idle
+    from routing.api.exchange import background_idle
 
     deadline = time.monotonic() + timeout
     while not background_idle() and time.monotonic() < deadline:

@@ -63,3 +63,16 @@ def test_a_failed_request_is_logged_once(configured, emulator):
 
     [row] = _rows()
     assert (row["status_code"], row["outcome"], row["attempts"]) == (502, "upstream_error", 1)
+
+
+def test_each_row_names_the_dialect_and_the_admin_filters_by_it(configured, admin_client):
+    from analytics.models import RequestLog
+
+    assert _post(configured, "/chat/completions", {"model": "auto", "messages": HI}).status_code == 200
+    wait_until_idle()
+    assert list(RequestLog.objects.values_list("dialect", flat=True)) == ["openai"]
+    RequestLog.objects.create(**{**RequestLog.objects.values().get(), "id": None, "dialect": "anthropic"})
+
+    page = admin_client.get("/admin/analytics/requestlog/?dialect=anthropic")
+    assert page.status_code == 200
+    assert [row.dialect for row in page.context["cl"].result_list] == ["anthropic"]

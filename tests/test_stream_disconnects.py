@@ -56,7 +56,7 @@ def _rows():
 
 
 def _assert_nothing_left_running():
-    from routing.api import background_idle
+    from routing.api.exchange import background_idle
 
     assert _eventually(background_idle)
 

@@ -15,25 +15,25 @@ from ninja import File, Form, Router
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from routing import router
-from routing.api import _context, _execute, _log, _OpenSchema, _with_trail, router_client
-from routing.config import get_routing_config
 from routing.errors import GatewayError
+from routing.http import get_client
 from routing.tokens import estimate_request_tokens
 
-media = Router(tags=["images and audio"])
+from . import exchange
+
+router = Router(tags=["images and audio"])
 
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
 
-class ImageRequest(_OpenSchema):
+class ImageRequest(exchange.OpenSchema):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
     n: int | None = Field(None, ge=1, le=10)
     response_format: str | None = Field(None, pattern="^(url|b64_json)$")
 
 
-class SpeechRequest(_OpenSchema):
+class SpeechRequest(exchange.OpenSchema):
     model: str = Field(min_length=1)
     input: str = Field(min_length=1, max_length=4096)
     voice: str | dict[str, Any] | None = None
@@ -41,22 +41,21 @@ class SpeechRequest(_OpenSchema):
     speed: float | None = Field(None, ge=0.25, le=4.0)
 
 
-@media.post("/images/generations", summary="Create images from a prompt")
+@router.post("/images/generations", summary="Create images from a prompt")
 async def images_generations(request: HttpRequest, payload: ImageRequest):
     body = payload.to_upstream()
 
     async def call(adapter, target, timeouts):
-        return await adapter.images(router_client(), target, body, timeouts)
+        return await adapter.images(get_client(), target, body, timeouts)
 
-    ctx, served = await _route(
+    ctx, served = await exchange.route(
         request, "image", body["model"], estimate_request_tokens(body, output_reserve=0), call
     )
-    await router.settle(served, served.result.usage, fallback_tokens=ctx.est_tokens)
-    _log(request, ctx, served, 200, served.result.usage)
-    return _with_trail(JsonResponse(served.result.body), ctx, served)
+    await exchange.finish(request, ctx, served, served.result.usage)
+    return exchange.with_trail(JsonResponse(served.result.body), ctx, served)
 
 
-@media.post("/audio/transcriptions", summary="Transcribe an audio file (multipart upload)")
+@router.post("/audio/transcriptions", summary="Transcribe an audio file (multipart upload)")
 async def audio_transcriptions(
     request: HttpRequest,
     file: File[UploadedFile],
@@ -73,39 +72,31 @@ async def audio_transcriptions(
     upload = (file.name or "audio", file.read(), file.content_type or "application/octet-stream")
 
     async def call(adapter, target, timeouts):
-        return await adapter.transcription(router_client(), target, upload, fields, timeouts)
+        return await adapter.transcription(get_client(), target, upload, fields, timeouts)
 
-    ctx, served = await _route(request, "transcription", model, 0, call)
+    ctx, served = await exchange.route(request, "transcription", model, 0, call)
     result = served.result
-    await router.settle(served, result.usage, fallback_tokens=ctx.est_tokens)
-    _log(request, ctx, served, 200, result.usage)
+    await exchange.finish(request, ctx, served, result.usage)
     if isinstance(result.body, str):
         response = HttpResponse(result.body, content_type="text/plain; charset=utf-8")
     else:
         response = JsonResponse(result.body)
-    return _with_trail(response, ctx, served)
+    return exchange.with_trail(response, ctx, served)
 
 
-@media.post("/audio/speech", summary="Turn text into speech (audio bytes)")
+@router.post("/audio/speech", summary="Turn text into speech (audio bytes)")
 async def audio_speech(request: HttpRequest, payload: SpeechRequest):
     body = payload.to_upstream()
 
     async def call(adapter, target, timeouts):
-        return await adapter.speech(router_client(), target, body, timeouts)
+        return await adapter.speech(get_client(), target, body, timeouts)
 
-    ctx, served = await _route(
+    ctx, served = await exchange.route(
         request, "speech", body["model"], estimate_request_tokens(body, output_reserve=0), call
     )
-    await router.settle(served, None, fallback_tokens=ctx.est_tokens)
-    _log(request, ctx, served, 200, None)
+    await exchange.finish(request, ctx, served, None)
     response = HttpResponse(served.result.content, content_type=served.result.content_type)
-    return _with_trail(response, ctx, served)
-
-
-async def _route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
-    ctx = _context(request, kind, model, est_tokens)
-    resolution = router.resolve(await get_routing_config(), model, kind)
-    return ctx, await _execute(request, ctx, resolution, call)
+    return exchange.with_trail(response, ctx, served)
 
 
 def _single_or_list(values: list[str]) -> str | list[str]:

@@ -1,0 +1,8 @@
+"""The API layer: one module per inbound surface over one exchange (see docs/architecture.md).
+
+    app.py          the NinjaAPI instance(s) and the routers of every surface, mounted by freellm/urls.py
+    dialects.py     which dialect a request speaks, and each dialect's error shape
+    exchange.py     what every surface shares: auth, body parsing, the chat exchange (plan, prime, assemble),
+                    stream relay, trail headers and the request-log row
+    openai_chat.py  embeddings.py  media.py  models.py   the OpenAI-compatible surfaces
+"""

@@ -1,0 +1,83 @@
+"""The NinjaAPI that serves every surface, and its error handlers: each error goes out in the request's
+dialect (routing.api.dialects), logged when it stopped a request that named a model."""
+
+from __future__ import annotations
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from routing.errors import GatewayError
+
+from . import embeddings, exchange, media, models, openai_chat
+from .dialects import error_response
+
+api = NinjaAPI(
+    title="freellm",
+    version="1",
+    description="OpenAI-compatible gateway over the free tiers of many LLM providers.",
+    urls_namespace="v1",
+    docs_url="/docs",
+    auth=exchange.UnifiedKeyAuth(),
+    parser=exchange.JsonBodyParser(),
+)
+for surface in (openai_chat, embeddings, models, media):
+    api.add_router("/", surface.router)
+
+
+@api.exception_handler(GatewayError)
+def _gateway_error(request, exc: GatewayError):
+    ctx = getattr(request, "freellm_ctx", None)
+    if ctx is not None:
+        # Whatever stopped a request that named a model (unknown model, no capable one, every route failed),
+        # the request log gets its row.
+        exchange.log_request(request, ctx, None, exc.status, None, error=exc.message)
+    return exchange.with_trail(error_response(request, exc), ctx)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request, exc):
+    return error_response(request, GatewayError(
+        401, "Invalid or missing API key. Send `Authorization: Bearer <key>`.", code="invalid_api_key"))
+
+
+# ninja's first element of an error location: which part of the request it is in.
+_REQUEST_PARTS = ("body", "query", "form", "file", "path", "header", "cookie")
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request, exc: ValidationError):
+    first = exc.errors[0] if exc.errors else {}
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc[:1] and loc[0] in _REQUEST_PARTS:
+        loc = loc[1:]
+    if loc[:1] == ["payload"]:  # the name of the views' body parameter
+        loc = loc[1:]
+    if not loc:
+        return error_response(request, GatewayError(400, "The request body must be a JSON object.",
+                                                    code="invalid_value"))
+    param = ".".join(loc)
+    return error_response(request, GatewayError(400, f"{param}: {first.get('msg', 'invalid value')}",
+                                                param=param, code="invalid_value"))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    message = str(exc)
+    # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        message = f"We could not parse the JSON body of your request: {exc.__cause__}."
+    return error_response(request, GatewayError(exc.status_code, message))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    return error_response(request, GatewayError(413, "Request body is too large.", code="request_too_large"))
+
+
+@csrf_exempt
+def unknown_endpoint(request: HttpRequest) -> HttpResponse:
+    return error_response(request, GatewayError(404, f"Unknown endpoint: {request.method} {request.path}",
+                                                code="unknown_url"))

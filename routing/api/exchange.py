@@ -1,0 +1,446 @@
+"""What every API surface shares: authentication, body parsing, the chat exchange, stream relay, trail headers
+and the request-log row.
+
+A dialect translates its request into one OpenAI chat-completions body, then:
+
+    result = await chat(request, body, dialect=Dialect.X, stream=False)   # routed, failed over, settled, logged
+    result.completion                                                      # one chat.completion dict
+
+    result = await chat(request, body, dialect=Dialect.X, stream=True)    # primed: failover until first content
+    return stream_response(request, result, XEncoder(...), content_type=...)  # relayed, settled, logged at the end
+
+and translates ``result.completion`` or each ``chat.completion.chunk`` (in its ``StreamEncoder``) back. None
+of them copies failover, priming, settling or logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja.parser import Parser
+from ninja.security import HttpBearer
+from pydantic import BaseModel, ConfigDict
+
+import freellm.background
+from analytics.services import request_log_enqueue
+from freellm.background import spawn
+from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
+from providers.adapters.transport import CompletionAssembler, usage_dict
+from routing import continuity, router
+from routing.auth import authenticate_request
+from routing.config import get_routing_config
+from routing.errors import GatewayError
+from routing.families import embedding_resolution, family_unavailable
+from routing.http import get_client
+from routing.tokens import estimate_request_tokens, estimate_tokens
+
+from .dialects import Dialect, dialect_of
+
+# --- the edge: authentication and body parsing -------------------------------------------------------
+
+
+class UnifiedKeyAuth(HttpBearer):
+    """`Authorization: Bearer <unified key>` (the scheme the OpenAPI docs show) or `x-api-key: <unified key>`."""
+
+    def __call__(self, request: HttpRequest):
+        # Not HttpBearer's header parsing: authenticate_request reads both headers.
+        return self.authenticate(request, "")
+
+    async def authenticate(self, request: HttpRequest, token: str):
+        return await authenticate_request(request)
+
+
+# Deeper than any real request (content parts, tool schemas) and far below where recursive code (token
+# estimates, JSON encoding for the upstream) would hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+class JsonBodyParser(Parser):
+    """json.loads with a nesting limit: a deeper body is refused before any code walks it."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        try:
+            data = json.loads(request.body)
+        except RecursionError:
+            raise too_deep from None
+        if _nested_deeper_than(data, MAX_JSON_DEPTH):
+            raise too_deep
+        return data
+
+
+def _nested_deeper_than(data: Any, limit: int) -> bool:
+    stack = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+class OpenSchema(BaseModel):
+    """A request schema whose undeclared fields pass through to the upstream."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_upstream(self) -> dict[str, Any]:
+        """What the client sent (declared fields it set, plus every extra field), for the upstream."""
+        return {**self.model_dump(exclude_unset=True), **(self.model_extra or {})}
+
+
+# --- one routed request ------------------------------------------------------------------------------
+
+
+def context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
+            stream: bool = False) -> router.RequestContext:
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
+    request.freellm_ctx = ctx  # for error responses and the request log
+    # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
+    freellm.background.request_task_track()
+    return ctx
+
+
+async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> router.Served:
+    """router.execute, plus the request-log row of a client that left (errors are logged by their handler).
+    skip: model → reason to pass it over (gating); reword: turns the router's error into the endpoint's own
+    (embeddings name their family)."""
+    try:
+        return await router.execute(ctx, resolution.models, call, skip=skip)
+    except GatewayError as exc:
+        if reword is None:
+            raise
+        raise reword(exc) from None
+    except asyncio.CancelledError:
+        # The client left before an answer (499, as nginx logs it): the row still says what was tried.
+        log_request(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
+        raise
+
+
+async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
+    """Resolve ``model`` for ``kind`` and run ``call`` through the router: (ctx, served), not yet settled."""
+    ctx = context(request, kind, model, est_tokens)
+    resolution = router.resolve(await get_routing_config(), model, kind)
+    return ctx, await execute(request, ctx, resolution, call)
+
+
+async def finish(request: HttpRequest, ctx, served: router.Served, usage: Usage | None) -> None:
+    """Settle a served plain request and write its row."""
+    await router.settle(served, usage, fallback_tokens=ctx.est_tokens)
+    log_request(request, ctx, served, 200, usage)
+
+
+# --- chat ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChatResult:
+    ctx: router.RequestContext
+    served: router.Served
+    completion: dict[str, Any] | None = None  # plain: the assembled chat.completion
+
+    @property
+    def primed(self) -> tuple[UpstreamStream, Any, list[dict]]:
+        """stream: (upstream stream, its chunk iterator, the chunks read while priming)."""
+        return self.served.result
+
+
+async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
+               session_user: str | None = None) -> ChatResult:
+    """Route one chat request (an OpenAI chat-completions body; ``stream`` and ``stream_options`` are the
+    exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
+    the dialect has its own notion of a user (Anthropic's metadata.user_id)."""
+    request.freellm_dialect = dialect
+    for i, message in enumerate(body["messages"]):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
+                               code="invalid_value")
+    ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
+    ctx.prompt_tokens = estimate_tokens(body["messages"])
+    resolution = router.resolve(await get_routing_config(), body["model"], "chat")
+    upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    if session_user and not upstream.get("user"):
+        upstream["user"] = session_user
+    # Gating (422 before any call), the session's sticky model first, a handoff for whoever takes over.
+    plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
+                                      resolution=resolution, requested=body["model"])
+
+    if not stream:
+        # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
+        # slow but steady answer runs on, bounded only by the time budget.
+        async def call(adapter, target, timeouts):
+            primed = await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+            return await _assembled(ctx, primed)
+
+        served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
+        await plan.settle(ctx, served)
+        await finish(request, ctx, served, served.result.usage)
+        return ChatResult(ctx, served, completion=served.result.body)
+
+    async def open_stream(adapter, target, timeouts):
+        return await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+
+    served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
+    await plan.settle(ctx, served)
+    return ChatResult(ctx, served)
+
+
+async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
+    """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
+    stream = await adapter.chat_stream(get_client(), target, body, timeouts)
+    chunks = stream.chunks().__aiter__()
+    buffered: list[dict] = []
+    try:
+        async with asyncio.timeout(timeouts.first_token):
+            async for chunk in chunks:
+                buffered.append(chunk)
+                if _has_content(chunk):
+                    break
+    except TimeoutError:
+        await stream.aclose()
+        raise UpstreamError(ErrorKind.TIMEOUT, "no first token in time") from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream, chunks, buffered
+
+
+async def _assembled(ctx: router.RequestContext, primed) -> UpstreamResponse:
+    """The rest of a primed stream, read within what is left of the time budget, as one chat.completion.
+
+    A failure here still fails over, since a non-stream client has received nothing yet; the error carries
+    the tokens the broken answer used so far, for the quota."""
+    stream, chunks, buffered = primed
+    assembler = CompletionAssembler()
+    try:
+        for chunk in buffered:
+            assembler.feed(chunk)
+        async with asyncio.timeout(max(0.0, ctx.remaining())):
+            async for chunk in chunks:
+                assembler.feed(chunk)
+        body, usage = assembler.result()
+    except TimeoutError:
+        raise UpstreamError(
+            ErrorKind.TIMEOUT, f"answer not finished within the {settings.FREELLM_TIME_BUDGET:g}s time budget",
+            spent=assembler.usage or estimated_usage(ctx, assembler.generated_chars),
+        ) from None
+    except UpstreamError as exc:
+        exc.spent = assembler.usage or estimated_usage(ctx, assembler.generated_chars)
+        raise
+    finally:
+        await stream.aclose()
+    if usage is None:
+        # Clients read `usage` from every answer; without the provider's count, the gateway's estimate.
+        usage = estimated_usage(ctx, assembler.generated_chars)
+        body["usage"] = usage_dict(usage.prompt_tokens, usage.completion_tokens)
+    return UpstreamResponse(body, usage, stream.headers)
+
+
+def estimated_usage(ctx: router.RequestContext, completion_chars: int) -> Usage:
+    """What an answer the provider did not count cost: the prompt estimate and about four characters a token."""
+    return Usage(ctx.prompt_tokens, max(1, completion_chars // 4))
+
+
+def _has_content(chunk: dict) -> bool:
+    """Whether the answer has begun: anything in a delta but its role (content, tool calls, and the reasoning
+    that gpt-oss or DeepSeek-R1 stream long before their content), or a finish reason."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") or any(value for key, value in delta.items() if key != "role"):
+            return True
+    return False
+
+
+# --- streams ---------------------------------------------------------------------------------------------
+
+
+class StreamEncoder(Protocol):
+    """Turns the upstream's chat.completion.chunk dicts into a dialect's stream. Each method returns the bytes
+    to send (b"" for nothing)."""
+
+    # Seconds of upstream silence after which keepalive() is sent; None: never (no timer per chunk).
+    keepalive_seconds: float | None
+
+    def start(self) -> bytes: ...  # once, before the first chunk
+
+    def chunk(self, chunk: dict) -> bytes: ...
+
+    def finish(self, usage: Usage) -> bytes: ...  # the upstream ended normally
+
+    def fail(self, error: GatewayError) -> bytes: ...  # it broke after the first byte: no failover now
+
+    def keepalive(self) -> bytes: ...
+
+
+def stream_response(request: HttpRequest, result: ChatResult, encoder: StreamEncoder, *,
+                    content_type: str = "text/event-stream") -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_relay(request, result, encoder), content_type=content_type)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return with_trail(response, result.ctx, result.served)
+
+
+async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIterator[bytes]:
+    ctx, served = result.ctx, result.served
+    stream, chunks, buffered = result.primed
+    usage: Usage | None = None
+    text_chars = 0
+    error: UpstreamError | None = None
+    status, outcome = 200, "ok"
+
+    def account(chunk: dict) -> None:
+        nonlocal usage, text_chars
+        if u := chunk.get("usage"):
+            usage = Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+        for choice in chunk.get("choices") or ():
+            text_chars += len((choice.get("delta") or {}).get("content") or "")
+
+    try:
+        if data := encoder.start():
+            yield data
+        for chunk in buffered:
+            account(chunk)
+            if data := encoder.chunk(chunk):
+                yield data
+        async for item in _with_keepalive(chunks, encoder.keepalive_seconds):
+            if item is None:
+                if data := encoder.keepalive():
+                    yield data
+                continue
+            account(item)
+            if data := encoder.chunk(item):
+                yield data
+        if data := encoder.finish(usage or estimated_usage(ctx, text_chars)):
+            yield data
+    except UpstreamError as exc:
+        # After the first byte there is no failover: the dialect's error event, never its normal end.
+        error, status, outcome = exc, 502, "incomplete"
+        yield encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
+        async def settle_and_log():
+            await stream.aclose()
+            final = usage or estimated_usage(ctx, text_chars)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
+
+        spawn(settle_and_log())
+
+
+async def _with_keepalive(chunks, seconds: float | None) -> AsyncIterator[dict | None]:
+    """The chunks, with a None whenever the upstream has been silent for ``seconds``."""
+    if seconds is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(chunks.__anext__())
+            done, _ = await asyncio.wait((pending,), timeout=seconds)
+            if not done:
+                yield None
+                continue
+            task, pending = pending, None
+            try:
+                chunk = task.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+# --- embeddings ----------------------------------------------------------------------------------------
+
+
+async def embeddings(request: HttpRequest, body: dict[str, Any], *,
+                     dialect: Dialect) -> tuple[dict, router.RequestContext, router.Served]:
+    """One OpenAI embeddings body routed inside its model's family: (the OpenAI embeddings answer, ctx, served),
+    settled and logged."""
+    request.freellm_dialect = dialect
+    ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
+    # Failover only inside the requested model's family: a vector from another family would be garbage.
+    resolution, family = embedding_resolution(await get_routing_config(), body["model"])
+
+    async def call(adapter, target, timeouts):
+        return await adapter.embeddings(get_client(), target, body, timeouts)
+
+    served = await execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
+    await finish(request, ctx, served, served.result.usage)
+    return served.result.body, ctx, served
+
+
+# --- what the response says ------------------------------------------------------------------------------
+
+
+def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult | None,
+               served: router.Served | None = None) -> HttpResponse:
+    """The X-FreeLLM-* headers: who answered, how many calls it took, every route looked at, a switch."""
+    if isinstance(ctx, ChatResult):
+        ctx, served = ctx.ctx, ctx.served
+    if ctx is None:
+        return response
+    if served is not None:
+        response["X-FreeLLM-Provider"] = served.model.provider.slug
+        response["X-FreeLLM-Model"] = served.model.model_id
+    response["X-FreeLLM-Attempts"] = str(ctx.attempts)
+    response["X-FreeLLM-Trail"] = ctx.trail_header()
+    if ctx.switched:
+        response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)
+    return response
+
+
+def _api_key_id(request) -> int | None:
+    return getattr(getattr(request, "auth", None), "id", None)
+
+
+def log_request(request, ctx, served, status: int, usage: Usage | None, *, outcome: str | None = None,
+                error: str = "") -> None:
+    """Queue the request's one RequestLog row (written in batches off the request path)."""
+    api_key = getattr(request, "auth", None)
+    if outcome is None:
+        outcome = "ok" if status < 400 else "exhausted" if status == 429 else (
+            "client_error" if status < 500 else "upstream_error")
+    request_log_enqueue(
+        api_key_id=getattr(api_key, "id", None),
+        user_id=getattr(api_key, "user_id", None),
+        endpoint=ctx.kind,
+        dialect=dialect_of(request),
+        requested_model=ctx.requested[:200],
+        provider=served.model.provider.slug if served else "",
+        model=served.model.model_id if served else "",
+        key_label=served.key.label if served else "",
+        stream=ctx.stream,
+        status_code=status,
+        outcome=outcome,
+        attempts=ctx.attempts,
+        trail=[{"route": str(s.route), "outcome": s.outcome, "ms": s.ms} for s in ctx.trail],
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        latency_ms=int((time.monotonic() - ctx.started) * 1000),
+        error=error[:500],
+        session_id=ctx.session_id,
+        switched=ctx.switched[:300],
+    )
+
+
+def background_idle() -> bool:
+    from analytics.services import request_logs_idle
+    from analytics.sessions import session_log_idle
+
+    return freellm.background.background_idle() and request_logs_idle() and session_log_idle()

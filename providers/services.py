@@ -15,8 +15,9 @@ from django.views.decorators.debug import sensitive_variables
 
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
+from .adapters.transport import redact
 from .config_schema import ChainSpec, ConfigError, ConfigSpec, ModelSpec, ProviderSpec, config_parse
-from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
+from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .netguard import guarded_async_client
 
 # ---------------------------------------------------------------------------------------------------
@@ -429,10 +430,8 @@ async def _probe(adapter, target, kind: str, timeouts) -> None:
 
 
 def _scrub(message: str, secret: str | None) -> str:
-    # Some providers echo the key they refused; never store it.
-    if secret:
-        message = message.replace(secret, mask_secret(secret))
-    return " ".join(message.split())[:200]
+    # Some providers echo the key they refused, whole or in part; never store it.
+    return " ".join(redact(message, secret).split())[:200]
 
 
 def _save_key_status(key: ProviderKey, status: str | None, detail: str) -> None:

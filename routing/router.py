@@ -28,6 +28,7 @@ from django.conf import settings
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
+from providers.adapters.transport import redact
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.http import default_timeouts
@@ -87,6 +88,8 @@ class RequestContext:
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
+    # The client's unified key: blanked with the provider key from upstream error text (transport.redact).
+    client_key: str | None = field(default=None, repr=False)
 
     @property
     def attempts(self) -> int:
@@ -196,6 +199,8 @@ async def execute(
             try:
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
+                # Before the text reaches the trail, the quota store, the key's status, a log line or the client.
+                exc.message = redact(exc.message, key.secret, ctx.client_key)
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
                             int((time.monotonic() - began) * 1000))
                 ctx.trail.append(step)

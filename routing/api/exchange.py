@@ -32,9 +32,9 @@ import freellm.background
 from analytics.services import request_log_enqueue
 from freellm.background import spawn
 from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
-from providers.adapters.transport import CompletionAssembler, usage_dict
+from providers.adapters.transport import CompletionAssembler, redact, usage_dict
 from routing import continuity, router
-from routing.auth import authenticate_request
+from routing.auth import authenticate_request, raw_key_from
 from routing.config import get_routing_config
 from routing.errors import GatewayError
 from routing.families import embedding_resolution, family_unavailable
@@ -103,7 +103,8 @@ class OpenSchema(BaseModel):
 
 def context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
             stream: bool = False) -> router.RequestContext:
-    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream,
+                                client_key=raw_key_from(request))
     request.freellm_ctx = ctx  # for error responses and the request log
     # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
     freellm.background.request_task_track()
@@ -323,6 +324,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
+        exc.message = redact(exc.message, served.key.secret, ctx.client_key)
         error, status, outcome = exc, 502, "incomplete"
         yield encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
     except asyncio.CancelledError:

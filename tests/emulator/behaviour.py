@@ -35,6 +35,8 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     before the content; ``gap`` paces them like any other chunk.
 ``echo``
     error messages quote the key back, as some providers do (to test that the gateway never passes it on).
+    ``echo=partial`` quotes it less two characters at each end (as "Incorrect API key: sk-ab…" texts do);
+    ``echo=prompt`` quotes the last user message (an upstream repeating what the client sent).
 
 No key at all → 401, except under a provider path segment starting with ``keyless`` (a keyless provider
 such as Pollinations), where a call without a key behaves like a plain succeeding key. A model id starting with ``missing`` → 404 ``model_not_found``.
@@ -73,6 +75,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from .content import last_user_text
+
 PROCEED = "proceed"
 ERROR = "error"
 GONE = "gone"
@@ -103,6 +107,7 @@ class KeySpec:
     tpm: int | None = None
     ctx: int | None = None
     echo: bool = False
+    echo_mode: str = ""  # "", "partial" or "prompt"
     think: int = 0
 
 
@@ -123,6 +128,7 @@ def parse_key(raw: str) -> KeySpec:
                 spec["hang"] = True
             elif word == "echo":
                 spec["echo"] = True
+                spec["echo_mode"] = value.strip().lower()
             elif word == "fail":
                 count, _, status = value.partition(":")
                 spec["fail_count"] = int(count)
@@ -325,7 +331,13 @@ class Engine:
                   retry_after: float | None = None, headers: dict[str, str] | None = None) -> Decision:
             headers = dict(headers or {})
             if spec is not None and spec.echo:
-                message = f"{message} (key: {spec.raw})"
+                if spec.echo_mode == "partial":
+                    message = f"{message} (key: {spec.raw[2:-2]})"
+                elif spec.echo_mode == "prompt":
+                    body = record.body if isinstance(record.body, dict) else {}
+                    message = f"{message} (you said: {last_user_text(body.get('messages') or [])})"
+                else:
+                    message = f"{message} (key: {spec.raw})"
             if retry_after is not None:
                 headers["retry-after"] = _seconds_header(retry_after)
             return Decision(ERROR, record, spec, ErrorReply(status, message, type_, code, retry_after), headers)

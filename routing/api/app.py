@@ -11,7 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import embeddings, exchange, media, models, openai_chat
+from . import edge, embeddings, exchange, media, models, openai_chat
 from .dialects import error_response
 
 api = NinjaAPI(
@@ -39,8 +39,7 @@ def _gateway_error(request, exc: GatewayError):
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request, exc):
-    return error_response(request, GatewayError(
-        401, "Invalid or missing API key. Send `Authorization: Bearer <key>`.", code="invalid_api_key"))
+    return error_response(request, edge.missing_key())
 
 
 # ninja's first element of an error location: which part of the request it is in.
@@ -66,6 +65,9 @@ def _validation_error(request, exc: ValidationError):
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     message = str(exc)
+    if isinstance(exc.__cause__, exchange.BodyValueError):
+        cause = exc.__cause__
+        return error_response(request, GatewayError(400, cause.message, param=cause.param, code="invalid_value"))
     # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         message = f"We could not parse the JSON body of your request: {exc.__cause__}."
@@ -74,7 +76,7 @@ def _http_error(request, exc: HttpError):
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request, exc):
-    return error_response(request, GatewayError(413, "Request body is too large.", code="request_too_large"))
+    return error_response(request, edge.too_large(edge.body_limit(request.content_type or "")))
 
 
 @csrf_exempt

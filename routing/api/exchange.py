@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,30 +64,66 @@ class UnifiedKeyAuth(HttpBearer):
 MAX_JSON_DEPTH = 64
 
 
+class BodyValueError(ValueError):
+    """A JSON body that parses but holds what no upstream takes (a non-finite number, a lone surrogate):
+    a 400 naming the parameter."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = f"{param}: {message}"
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body checked in one walk: nesting at most MAX_JSON_DEPTH deep, finite numbers only (json
+    reads NaN, Infinity and 1e999), text without lone surrogates (``"\\ud800"`` parses, but is no UTF-8)."""
+    too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise too_deep from None
+    stack: list[tuple[Any, int, tuple]] = [(data, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, str):
+            if _LONE_SURROGATE.search(value):
+                raise BodyValueError(_param(path), "holds a lone UTF-16 surrogate; send valid UTF-8 text")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise BodyValueError(_param(path), "must be a finite number")
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise too_deep
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str) and _LONE_SURROGATE.search(key):
+                    raise BodyValueError(_param(path) or "body", "has a key with a lone UTF-16 surrogate")
+                if isinstance(child, str | float | dict | list):
+                    stack.append((child, depth + 1, (*path, key)))
+    return data
+
+
+def _param(path: tuple) -> str:
+    return ".".join(str(part) for part in path)
+
+
 class JsonBodyParser(Parser):
-    """json.loads with a nesting limit: a deeper body is refused before any code walks it."""
+    """``parse_json`` for ninja; a large body the edge (routing.api.edge) already parsed off the event loop
+    is taken from there."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-        try:
-            data = json.loads(request.body)
-        except RecursionError:
-            raise too_deep from None
-        if _nested_deeper_than(data, MAX_JSON_DEPTH):
-            raise too_deep
-        return data
+        from .edge import PARSED_JSON_SCOPE_KEY
 
-
-def _nested_deeper_than(data: Any, limit: int) -> bool:
-    stack = [(data, 1)] if isinstance(data, dict | list) else []
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
+        parsed = getattr(request, "scope", {}).get(PARSED_JSON_SCOPE_KEY)
+        if parsed is not None:
+            value, error = parsed
+            if error is not None:
+                raise error
+            return value
+        return parse_json(request.body)
 
 
 class OpenSchema(BaseModel):

@@ -25,6 +25,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
@@ -90,6 +92,7 @@ class RequestContext:
     trail: list[Step] = field(default_factory=list)
     # The client's unified key: blanked with the provider key from upstream error text (transport.redact).
     client_key: str | None = field(default=None, repr=False)
+    api_key_id: int | None = None  # whose request it is: one client's 5xx count once per window
 
     @property
     def attempts(self) -> int:
@@ -204,7 +207,7 @@ async def execute(
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
                             int((time.monotonic() - began) * 1000))
                 ctx.trail.append(step)
-                await _settle_failure(store, lease, route, key, exc)
+                await _settle_failure(store, lease, route, key, exc, ctx.api_key_id)
                 if not exc.kind.fails_over:
                     raise client_error(exc, ctx) from None
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
@@ -222,7 +225,7 @@ async def execute(
 
 
 async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | None = None,
-                 fallback_tokens: int = 0) -> None:
+                 fallback_tokens: int = 0, api_key_id: int | None = None) -> None:
     """Finish a served request: real usage to the quota store, the outcome to the circuit breaker."""
     if served.settled:
         return
@@ -233,23 +236,50 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     headers = getattr(served.result, "headers", None)
     if error is None:
         await store.record(served.route, None, headers=headers)
-    else:
+    elif await _counts_against_health(served.route, error, api_key_id):
         await store.record(served.route, error.kind, retry_after=error.retry_after, headers=error.headers,
                            message=error.message)
     if served.key.id is not None:
         await _touch_key(served.key.id)
 
 
-async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
+async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError,
+                          api_key_id: int | None = None) -> None:
     if exc.spent is not None:
         await store.settle(lease, exc.spent.total_tokens)  # broke mid-answer: the provider counted it
     elif exc.kind == ErrorKind.CONNECTION:
         await store.release(lease)  # never reached the provider
     else:
         await store.settle(lease, 0)
-    await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    if await _counts_against_health(route, exc, api_key_id):
+        await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
         await _mark_key_invalid(key.id, exc.message)
+
+
+# A 5xx may be the request's fault (content the edge let through): one client's 5xx on a route count once
+# per this many seconds, so that no client opens a route's circuit for everyone alone. Timeouts and
+# connection failures say nothing about the request and always count.
+CLIENT_FAILURE_WINDOW = 60
+_client_failures: dict[tuple[str, int], float] = {}
+
+
+async def _counts_against_health(route: Route, exc: UpstreamError, api_key_id: int | None) -> bool:
+    if exc.kind != ErrorKind.SERVER or api_key_id is None:
+        return True
+    marker = f"freellm:client-5xx:{api_key_id}:{route}"
+    try:
+        # Shared by every gateway process when the cache is Redis.
+        return await cache.aadd(marker, 1, timeout=CLIENT_FAILURE_WINDOW)
+    except (RedisError, OSError):
+        now = time.monotonic()
+        seen = _client_failures.get((str(route), api_key_id))
+        if seen is not None and now - seen < CLIENT_FAILURE_WINDOW:
+            return False
+        if len(_client_failures) > 10_000:
+            _client_failures.clear()
+        _client_failures[(str(route), api_key_id)] = now
+        return True
 
 
 @sync_to_async

@@ -44,6 +44,7 @@ from routing.http import get_client
 from routing.tokens import estimate_request_tokens, estimate_tokens
 
 from .dialects import Dialect, dialect_of
+from .validation import chat_messages_check
 
 # --- the edge: authentication and body parsing -------------------------------------------------------
 
@@ -142,7 +143,7 @@ class OpenSchema(BaseModel):
 def context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
             stream: bool = False) -> router.RequestContext:
     ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream,
-                                client_key=raw_key_from(request))
+                                client_key=raw_key_from(request), api_key_id=_api_key_id(request))
     request.freellm_ctx = ctx  # for error responses and the request log
     # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
     freellm.background.request_task_track()
@@ -199,10 +200,8 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
     the dialect has its own notion of a user (Anthropic's metadata.user_id)."""
     request.freellm_dialect = dialect
-    for i, message in enumerate(body["messages"]):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
-                               code="invalid_value")
+    # Malformed messages are the client's 400, never an upstream's 5xx counted against the route.
+    chat_messages_check(body["messages"])
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
     resolution = router.resolve(await get_routing_config(), body["model"], "chat")
@@ -373,7 +372,8 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         async def settle_and_log():
             await stream.aclose()
             final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
+                                api_key_id=ctx.api_key_id)
             log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
 
         spawn(settle_and_log())

@@ -232,10 +232,54 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     return ChatResult(ctx, served)
 
 
+_TEXT_DELTA_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+def chunk_problem(chunk: Any) -> str | None:
+    """What makes an upstream ``chat.completion.chunk`` unusable (wrong types that would break the relay,
+    the assembler or a dialect's encoder), or None."""
+    if not isinstance(chunk, dict):
+        return "a chunk that is not an object"
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return "`choices` that is not a list"
+    usage = chunk.get("usage")
+    if usage is not None and (not isinstance(usage, dict) or not all(
+            isinstance(usage.get(name, 0), int | None) for name in ("prompt_tokens", "completion_tokens"))):
+        return "`usage` that is not an object of token counts"
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            return "a choice that is not an object"
+        if not isinstance(choice.get("finish_reason"), str | None):
+            return "a `finish_reason` that is not a string"
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return "a `delta` that is not an object"
+        for name in _TEXT_DELTA_FIELDS:
+            # Text; Mistral's thinking models stream lists of content parts instead.
+            if not isinstance(delta.get(name), str | list | None):
+                return f"a `delta.{name}` that is neither text nor content parts"
+        calls = delta.get("tool_calls")
+        if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
+            return "`delta.tool_calls` that is not a list of objects"
+    return None
+
+
+async def _checked(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """The upstream's chunks, each checked: a malformed one is the upstream failing (before the first byte
+    the router fails over; after it the client gets the dialect's stream_interrupted event)."""
+    async for chunk in chunks:
+        if problem := chunk_problem(chunk):
+            raise UpstreamError(ErrorKind.SERVER, f"the upstream stream sent {problem}")
+        yield chunk
+
+
 async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
     stream = await adapter.chat_stream(get_client(), target, body, timeouts)
-    chunks = stream.chunks().__aiter__()
+    chunks = _checked(stream.chunks()).__aiter__()
     buffered: list[dict] = []
     try:
         async with asyncio.timeout(timeouts.first_token):

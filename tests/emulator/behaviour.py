@@ -19,6 +19,11 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     a stream ends abruptly after N content chunks: the connection is closed without the final events.
 ``midfail=N``
     a stream sends N content chunks, then an in-band error event (HTTP status already 200), then ends.
+``badchunk=N``
+    (OpenAI wire) a stream sends N content chunks, then a chunk that is valid JSON of the wrong type
+    (``"delta": {"content": 5}``), then goes on as if nothing happened.
+``stall=N``
+    a stream sends N frames (the role frame counts), then goes silent without closing (until the client leaves).
 ``slow=SECONDS``
     delay before the answer (before the status line, so it counts against the client's first-byte timeout).
 ``gap=SECONDS``
@@ -101,6 +106,8 @@ class KeySpec:
     fail_status: int = 500
     drop_after: int | None = None
     midfail_after: int | None = None
+    badchunk_after: int | None = None
+    stall_after: int | None = None
     slow: float = 0.0
     gap: float = 0.0
     rpm: int | None = None
@@ -137,6 +144,10 @@ def parse_key(raw: str) -> KeySpec:
                 spec["drop_after"] = int(value)
             elif word == "midfail":
                 spec["midfail_after"] = int(value)
+            elif word == "badchunk":
+                spec["badchunk_after"] = int(value)
+            elif word == "stall":
+                spec["stall_after"] = int(value)
             elif word == "slow":
                 spec["slow"] = float(value)
             elif word == "gap":
@@ -497,6 +508,7 @@ class Engine:
         tail = list(tail_frames)
         drop_after = decision.drop_after
         midfail_after = decision.midfail_after
+        stall_after = decision.spec.stall_after if decision.spec else None
         errors = list(error_frames)
         gap = decision.gap
 
@@ -510,6 +522,8 @@ class Engine:
                         break
                     if index and gap:
                         await asyncio.sleep(gap)
+                    if index == stall_after:
+                        await asyncio.sleep(3600)  # cancelled when the client leaves
                     yield frame
                     record.chunks_sent += 1
                 if drop_after is not None:

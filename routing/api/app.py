@@ -6,15 +6,15 @@ from __future__ import annotations
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
 from . import edge, embeddings, exchange, media, models, openai_chat
 from .dialects import error_response
+from .openapi import GatewayAPI
 
-api = NinjaAPI(
+api = GatewayAPI(
     title="freellm",
     version="1",
     description="OpenAI-compatible gateway over the free tiers of many LLM providers.",

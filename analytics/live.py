@@ -14,6 +14,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
+from routing.redis import RedisBreaker
+
 from .models import RequestLog
 
 log = logging.getLogger(__name__)
@@ -62,29 +64,22 @@ async def live_rows_publish(rows: Sequence[RequestLog]) -> None:
             usernames = {uid: name async for uid, name in users}
         message = {"type": LIVE_EVENT, "rows": [request_log_payload(row, usernames) for row in rows]}
         await asyncio.wait_for(layer.group_send(LIVE_GROUP, message), PUBLISH_TIMEOUT)
-    except Exception:
-        _publish_failed(len(rows))
+    except Exception as exc:
+        _breaker.failed(exc, count=len(rows))
     else:
-        _publish_worked()
+        _breaker.worked()
 
 
 # The channel layer lives in Redis: while Redis is down every flush would fail. Say so once per outage.
-_failing = False
-
-
-def _publish_failed(count: int) -> None:
-    global _failing
-    if not _failing:
-        log.warning("live feed: could not publish %d request log rows (quiet until it works again)", count,
-                    exc_info=True)
-    _failing = True
-
-
-def _publish_worked() -> None:
-    global _failing
-    if _failing:
-        log.info("live feed: publishing again")
-    _failing = False
+# Every flush tries again (retry_interval 0): the flush runs in the background, never on a request.
+_breaker = RedisBreaker(
+    log=log,
+    down="live feed: could not publish %(count)d request log rows (quiet until it works again)",
+    back="live feed: publishing again",
+    retry_interval=0.0,
+    back_level=logging.INFO,
+    traceback=True,
+)
 
 
 def live_rows_publish_sync(rows: Sequence[RequestLog]) -> None:

@@ -16,6 +16,8 @@ class RequestLog(models.Model):
         CANCELLED = "cancelled", "Client disconnected"
 
     created_at = models.DateTimeField(db_index=True)
+    # X-FreeLLM-Request-Id of the response; "" for rows written before it existed.
+    request_id = models.CharField(max_length=32, blank=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     api_key = models.ForeignKey("routing.ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
     endpoint = models.CharField(max_length=40)

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, models
 
 from freellm.background import spawn
+from routing import metrics
 
 from .live import live_rows_publish, live_rows_publish_sync
 from .models import RequestLog
@@ -149,6 +150,7 @@ def _row_from(fields: dict[str, Any]) -> RequestLog:
 
 
 def _drop(count: int, why: str) -> None:
+    metrics.request_log_dropped_total.inc(count)
     _stats.dropped += count
     _stats.last_drop_at = time.time()
     log.error("%d request-log row(s) lost: %s (%d lost so far in this process)", count, why, _stats.dropped)

@@ -43,8 +43,13 @@ api_asgi_app = BodyGuard(ApiASGIHandler())
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
+# Served without the middleware stack: the API, and the health and metrics endpoints (routing.api.ops).
+_OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
+
+
 async def http_app(scope, receive, send):
-    app = api_asgi_app if scope["path"].startswith("/v1/") else site_asgi_app
+    path = scope["path"]
+    app = api_asgi_app if path.startswith("/v1/") or path in _OPS_PATHS else site_asgi_app
     await app(scope, receive, send)
 
 

@@ -220,3 +220,12 @@ FREELLM_PROXY_COUNT = env.int("FREELLM_PROXY_COUNT", default=0)
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES
+
+# --- Operations --------------------------------------------------------------------------------------
+# /metrics from other addresses than loopback needs `Authorization: Bearer <this>`; unset, it is a 404 there.
+FREELLM_METRICS_TOKEN = env.str("FREELLM_METRICS_TOKEN", default="")
+# Every process's counters are files in one folder, added up per scrape (prometheus_client's multiprocess
+# mode). Set before anything imports prometheus_client; `./dev run` empties it at start.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "metrics"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path, re_path
 
+from routing.api import ops
 from routing.api.app import api, unknown_endpoint
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("livez", ops.livez),
+    path("readyz", ops.readyz),
+    path("metrics", ops.metrics_view),
     path("v1/", api.urls),
     # Anything else under /v1 answers in OpenAI's error shape, not Django's HTML 404.
     re_path(r"^v1/.*$", unknown_endpoint),

@@ -2,7 +2,12 @@
 
 Pydantic checks types and field names; ``config_import`` in providers/services.py checks what needs the
 whole file or the database (duplicates, chain references, secrets). Every problem is reported as
-``<path>: <message>``, e.g. ``providers[0].models[2].limits.rpm: must be a non-negative integer``.
+``<path>: <message>``, e.g. ``providers[0].models[2].limits.rpm: must be a non-negative integer``
+(``validation_problems``, also used for the provider catalog, whose entries are these specs plus metadata).
+
+Names: the file's field names are the public contract (``name``, ``display_name``, ``tools``, ``json``...);
+in code a spec's attributes carry the database's names (``slug``, ``name``, ``supports_json``...), the
+file's name being the alias, so one flag has one name in code.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class ConfigError(Exception):
 
 class _Spec(BaseModel):
     # strict: YAML already yields typed values, so "30" for a number or "yes" for a flag is a mistake.
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    # Fields are read by their file name only (the alias where there is one).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LimitsSpec(_Spec):
@@ -58,17 +64,33 @@ class ModelSpec(_Spec):
     family: str = Field(default="", max_length=100)
     dimensions: NonNegativeInt | None = None
     context_window: NonNegativeInt | None = None
-    tools: bool = False
-    vision: bool = False
-    # "json" would shadow BaseModel.json; the file still says `json:`.
-    json_mode: bool = Field(default=False, alias="json")
+    supports_tools: bool = Field(default=False, alias="tools")
+    supports_vision: bool = Field(default=False, alias="vision")
+    supports_json: bool = Field(default=False, alias="json")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     enabled: bool = True
 
+    def db_values(self) -> dict[str, Any]:
+        """The UpstreamModel field values this spec stands for (model_id and provider aside)."""
+        return {
+            "kind": self.kind,
+            "family": self.family,
+            "dimensions": self.dimensions,
+            "context_window": self.context_window,
+            "supports_tools": self.supports_tools,
+            "supports_vision": self.supports_vision,
+            "supports_json": self.supports_json,
+            "rpm": self.limits.rpm,
+            "rpd": self.limits.rpd,
+            "tpm": self.limits.tpm,
+            "tpd": self.limits.tpd,
+            "enabled": self.enabled,
+        }
+
 
 class ProviderSpec(_Spec):
-    name: str = Field(min_length=1, max_length=64)
-    display_name: str | None = Field(default=None, min_length=1, max_length=120)
+    slug: str = Field(alias="name", min_length=1, max_length=64)
+    name: str | None = Field(default=None, alias="display_name", min_length=1, max_length=120)
     adapter: AdapterName = Provider.Adapter.OPENAI.value
     base_url: str = Field(max_length=500)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -81,7 +103,22 @@ class ProviderSpec(_Spec):
     keys: list[KeySpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
 
-    @field_validator("name")
+    def db_values(self) -> dict[str, Any]:
+        """The Provider field values this spec stands for (slug aside; keys and models are rows of their own)."""
+        return {
+            "name": self.name or self.slug,
+            "adapter": self.adapter,
+            "base_url": self.base_url,
+            "headers": dict(self.headers),
+            "enabled": self.enabled,
+            "keyless": self.keyless,
+            "drop_params": list(self.drop_params),
+            "account_rpm": self.account_rpm,
+            "account_rpd": self.account_rpd,
+            "daily_reset_tz": self.daily_reset_tz,
+        }
+
+    @field_validator("slug")
     @classmethod
     def _slug(cls, value: str) -> str:
         if not SLUG.match(value):
@@ -129,7 +166,12 @@ def config_parse(data: Any) -> ConfigSpec:
     try:
         return ConfigSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([f"{format_path(e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
+        raise ConfigError(validation_problems(exc, ConfigSpec)) from None
+
+
+def validation_problems(error: ValidationError, root: type[BaseModel]) -> list[str]:
+    """``<path>: <message>`` for each problem pydantic found validating ``root`` (the one formatter)."""
+    return [f"{format_path(e['loc'])}: {_message(e, root)}" for e in error.errors()]
 
 
 def format_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
@@ -154,7 +196,7 @@ _MESSAGES = {
 }
 
 
-def _message(error: dict) -> str:
+def _message(error: dict, root: type[BaseModel]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "value_error":
@@ -164,28 +206,28 @@ def _message(error: dict) -> str:
     if kind == "string_too_long":
         return f"must be at most {ctx['max_length']} characters"
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(error["loc"][:-1])
+        allowed = _allowed_fields(error["loc"][:-1], root)
         return "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     return _MESSAGES.get(kind, error["msg"])
 
 
-def _allowed_fields(loc: tuple) -> list[str]:
+def _allowed_fields(loc: tuple, root: type[BaseModel]) -> list[str]:
     """The field names the file may use at ``loc`` (walks the spec classes along the path)."""
-    current: Any = ConfigSpec
+    current: Any = root
     for part in loc:
         if isinstance(part, int):
             args = typing.get_args(current)
             current = args[0] if args else None
-        elif isinstance(current, type) and issubclass(current, _Spec) and part in _by_alias(current):
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in _by_alias(current):
             current = _unwrap_optional(_by_alias(current)[part].annotation)
         else:
             return []
-    if isinstance(current, type) and issubclass(current, _Spec):
+    if isinstance(current, type) and issubclass(current, BaseModel):
         return list(_by_alias(current))
     return []
 
 
-def _by_alias(spec: type[_Spec]) -> dict:
+def _by_alias(spec: type[BaseModel]) -> dict:
     return {info.alias or name: info for name, info in spec.model_fields.items()}
 
 

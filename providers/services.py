@@ -46,7 +46,14 @@ def config_import(
     Idempotent: importing the same file twice changes nothing the second time. What the file does not
     list is left alone unless ``prune``. Raises ``ConfigError`` (nothing written) when the file is wrong.
     """
-    spec = config_parse(data)
+    return config_apply(spec=config_parse(data), prune=prune, dry_run=dry_run, environ=environ)
+
+
+@sensitive_variables()
+def config_apply(
+    *, spec: ConfigSpec, prune: bool = False, dry_run: bool = False, environ: Mapping[str, str] | None = None
+) -> ImportReport:
+    """``config_import`` of a parsed file (the provider catalog hands its entries, which are ProviderSpecs)."""
     environ = os.environ if environ is None else environ
     report = ImportReport(dry_run=dry_run)
     with transaction.atomic():
@@ -55,7 +62,7 @@ def config_import(
         for index, provider_spec in enumerate(spec.providers):
             models_by_route.update(_upsert_provider(provider_spec, secrets[index], prune=prune, report=report))
         if prune:
-            for provider in Provider.objects.exclude(slug__in=[p.name for p in spec.providers]):
+            for provider in Provider.objects.exclude(slug__in=[p.slug for p in spec.providers]):
                 report.add(f"- provider {provider.slug} (with its keys and models)")
                 provider.delete()
         for chain_spec in spec.chains:
@@ -76,13 +83,13 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
     problems: list[str] = []
     secrets: list[dict[str, str | None]] = []
     declared: dict[str, ModelSpec] = {}
-    _duplicates(problems, "providers", [p.name for p in spec.providers], "provider", "name")
+    _duplicates(problems, "providers", [p.slug for p in spec.providers], "provider", "name")
     _duplicates(problems, "chains", [c.name for c in spec.chains], "chain", "name")
     for p_index, provider in enumerate(spec.providers):
         path = f"providers[{p_index}]"
         _duplicates(problems, f"{path}.keys", [k.label for k in provider.keys], "key label", "label")
         _duplicates(problems, f"{path}.models", [m.id for m in provider.models], "model id", "id")
-        stored_labels = set(ProviderKey.objects.filter(provider__slug=provider.name).values_list("label", flat=True))
+        stored_labels = set(ProviderKey.objects.filter(provider__slug=provider.slug).values_list("label", flat=True))
         resolved: dict[str, str | None] = {}
         for k_index, key in enumerate(provider.keys):
             key_path = f"{path}.keys[{k_index}]"
@@ -106,7 +113,7 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
                     f"{path}.models[{m_index}].family: required for embedding models "
                     "(vectors are only comparable within one family)"
                 )
-            declared[f"{provider.name}/{model.id}"] = model
+            declared[f"{provider.slug}/{model.id}"] = model
     for c_index, chain in enumerate(spec.chains):
         path = f"chains[{c_index}]"
         _duplicates(problems, f"{path}.models", chain.models, "model")
@@ -190,26 +197,9 @@ def _upsert(model_cls, lookup: dict[str, Any], wanted: dict[str, Any], what: str
 def _upsert_provider(
     spec: ProviderSpec, secrets: dict[str, str | None], *, prune: bool, report: ImportReport
 ) -> dict[str, UpstreamModel]:
-    provider = _upsert(
-        Provider,
-        {"slug": spec.name},
-        {
-            "name": spec.display_name or spec.name,
-            "adapter": spec.adapter,
-            "base_url": spec.base_url,
-            "headers": spec.headers,
-            "enabled": spec.enabled,
-            "keyless": spec.keyless,
-            "drop_params": spec.drop_params,
-            "account_rpm": spec.account_rpm,
-            "account_rpd": spec.account_rpd,
-            "daily_reset_tz": spec.daily_reset_tz,
-        },
-        f"provider {spec.name}",
-        report,
-    )
+    provider = _upsert(Provider, {"slug": spec.slug}, spec.db_values(), f"provider {spec.slug}", report)
     for key_spec in spec.keys:
-        what = f"key {spec.name}/{key_spec.label}"
+        what = f"key {spec.slug}/{key_spec.label}"
         secret = secrets[key_spec.label]
         key = ProviderKey.objects.filter(provider=provider, label=key_spec.label).first()
         if key is None:
@@ -225,33 +215,21 @@ def _upsert_provider(
             report.add(f"~ {what}: {', '.join(changed)}")
     models = {}
     for model_spec in spec.models:
+        route_name = f"{spec.slug}/{model_spec.id}"
         model = _upsert(
             UpstreamModel,
             {"provider": provider, "model_id": model_spec.id},
-            {
-                "kind": model_spec.kind,
-                "family": model_spec.family,
-                "dimensions": model_spec.dimensions,
-                "context_window": model_spec.context_window,
-                "supports_tools": model_spec.tools,
-                "supports_vision": model_spec.vision,
-                "supports_json": model_spec.json_mode,
-                "rpm": model_spec.limits.rpm,
-                "rpd": model_spec.limits.rpd,
-                "tpm": model_spec.limits.tpm,
-                "tpd": model_spec.limits.tpd,
-                "enabled": model_spec.enabled,
-            },
-            f"model {spec.name}/{model_spec.id}",
+            model_spec.db_values(),
+            f"model {route_name}",
             report,
         )
-        models[f"{spec.name}/{model_spec.id}"] = model
+        models[route_name] = model
     if prune:
         for key in provider.keys.exclude(label__in=[k.label for k in spec.keys]):
-            report.add(f"- key {spec.name}/{key.label}")
+            report.add(f"- key {spec.slug}/{key.label}")
             key.delete()
         for model in provider.models.exclude(model_id__in=[m.id for m in spec.models]):
-            report.add(f"- model {spec.name}/{model.model_id}")
+            report.add(f"- model {spec.slug}/{model.model_id}")
             model.delete()
     return models
 

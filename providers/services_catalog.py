@@ -13,7 +13,6 @@ deleted; models dropped from the catalog are disabled, not deleted.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +21,9 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from .catalog import CatalogError, CatalogModel, CatalogProvider, catalog_provider, catalog_providers
+from .config_schema import ConfigSpec
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
-from .services import config_import, provider_key_test
+from .services import config_apply, provider_key_test
 
 AUTO_CHAIN = "auto"
 ANONYMOUS_KEY_LABEL = "anonymous"
@@ -59,36 +59,16 @@ _AUTO_RANK = "auto_rank"
 _UNSET = object()
 
 
-def catalog_provider_values(entry: CatalogProvider, *, base_url: str | None = None) -> dict[str, Any]:
-    """The Provider field values an entry stands for (``base_url`` overrides the catalog's)."""
-    return {
-        "name": entry.name,
-        "adapter": entry.adapter,
-        "base_url": base_url or entry.base_url,
-        "headers": dict(entry.headers),
-        "drop_params": list(entry.drop_params),
-        "keyless": entry.keyless,
-        "account_rpm": entry.account_rpm,
-        "account_rpd": entry.account_rpd,
-        "daily_reset_tz": entry.daily_reset_tz,
-    }
+def catalog_provider_values(entry: CatalogProvider) -> dict[str, Any]:
+    """The Provider field values the catalog owns for an entry."""
+    values = entry.db_values()
+    return {name: values[name] for name in PROVIDER_FIELDS}
 
 
 def catalog_model_values(model: CatalogModel) -> dict[str, Any]:
-    return {
-        "kind": model.kind,
-        "family": model.family,
-        "dimensions": model.dimensions,
-        "context_window": model.context_window,
-        "supports_tools": model.tools,
-        "supports_vision": model.vision,
-        "supports_json": model.json,
-        "rpm": model.limits.rpm,
-        "rpd": model.limits.rpd,
-        "tpm": model.limits.tpm,
-        "tpd": model.limits.tpd,
-        "enabled": True,
-    }
+    # A catalog model is always enabled (the file cannot say otherwise); an admin may disable it.
+    values = model.db_values()
+    return {name: values[name] for name in MODEL_FIELDS}
 
 
 def embedding_chain_name(family: str) -> str:
@@ -180,21 +160,8 @@ def _clean_secrets(keys: Iterable[str]) -> list[str]:
 def _create_provider(entry: CatalogProvider, *, base_url: str | None) -> list[str]:
     """Create through the declarative-config upsert (one validator and writer for both), then record
     what the catalog wrote."""
-    values = catalog_provider_values(entry, base_url=base_url)
-    spec = {
-        "name": entry.slug,
-        "display_name": values["name"],
-        "adapter": values["adapter"],
-        "base_url": values["base_url"],
-        "headers": values["headers"],
-        "keyless": values["keyless"],
-        "drop_params": values["drop_params"],
-        "account_rpm": values["account_rpm"],
-        "account_rpd": values["account_rpd"],
-        "daily_reset_tz": values["daily_reset_tz"],
-        "models": [_model_spec(model) for model in entry.models],
-    }
-    report = config_import(data={"providers": [spec]})
+    spec = entry.model_copy(update={"base_url": base_url}) if base_url else entry
+    report = config_apply(spec=ConfigSpec(providers=[spec]))
     provider = Provider.objects.get(slug=entry.slug)
     recorded = catalog_provider_values(entry)  # the catalog's own base_url: an override is an admin edit
     recorded[_MODEL_IDS] = [model.id for model in entry.models]
@@ -206,23 +173,6 @@ def _create_provider(entry: CatalogProvider, *, base_url: str | None) -> list[st
             model.catalog_values = _model_record(catalog_model)
             model.save(update_fields=["catalog_values"])
     return [f"{line} (from catalog)" for line in report.changes]
-
-
-def _model_spec(model: CatalogModel) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "id": model.id,
-        "kind": model.kind,
-        "family": model.family,
-        "tools": model.tools,
-        "vision": model.vision,
-        "json": model.json,
-        "limits": {k: v for k, v in dataclasses.asdict(model.limits).items() if v is not None},
-    }
-    if model.dimensions is not None:
-        spec["dimensions"] = model.dimensions
-    if model.context_window is not None:
-        spec["context_window"] = model.context_window
-    return spec
 
 
 def _model_record(model: CatalogModel) -> dict[str, Any]:

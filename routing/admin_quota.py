@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from .models import QuotaWindow
 from .quota import get_quota_store
+from .quota.base import HealthState
 from .quota.resilient import BACKEND_ERRORS, ResilientQuotaStore
 from .services_quota import (
     PROVIDER_ROW_MODEL,
@@ -22,21 +23,21 @@ from .services_quota import (
     quota_windows_rollup,
 )
 
-HEALTH_LABELS = {
-    "closed": "closed",
-    "open": "open: cooling down",
-    "half_open": "half-open: on trial",
-    "key_invalid": "key invalid",
-}
+HEALTH_LABELS = dict(QuotaWindow.HEALTH_CHOICES)
 # On hover: what each state means for the next request.
 HEALTH_MEANING = {
-    "closed": "Healthy: requests go through while the quota lasts.",
-    "open": "Failing or rate-limited: skipped until the cooldown ends (or an admin clears it).",
-    "half_open": "The cooldown is over: the next request is a single trial; success closes the circuit.",
-    "key_invalid": "The provider refused the key (401/403): every model of it is skipped until an admin "
+    HealthState.CLOSED: "Healthy: requests go through while the quota lasts.",
+    HealthState.OPEN: "Failing or rate-limited: skipped until the cooldown ends (or an admin clears it).",
+    HealthState.HALF_OPEN: "The cooldown is over: the next request is a single trial; success closes the circuit.",
+    HealthState.KEY_INVALID: "The provider refused the key (401/403): every model of it is skipped until an admin "
                    "clears it or a health probe proves it works.",
 }  # fmt: skip
-HEALTH_COLORS = {"closed": "#3d8b37", "open": "#c0392b", "half_open": "#c98a00", "key_invalid": "#c0392b"}
+HEALTH_COLORS = {
+    HealthState.CLOSED: "#3d8b37",
+    HealthState.OPEN: "#c0392b",
+    HealthState.HALF_OPEN: "#c98a00",
+    HealthState.KEY_INVALID: "#c0392b",
+}
 
 
 def _left(until: datetime | None, now: datetime) -> str:

@@ -12,25 +12,34 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from redis.exceptions import RedisError
 
 from providers.adapters.base import Target
 from routing.quota.base import Limits, Route
+from routing.redis import REDIS_ERRORS, RedisBreaker
 
 _CACHE_KEY = "freellm:config-version"
 CHECK_INTERVAL = 1.0
-# Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
-# snapshot each process has. A process whose bump failed bumps again as soon as Redis answers (it may come
-# back with its data, still holding the old version); an empty Redis's "0" differs from every snapshot too.
-_VERSION_STORE_ERRORS = (RedisError, OSError)
 UNKNOWN_VERSION = "unknown"
 
 log = logging.getLogger(__name__)
+
+# Redis down (degraded mode): the shared version can be neither read nor bumped; requests go on with the
+# snapshot each process has. A process whose bump failed bumps again as soon as Redis answers (it may come
+# back with its data, still holding the old version); an empty Redis's "0" differs from every snapshot too.
+# CHECK_INTERVAL already spaces the reads out, so the breaker retries on every one (retry_interval 0).
+_breaker = RedisBreaker(
+    log=log,
+    down="routing config: Redis unavailable (%(error)s); each gateway process keeps its snapshot, and changes "
+    "reach the other processes when it returns",
+    back="routing config: Redis is back; config changes are shared again",
+    retry_interval=0.0,
+)
 
 
 def _version_file():
@@ -42,13 +51,14 @@ def bump_config_version() -> None:
     if settings.REDIS_URL:
         try:
             cache.set(_CACHE_KEY, version, timeout=None)
-        except _VERSION_STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             # The change is in the database; this process reloads now, the others once Redis is back.
-            log.warning("routing config changed while Redis is unavailable (%s); other gateway processes "
-                        "see the change when it returns", type(exc).__name__)
+            _breaker.failed(exc)
+            log.info("routing config changed while Redis is unavailable; announced when it returns")
             _state.config = None
             _state.bump_pending = True
             return
+        _breaker.worked()
         _state.bump_pending = False
     else:
         _version_file().write_text(version)
@@ -60,9 +70,12 @@ def current_config_version() -> str | None:
     """The shared version; None when it cannot be read (Redis down)."""
     if settings.REDIS_URL:
         try:
-            return cache.get(_CACHE_KEY) or "0"
-        except _VERSION_STORE_ERRORS:
+            version = cache.get(_CACHE_KEY) or "0"
+        except REDIS_ERRORS as exc:
+            _breaker.failed(exc)
             return None
+        _breaker.worked()
+        return version
     try:
         return _version_file().read_text()
     except FileNotFoundError:
@@ -97,9 +110,9 @@ class ModelInfo:
     family: str
     dimensions: int | None
     context_window: int | None
-    tools: bool
-    vision: bool
-    json: bool
+    supports_tools: bool
+    supports_vision: bool
+    supports_json: bool
     limits: Limits
     keys: tuple[KeyInfo, ...]
 
@@ -143,19 +156,13 @@ class RoutingConfig:
         return tuple(self.by_name.values())
 
 
-def load_routing_config(version: str = "") -> RoutingConfig:
-    """Build the snapshot of everything enabled. Keys that failed auth are left out."""
-    from providers.models import FallbackChain, ProviderKey, UpstreamModel
-
-    keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
-    for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
-        status=ProviderKey.Status.INVALID
-    ):
-        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[ModelInfo]:
+    """Every enabled model of an enabled provider, with its keys from ``keys_by_provider`` (provider id →
+    keys; a keyless provider without any gets its implicit key). The one reading of models into routes."""
+    from providers.models import UpstreamModel
 
     providers: dict[int, ProviderInfo] = {}
-    by_name: dict[str, ModelInfo] = {}
-    by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)
+    models: list[ModelInfo] = []
     for m in UpstreamModel.objects.filter(enabled=True, provider__enabled=True).select_related("provider"):
         p = m.provider
         if p.id not in providers:
@@ -172,22 +179,40 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         keys = list(keys_by_provider.get(p.id, ()))
         if not keys and p.keyless:
             keys = [KeyInfo(None, "", "")]
-        info = ModelInfo(
-            id=m.id,
-            provider=providers[p.id],
-            model_id=m.model_id,
-            kind=m.kind,
-            family=m.family,
-            dimensions=m.dimensions,
-            context_window=m.context_window,
-            tools=m.supports_tools,
-            vision=m.supports_vision,
-            json=m.supports_json,
-            limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
-            keys=tuple(keys),
+        models.append(
+            ModelInfo(
+                id=m.id,
+                provider=providers[p.id],
+                model_id=m.model_id,
+                kind=m.kind,
+                family=m.family,
+                dimensions=m.dimensions,
+                context_window=m.context_window,
+                supports_tools=m.supports_tools,
+                supports_vision=m.supports_vision,
+                supports_json=m.supports_json,
+                limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
+                keys=tuple(keys),
+            )
         )
+    return models
+
+
+def load_routing_config(version: str = "") -> RoutingConfig:
+    """Build the snapshot of everything enabled. Keys that failed auth are left out."""
+    from providers.models import FallbackChain, ProviderKey
+
+    keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
+    for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
+        status=ProviderKey.Status.INVALID
+    ):
+        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+
+    by_name: dict[str, ModelInfo] = {}
+    by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)
+    for info in model_infos(keys_by_provider):
         by_name[info.name] = info
-        by_model_id[m.model_id].append(info)
+        by_model_id[info.model_id].append(info)
 
     chains: dict[str, ChainInfo] = {}
     for chain in FallbackChain.objects.filter(enabled=True).prefetch_related("entries__model__provider"):
@@ -230,3 +255,4 @@ def invalidate_local_config() -> None:
     _state.config = None
     _state.checked_at = 0.0
     _state.bump_pending = False
+    _breaker.reset()

@@ -24,6 +24,7 @@ from analytics.sessions import session_log
 from routing.errors import GatewayError
 from routing.gating import Requirements, chat_requirements, model_can_serve, no_capable_model_message
 from routing.handoff import build_handoff
+from routing.router import StepGroup
 from routing.sessions import StickySession, get_session_store, session_key
 
 if TYPE_CHECKING:
@@ -145,10 +146,11 @@ def switch_reason(ctx: RequestContext, sticky: StickySession) -> str:
     for step in ctx.trail:
         if (step.route.provider, step.route.model) != (sticky.provider, sticky.model):
             continue
-        if step.group == "not capable":
-            reason = step.outcome.removeprefix("skipped:")
+        # "no vision" says more than "not capable"; "rate-limited" more than "rpm".
+        if step.group == StepGroup.NOT_CAPABLE:
+            reason = step.reason
         else:
-            reason = step.group or step.outcome.removeprefix("skipped:")
+            reason = step.group or step.reason or step.outcome
         if reason not in reasons:
             reasons.append(reason)
     return ", ".join(reasons) or "no usable key"

@@ -20,9 +20,9 @@ class Capabilities(Protocol):
 
     name: str
     context_window: int | None
-    tools: bool
-    vision: bool
-    json: bool
+    supports_tools: bool
+    supports_vision: bool
+    supports_json: bool
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,11 @@ def _has_image(message: Mapping[str, Any]) -> bool:
 
 def model_can_serve(model: Capabilities, req: Requirements) -> str | None:
     """None when the model can take the request, else why not (short, shown in trails and errors)."""
-    if req.needs_vision and not model.vision:
+    if req.needs_vision and not model.supports_vision:
         return "no vision"
-    if req.needs_tools and not model.tools:
+    if req.needs_tools and not model.supports_tools:
         return "no tool calling"
-    if req.needs_json and not model.json:
+    if req.needs_json and not model.supports_json:
         return "no JSON mode"
     if model.context_window and req.total_tokens > model.context_window:
         return f"context window {model.context_window:,} < ~{req.total_tokens:,} tokens"

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-
 import httpx
 from django.conf import settings
 
 from providers.adapters.base import Timeouts
 from providers.netguard import guarded_async_client
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+from .loops import PerLoop
+
+
+def _new_client(_: None) -> httpx.AsyncClient:
+    # Every upstream connection passes the SSRF guard; redirects are never followed.
+    return guarded_async_client(
+        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
+        timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
+    )
+
+
+_clients: PerLoop[None, httpx.AsyncClient] = PerLoop(_new_client, usable=lambda client: not client.is_closed)
 
 
 def get_client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        # Every upstream connection passes the SSRF guard; redirects are never followed.
-        client = guarded_async_client(
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
-            timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
-        )
-        _clients[loop] = client
-    return client
+    return _clients.get(None)
 
 
 def default_timeouts() -> Timeouts:

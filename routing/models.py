@@ -8,6 +8,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from .quota.base import HealthState
+
 API_KEY_PREFIX = "fl-"
 VISIBLE_PREFIX_LEN = 11  # "fl-" + 8 characters: enough to recognise a key in lists, useless to an attacker
 
@@ -68,7 +70,14 @@ class QuotaWindow(models.Model):
     learned_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Reported by the provider (rate-limit headers or error texts)."
     )
-    health = models.CharField(max_length=16, default="closed")
+    # The route's circuit at the snapshot, labelled as the admin shows it.
+    HEALTH_CHOICES = [
+        (HealthState.CLOSED.value, "closed"),
+        (HealthState.OPEN.value, "open: cooling down"),
+        (HealthState.HALF_OPEN.value, "half-open: on trial"),
+        (HealthState.KEY_INVALID.value, "key invalid"),
+    ]
+    health = models.CharField(max_length=16, choices=HEALTH_CHOICES, default=HealthState.CLOSED.value)
     cooldown_until = models.DateTimeField(null=True, blank=True)
     failures = models.PositiveIntegerField(default=0)
     exhausted_until = models.DateTimeField(null=True, blank=True)

@@ -18,9 +18,11 @@ import itertools
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -31,36 +33,54 @@ from redis.exceptions import RedisError
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
 from providers.adapters.transport import redact
+from routing import metrics
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
-from routing.quota.base import Denied, Lease, Route
+from routing.quota.base import Denied, DenyReason, Lease, Route
 
 log = logging.getLogger(__name__)
 
 # attempt(adapter, target, timeouts) → whatever the endpoint needs (a response, a primed stream, ...)
 AttemptFn = Callable[[Adapter, Target, Timeouts], Awaitable[Any]]
 
+class StepGroup(StrEnum):
+    """What a trail line means for the client: counted in the "all routes exhausted" message and
+    deciding its status (429 when only waiting helps, 422 when no model can serve, 502/503/504 else)."""
+
+    RATE_LIMITED = "rate-limited"
+    COOLING_DOWN = "cooling down"
+    KEY_INVALID = "key invalid"
+    FAILING = "failing"
+    TIMED_OUT = "timed out"
+    MODEL_UNAVAILABLE = "model unavailable"
+    CONTEXT_TOO_SMALL = "context too small"
+    NOT_CAPABLE = "not capable"
+    UNAVAILABLE = "unavailable"
+
+
+# Waiting helps these (Retry-After): the route comes back by itself.
+_TEMPORARY = frozenset({StepGroup.RATE_LIMITED, StepGroup.COOLING_DOWN})
 _DENIAL_GROUPS = {
-    "rpm": "rate-limited",
-    "rpd": "rate-limited",
-    "tpm": "rate-limited",
-    "tpd": "rate-limited",
-    "provider_rpm": "rate-limited",
-    "provider_rpd": "rate-limited",
-    "cooldown": "cooling down",
-    "half_open": "cooling down",
-    "key_invalid": "key invalid",
+    DenyReason.RPM: StepGroup.RATE_LIMITED,
+    DenyReason.RPD: StepGroup.RATE_LIMITED,
+    DenyReason.TPM: StepGroup.RATE_LIMITED,
+    DenyReason.TPD: StepGroup.RATE_LIMITED,
+    DenyReason.PROVIDER_RPM: StepGroup.RATE_LIMITED,
+    DenyReason.PROVIDER_RPD: StepGroup.RATE_LIMITED,
+    DenyReason.COOLDOWN: StepGroup.COOLING_DOWN,
+    DenyReason.HALF_OPEN: StepGroup.COOLING_DOWN,
+    DenyReason.KEY_INVALID: StepGroup.KEY_INVALID,
 }
 _ERROR_GROUPS = {
-    ErrorKind.RATE_LIMITED: "rate-limited",
-    ErrorKind.SERVER: "failing",
-    ErrorKind.CONNECTION: "failing",
-    ErrorKind.TIMEOUT: "timed out",
-    ErrorKind.AUTH: "key invalid",
-    ErrorKind.NOT_FOUND: "model unavailable",
-    ErrorKind.CONTEXT_LENGTH: "context too small",
+    ErrorKind.RATE_LIMITED: StepGroup.RATE_LIMITED,
+    ErrorKind.SERVER: StepGroup.FAILING,
+    ErrorKind.CONNECTION: StepGroup.FAILING,
+    ErrorKind.TIMEOUT: StepGroup.TIMED_OUT,
+    ErrorKind.AUTH: StepGroup.KEY_INVALID,
+    ErrorKind.NOT_FOUND: StepGroup.MODEL_UNAVAILABLE,
+    ErrorKind.CONTEXT_LENGTH: StepGroup.CONTEXT_TOO_SMALL,
 }
 
 
@@ -69,11 +89,16 @@ class Step:
     """One line of the trail: a route that was called, or skipped without calling it."""
 
     route: Route
-    outcome: str  # "ok", an ErrorKind value, or "skipped:<denial reason>"
+    outcome: str  # "ok", "cancelled", "error", an ErrorKind value, or "skipped:<reason>"
     called: bool
-    group: str = ""  # for the exhausted message: rate-limited, cooling down, failing, ...
+    group: StepGroup | None = None  # None: the call answered (or the client left)
     retry_after: float | None = None
     ms: int = 0
+    reason: str = ""  # skipped: the DenyReason, or what the model lacks (gating)
+
+    @classmethod
+    def skipped(cls, route: Route, reason: str, group: StepGroup, retry_after: float | None = None) -> Step:
+        return cls(route, f"skipped:{reason}", False, group, retry_after, reason=reason)
 
     def __str__(self) -> str:
         return f"{self.route} -> {self.outcome}"
@@ -93,6 +118,9 @@ class RequestContext:
     # The client's unified key: blanked with the provider key from upstream error text (transport.redact).
     client_key: str | None = field(default=None, repr=False)
     api_key_id: int | None = None  # whose request it is: one client's 5xx count once per window
+    # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
 
     @property
     def attempts(self) -> int:
@@ -179,8 +207,8 @@ async def execute(
     store = get_quota_store()
     for model in models:
         if skip and (reason := skip(model)):
-            ctx.trail.append(Step(Route(model.provider.slug, model.model_id, "*"), f"skipped:{reason}", False,
-                                  "not capable"))
+            ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), reason,
+                                          StepGroup.NOT_CAPABLE))
             continue
         try:
             adapter = get_adapter(model.provider.adapter)
@@ -193,8 +221,8 @@ async def execute(
             route = model.route(key)
             lease = await store.reserve(route, ctx.est_tokens)
             if isinstance(lease, Denied):
-                ctx.trail.append(Step(route, f"skipped:{lease.reason}", False,
-                                      _DENIAL_GROUPS.get(lease.reason, "unavailable"), lease.retry_after))
+                group = _DENIAL_GROUPS.get(lease.reason, StepGroup.UNAVAILABLE)
+                ctx.trail.append(Step.skipped(route, lease.reason, group, lease.retry_after))
                 continue
             timeouts = default_timeouts()
             timeouts = replace(timeouts, first_token=max(0.1, min(timeouts.first_token, ctx.remaining())))
@@ -204,9 +232,10 @@ async def execute(
             except UpstreamError as exc:
                 # Before the text reaches the trail, the quota store, the key's status, a log line or the client.
                 exc.message = redact(exc.message, key.secret, ctx.client_key)
-                step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, "failing"), exc.retry_after,
+                step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, StepGroup.FAILING), exc.retry_after,
                             int((time.monotonic() - began) * 1000))
                 ctx.trail.append(step)
+                metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
                 await _settle_failure(store, lease, route, key, exc, ctx.api_key_id)
                 if not exc.kind.fails_over:
                     raise client_error(exc, ctx) from None
@@ -217,9 +246,11 @@ async def execute(
                 # Cancelled (client left) or a bug: the call may have reached upstream; count it.
                 outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
                 ctx.trail.append(Step(route, outcome, True, ms=int((time.monotonic() - began) * 1000)))
+                metrics.upstream_calls_total.labels(route.provider, route.model, outcome).inc()
                 await store.settle(lease, 0)
                 raise
             ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))
+            metrics.upstream_calls_total.labels(route.provider, route.model, "ok").inc()
             return Served(model, key, route, lease, result)
     raise exhausted_error(ctx)
 
@@ -233,6 +264,9 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     store = get_quota_store()
     tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
     await store.settle(served.lease, tokens)
+    if usage is not None:
+        metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
+        metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
     headers = getattr(served.result, "headers", None)
     if error is None:
         await store.record(served.route, None, headers=headers)
@@ -323,7 +357,7 @@ def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> Gatew
                             code="no_upstream")
     groups = Counter(s.group for s in steps)
     parts = ", ".join(f"{n} {g}" for g, n in groups.most_common())
-    waits = [s.retry_after for s in steps if s.retry_after is not None and s.group in ("rate-limited", "cooling down")]
+    waits = [s.retry_after for s in steps if s.retry_after is not None and s.group in _TEMPORARY]
     message = f"{len(steps)} route{'s' if len(steps) != 1 else ''} checked: {parts}"
     headers = {}
     if waits:
@@ -332,14 +366,13 @@ def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> Gatew
         headers["Retry-After"] = str(soonest)
     if budget_spent:
         message += f" (stopped after {ctx.attempts} attempts / {settings.FREELLM_TIME_BUDGET:g}s budget)"
-    temporary = {"rate-limited", "cooling down"}
-    if set(groups) <= temporary | {"key invalid", "not capable"} and groups.keys() & temporary:
+    if set(groups) <= _TEMPORARY | {StepGroup.KEY_INVALID, StepGroup.NOT_CAPABLE} and groups.keys() & _TEMPORARY:
         return GatewayError(429, message, code="all_routes_exhausted", headers=headers)
-    if set(groups) <= {"not capable", "context too small", "model unavailable"}:
+    if set(groups) <= {StepGroup.NOT_CAPABLE, StepGroup.CONTEXT_TOO_SMALL, StepGroup.MODEL_UNAVAILABLE}:
         return GatewayError(422, message, code="no_capable_model")
     called = [s for s in steps if s.called]
-    if called and all(s.group == "timed out" for s in called):
+    if called and all(s.group == StepGroup.TIMED_OUT for s in called):
         return GatewayError(504, message, code="upstream_timeout", headers=headers)
-    if called and not groups.keys() & temporary:
+    if called and not groups.keys() & _TEMPORARY:
         return GatewayError(502, message, code="upstream_error", headers=headers)
     return GatewayError(503, message, code="upstream_unavailable", headers=headers)

@@ -7,39 +7,26 @@ from collections import defaultdict
 from django.db.models import Case, Count, Max, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
-from providers.models import ProviderKey, UpstreamModel
+from providers.models import ProviderKey
 
+from .config import KeyInfo, model_infos
 from .models import QuotaWindow
-from .quota.base import Limits, Route
+from .quota.base import HealthState, Route
 
 
 def quota_routes() -> list[Route]:
     """Every route the gateway may use, including keys that failed auth (the admin shows those too)."""
-    labels: dict[int, list[str]] = defaultdict(list)
-    for provider_id, label in ProviderKey.objects.filter(enabled=True, provider__enabled=True).values_list(
-        "provider_id", "label"
+    keys: dict[int, list[KeyInfo]] = defaultdict(list)
+    # No secrets: a route is named by the key's label.
+    for key_id, provider_id, label in ProviderKey.objects.filter(enabled=True, provider__enabled=True).values_list(
+        "id", "provider_id", "label"
     ):
-        labels[provider_id].append(label)
-    routes = []
-    for m in UpstreamModel.objects.filter(enabled=True, provider__enabled=True).select_related("provider"):
-        p = m.provider
-        keys = labels.get(p.id) or ([""] if p.keyless else [])
-        for label in keys:
-            routes.append(
-                Route(
-                    p.slug,
-                    m.model_id,
-                    label,
-                    Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
-                    Limits(rpm=p.account_rpm, rpd=p.account_rpd),
-                    p.daily_reset_tz or "UTC",
-                )
-            )
-    return routes
+        keys[provider_id].append(KeyInfo(key_id, label, ""))
+    return [model.route(key) for model in model_infos(keys) for key in model.keys]
 
 
 # Worst first: the state a key's badge shows when its models differ.
-_HEALTH_RANK = {"key_invalid": 0, "open": 1, "half_open": 2, "closed": 3}
+_HEALTH_RANK = {HealthState.KEY_INVALID: 0, HealthState.OPEN: 1, HealthState.HALF_OPEN: 2, HealthState.CLOSED: 3}
 
 
 def key_health_annotations() -> dict[str, Subquery]:
@@ -65,7 +52,7 @@ def _health_annotations(rows) -> dict[str, Subquery]:
 
     return {
         "_health": Subquery(routes.annotate(rank=rank).order_by("rank").values("health")[:1]),
-        "_unhealthy": Coalesce(aggregate(Count("pk"), routes.exclude(health="closed")), 0),
+        "_unhealthy": Coalesce(aggregate(Count("pk"), routes.exclude(health=HealthState.CLOSED)), 0),
         "_cooldown_until": aggregate(Max("cooldown_until")),
     }
 
@@ -92,7 +79,7 @@ def keys_needing_probe() -> list[int]:
         keys.filter(status__in=[ProviderKey.Status.UNKNOWN, ProviderKey.Status.INVALID]).values_list("id", flat=True)
     )
     unhealthy = set(
-        QuotaWindow.objects.filter(health__in=["half_open", "key_invalid"]).values_list("provider", "key_label")
+        QuotaWindow.objects.filter(health__in=[HealthState.HALF_OPEN, HealthState.KEY_INVALID]).values_list("provider", "key_label")
     )
     if unhealthy:
         for key_id, slug, label in keys.values_list("id", "provider__slug", "label"):

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from .models import QuotaWindow
 from .quota import get_quota_store
-from .quota.base import Denied, HealthState, Lease, QuotaStore, Route, RouteStatus
+from .quota.base import Denied, DenyReason, HealthState, Lease, QuotaStore, Route, RouteStatus
 from .quota.local import LocalQuotaStore
 from .quota.resilient import ResilientQuotaStore
 from .selectors_quota import keys_marked_invalid, quota_routes
@@ -116,7 +116,7 @@ def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = 
                 "limit": configured,
                 "configured_limit": configured,
                 "learned_limit": None,
-                "health": "closed",
+                "health": HealthState.CLOSED,
                 "cooldown_until": None,
                 "failures": 0,
                 "exhausted_until": None,
@@ -147,7 +147,7 @@ def quota_cooldowns_expire(*, now: datetime | None = None) -> int:
     """Show routes whose cooldown is over as half-open (their next request is the trial); purge expired
     in-process lease records. Returns the rows updated."""
     now = now or timezone.now()
-    updated = QuotaWindow.objects.filter(health="open", cooldown_until__lte=now).update(health="half_open")
+    updated = QuotaWindow.objects.filter(health=HealthState.OPEN, cooldown_until__lte=now).update(health=HealthState.HALF_OPEN)
     store = get_quota_store()
     local = store.fallback if isinstance(store, ResilientQuotaStore) else store
     if isinstance(local, LocalQuotaStore):
@@ -182,7 +182,7 @@ def _routes_cooldown_clear(routes: set[Route], store: QuotaStore | None) -> None
     _run_with_store(clear, store)
     for route in routes:
         QuotaWindow.objects.filter(provider=route.provider, model=route.model, key_label=route.key).update(
-            health="closed", cooldown_until=None, failures=0, exhausted_until=None
+            health=HealthState.CLOSED, cooldown_until=None, failures=0, exhausted_until=None
         )
 
 
@@ -248,7 +248,7 @@ def provider_key_probe(*, key_id: int, interval: float | None = None, store: Quo
             return await s.reserve(route, 1)
 
         reserved = _run_with_store(reserve, store)
-        if isinstance(reserved, Denied) and reserved.reason != "key_invalid":
+        if isinstance(reserved, Denied) and reserved.reason != DenyReason.KEY_INVALID:
             log.info("health probe of %s skipped: %s", key, reserved.reason)
             return None
         lease = reserved if isinstance(reserved, Lease) else None

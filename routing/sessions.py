@@ -8,20 +8,19 @@ that call instead of failing the request: stickiness is a preference, never a re
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import time
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
-import redis.asyncio as redis
 from django.conf import settings
-from redis.exceptions import RedisError
+
+from .redis import RedisBreaker, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ REDIS_KEY_PREFIX = "freellm:sess:"
 SESSION_KEY_HEX_LEN = 32
 
 
-class SessionSource:
+class SessionSource(StrEnum):
     HEADER = "header"
     USER = "user"
     CONVERSATION = "conversation"
@@ -183,6 +182,7 @@ class RedisSessionStore(StickySessionStore):
     """One Redis hash per session at ``freellm:sess:<key>``; the key's own TTL does the expiry."""
 
     def __init__(self, client) -> None:
+        # A client with decode_responses (routing.redis.redis_client): answers are str.
         self._client = client
 
     @staticmethod
@@ -191,14 +191,14 @@ class RedisSessionStore(StickySessionStore):
 
     async def get(self, key: str) -> StickySession | None:
         raw = await self._client.hgetall(self._key(key))
-        if not raw or b"provider" not in raw:
+        if not raw or "provider" not in raw:
             return None
         return StickySession(
-            provider=raw[b"provider"].decode(),
-            model=raw[b"model"].decode(),
-            switches=int(raw.get(b"switches", 0)),
-            created=float(raw.get(b"created", 0)),
-            last_used=float(raw.get(b"last_used", 0)),
+            provider=raw["provider"],
+            model=raw["model"],
+            switches=int(raw.get("switches", 0)),
+            created=float(raw.get("created", 0)),
+            last_used=float(raw.get("last_used", 0)),
         )
 
     async def set(self, key: str, *, provider: str, model: str) -> StickySession:
@@ -231,29 +231,20 @@ class RedisSessionStore(StickySessionStore):
 class DegradingSessionStore(StickySessionStore):
     """Redis first; on a Redis error the in-process store answers so the request still goes through.
 
-    After a failure Redis is left alone for ``RETRY_AFTER`` seconds, so an unreachable Redis costs one
-    connect timeout per interval and not one per request.
+    ``breaker`` (one per Redis URL, shared by every instance) leaves Redis alone for a few seconds after a
+    failure and says once that sessions went in-process, and once that they are back.
     """
 
-    RETRY_AFTER = 5.0
-    # Primary name (the Redis URL) → monotonic time until which it is skipped; shared by every instance.
-    _down_until: dict[str, float] = {}
-
-    def __init__(self, primary: StickySessionStore, fallback: StickySessionStore, *, name: str) -> None:
+    def __init__(self, primary: StickySessionStore, fallback: StickySessionStore, *, breaker: RedisBreaker) -> None:
         self.primary = primary
         self.fallback = fallback
-        self.name = name
+        self.breaker = breaker
 
     async def _call(self, method: str, *args, **kwargs):
-        if time.monotonic() >= self._down_until.get(self.name, 0.0):
-            try:
-                return await getattr(self.primary, method)(*args, **kwargs)
-            except (OSError, TimeoutError, RedisError) as exc:
-                self._down_until[self.name] = time.monotonic() + self.RETRY_AFTER
-                logger.warning(
-                    "sticky session store degraded to in-process (%s: %s)", type(exc).__name__, exc
-                )
-        return await getattr(self.fallback, method)(*args, **kwargs)
+        return await self.breaker.call(
+            lambda: getattr(self.primary, method)(*args, **kwargs),
+            lambda: getattr(self.fallback, method)(*args, **kwargs),
+        )
 
     async def get(self, key: str) -> StickySession | None:
         return await self._call("get", key)
@@ -272,20 +263,18 @@ class DegradingSessionStore(StickySessionStore):
 
 
 _local_store = LocalSessionStore()
-# redis.asyncio connections belong to the event loop that opened them: one client per loop and URL,
-# forgotten with the loop.
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_breakers: dict[str, RedisBreaker] = {}
 
 
-def _redis_client(url: str):
-    clients = _redis_clients.setdefault(asyncio.get_running_loop(), {})
-    client = clients.get(url)
-    if client is None:
-        # Short timeouts: a hung Redis must degrade to the local store quickly, not eat the time budget.
-        client = clients[url] = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    return client
+def _breaker(url: str) -> RedisBreaker:
+    breaker = _breakers.get(url)
+    if breaker is None:
+        breaker = _breakers[url] = RedisBreaker(
+            log=logger,
+            down="sticky session store degraded to in-process (%(error)s) until Redis answers again",
+            back="sticky session store: Redis is back; sessions are shared again",
+        )
+    return breaker
 
 
 def get_session_store() -> StickySessionStore:
@@ -293,10 +282,10 @@ def get_session_store() -> StickySessionStore:
     if not settings.REDIS_URL:
         return _local_store
     url = settings.REDIS_URL
-    return DegradingSessionStore(RedisSessionStore(_redis_client(url)), _local_store, name=url)
+    return DegradingSessionStore(RedisSessionStore(redis_client(url)), _local_store, breaker=_breaker(url))
 
 
 def reset_session_store() -> None:
     """Forget every in-process session (tests; the Redis keys are the test's own database)."""
     _local_store._items.clear()
-    DegradingSessionStore._down_until.clear()
+    _breakers.clear()

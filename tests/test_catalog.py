@@ -138,8 +138,8 @@ def test_loader_accepts_a_minimal_entry(tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda t: t.replace("rpm: 30", "rpm: -1"), "models.0.limits.rpm"),
-        (lambda t: t.replace("rpm: 30", 'rpm: "30"'), "models.0.limits.rpm"),
+        (lambda t: t.replace("rpm: 30", "rpm: -1"), "models[0].limits.rpm"),
+        (lambda t: t.replace("rpm: 30", 'rpm: "30"'), "models[0].limits.rpm"),
         (lambda t: t.replace("https://api.example.com/v1", "api.example.com"), "base_url"),
         (lambda t: t.replace("adapter: openai", "adapter: bard"), "adapter"),
         (lambda t: t.replace("auth: bearer", "auth: x-goog-api-key"), "authenticates with 'bearer'"),

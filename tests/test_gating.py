@@ -11,9 +11,9 @@ from routing.gating import Requirements, chat_requirements, model_can_serve, no_
 class FakeModel:
     name: str
     context_window: int | None = 8192
-    tools: bool = False
-    vision: bool = False
-    json: bool = False
+    supports_tools: bool = False
+    supports_vision: bool = False
+    supports_json: bool = False
 
 
 TEXT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
@@ -46,7 +46,7 @@ def test_image_parts_need_vision():
     req = chat_requirements(IMAGE)
     assert req.needs_vision
     assert model_can_serve(FakeModel("a/text-only"), req) == "no vision"
-    assert model_can_serve(FakeModel("a/vision", vision=True), req) is None
+    assert model_can_serve(FakeModel("a/vision", supports_vision=True), req) is None
 
 
 def test_tools_and_legacy_functions_need_tool_calling():
@@ -54,7 +54,7 @@ def test_tools_and_legacy_functions_need_tool_calling():
     assert chat_requirements({**TEXT, "functions": [{"name": "f", "parameters": {}}]}).needs_tools
     assert not chat_requirements({**TEXT, "tools": []}).needs_tools
     assert model_can_serve(FakeModel("a/m"), chat_requirements(TOOLS)) == "no tool calling"
-    assert model_can_serve(FakeModel("a/m", tools=True), chat_requirements(TOOLS)) is None
+    assert model_can_serve(FakeModel("a/m", supports_tools=True), chat_requirements(TOOLS)) is None
 
 
 def test_json_response_formats_need_json_mode():
@@ -62,7 +62,7 @@ def test_json_response_formats_need_json_mode():
         req = chat_requirements({**TEXT, "response_format": fmt})
         assert req.needs_json
         assert model_can_serve(FakeModel("a/m"), req) == "no JSON mode"
-        assert model_can_serve(FakeModel("a/m", json=True), req) is None
+        assert model_can_serve(FakeModel("a/m", supports_json=True), req) is None
     assert not chat_requirements({**TEXT, "response_format": {"type": "text"}}).needs_json
 
 
@@ -98,7 +98,7 @@ def test_no_capable_model_message_names_needs_and_reasons():
         prompt_tokens=100, completion_tokens=0, needs_vision=True, needs_tools=True, needs_json=False
     )
     message = no_capable_model_message(
-        "smart", req, [FakeModel("groq/llama"), FakeModel("gemini/flash", vision=True)]
+        "smart", req, [FakeModel("groq/llama"), FakeModel("gemini/flash", supports_vision=True)]
     )
     assert "'smart'" in message and "images" in message and "tools" in message
     assert "groq/llama: no vision" in message and "gemini/flash: no tool calling" in message

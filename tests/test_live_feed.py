@@ -222,4 +222,4 @@ async def test_an_unreachable_layer_is_reported_once_per_outage(settings, caplog
         assert len(warnings) == 1
     finally:
         channel_layers.backends.clear()
-        live._publish_worked()
+        live._breaker.reset()

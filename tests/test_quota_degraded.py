@@ -3,71 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
-import subprocess
-import time
-
-import pytest
-import redis
 
 from routing.quota.base import Lease, Limits, Route
 from routing.quota.local import LocalQuotaStore
 from routing.quota.redis import PREFIX, RedisQuotaStore
 from routing.quota.resilient import ResilientQuotaStore
 from tests.fixtures_quota import Clock
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ThrowawayRedis:
-    """A redis-server of our own (no persistence) that the test can kill and bring back on the same port."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.skip("redis-server is not installed")
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def exists(self, key: str) -> bool:
-        return bool(redis.Redis(port=self.port).exists(key))
-
-
-@pytest.fixture
-def throwaway_redis():
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_redis_outage_mid_run_falls_back_and_recovers(throwaway_redis, caplog):

@@ -200,7 +200,7 @@ def test_quota_admin_shows_degraded_mode(admin_client_local):
 
     client, _ = admin_client_local
     store = ResilientQuotaStore(RedisQuotaStore("redis://127.0.0.1:9/0"), LocalQuotaStore(lease_ttl=60))
-    store._went_down(ConnectionError("Connection refused"))
+    store.breaker.failed(ConnectionError("Connection refused"))
     set_quota_store(store)
     body = client.get("/admin/routing/quotawindow/").content.decode()
     assert "Redis is unavailable since" in body

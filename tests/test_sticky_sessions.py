@@ -106,7 +106,7 @@ async def test_local_store_ttl_slides_and_expires():
 
 
 async def test_redis_store_round_trip_and_ttl(redis_url):
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     store = RedisSessionStore(client)
     try:
         first = await store.set("k", provider="groq", model="llama")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from tests.test_quota_degraded import ThrowawayRedis
+from tests.fixtures_quota import ThrowawayRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

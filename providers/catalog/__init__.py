@@ -1,11 +1,14 @@
 """The provider catalog: what the gateway knows about each free tier, one YAML file per provider.
 
 The files beside this module are data checked into the repo (base URL, adapter, auth style, free models
-and their documented limits, each with the date it was checked). This module loads and validates them
-into frozen dataclasses; writes to the database live in ``providers.services_catalog``.
+and their documented limits, each with the date it was checked). This module loads and validates them;
+writes to the database live in ``providers.services_catalog``.
 
-Field names follow the ``import_config`` YAML format (``id``, ``kind``, ``family``, ``context_window``,
-``tools``, ``limits``) so the same shapes describe both.
+An entry is an import spec (``ProviderSpec`` / ``ModelSpec`` of ``import_config``) plus catalog-only
+metadata (auth style, docs and signup links, the date checked, a model's ``auto_rank``), so a provider and
+a model are described, validated and written to the database by one set of classes. Two field names differ
+from the import file on purpose and stay as shipped: ``slug`` (import: ``name``) and ``name`` (import:
+``display_name``); in code both read ``entry.slug`` / ``entry.name`` as the Provider model does.
 """
 
 from __future__ import annotations
@@ -13,21 +16,13 @@ from __future__ import annotations
 import functools
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic.dataclasses import dataclass
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config_schema import AdapterName, ModelSpec, NonNegativeInt, ProviderSpec, validation_problems
 
 CATALOG_DIR = Path(__file__).resolve().parent
 
@@ -40,37 +35,28 @@ ADAPTER_AUTH: dict[str, str] = {
     "cloudflare": "cloudflare-account-token",
 }
 
-Count = Annotated[StrictInt, Field(ge=0)]
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+PositiveInt = Annotated[int, Field(gt=0)]
+_FROZEN = ConfigDict(frozen=True)
 
 
 class CatalogError(ValueError):
     """A catalog file is missing, unreadable or invalid; the message names the file and the field."""
 
 
-@dataclass(config=_STRICT, kw_only=True)
-class CatalogLimits:
-    """Per-key limits as documented; None means not documented."""
+class CatalogModel(ModelSpec):
+    model_config = _FROZEN
 
-    rpm: Count | None = None
-    rpd: Count | None = None
-    tpm: Count | None = None
-    tpd: Count | None = None
-
-
-@dataclass(config=_STRICT, kw_only=True)
-class CatalogModel:
-    id: str = Field(min_length=1)
-    kind: Literal["chat", "embedding", "image", "transcription", "speech"] = "chat"
-    family: str = ""
-    dimensions: Annotated[StrictInt, Field(gt=0)] | None = None
-    context_window: Annotated[StrictInt, Field(gt=0)] | None = None
-    tools: StrictBool = False
-    vision: StrictBool = False
-    json: StrictBool = False
-    limits: CatalogLimits = Field(default_factory=CatalogLimits)
+    # Stricter than an import file: a documented size is never 0.
+    dimensions: PositiveInt | None = None
+    context_window: PositiveInt | None = None
     # Position in the default `auto` chain across all providers; lower comes first. Only chat models.
-    auto_rank: Count | None = None
+    auto_rank: NonNegativeInt | None = None
+
+    # Import-file fields a catalog file must not set (runs only when the file gives one).
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _not_in_catalog(cls, value: Any) -> Any:
+        raise ValueError("not a catalog field (an admin enables and disables models)")
 
     @model_validator(mode="after")
     def _kind_rules(self) -> CatalogModel:
@@ -86,26 +72,26 @@ class CatalogModel:
         return self
 
 
-@dataclass(config=_STRICT, kw_only=True)
-class CatalogProvider:
-    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
-    name: str = Field(min_length=1, max_length=120)
-    adapter: Literal["openai", "gemini", "cohere", "cloudflare"]
-    base_url: str
+class CatalogProvider(ProviderSpec):
+    model_config = _FROZEN
+
+    slug: str = Field(alias="slug", pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    name: str = Field(alias="name", min_length=1, max_length=120)
+    adapter: AdapterName
+    models: list[CatalogModel] = Field(min_length=1)
     auth: AuthStyle
     docs_url: str
     checked: date
-    models: list[CatalogModel] = Field(min_length=1)
-    keyless: StrictBool = False
-    headers: dict[str, str] = Field(default_factory=dict)
-    drop_params: list[str] = Field(default_factory=list)
-    account_rpm: Count | None = None
-    account_rpd: Count | None = None
-    daily_reset_tz: str = "UTC"
     signup_url: str = ""
     notes: str = ""
 
-    @field_validator("base_url", "docs_url", "signup_url")
+    # Import-file fields a catalog file must not set (runs only when the file gives one).
+    @field_validator("keys", "enabled", mode="before")
+    @classmethod
+    def _not_in_catalog(cls, value: Any) -> Any:
+        raise ValueError("not a catalog field (keys are pasted in the admin, which enables and disables providers)")
+
+    @field_validator("docs_url", "signup_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value == "":
@@ -113,15 +99,6 @@ class CatalogProvider:
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"not an http(s) URL: {value!r}")
-        return value
-
-    @field_validator("daily_reset_tz")
-    @classmethod
-    def _time_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
     @model_validator(mode="after")
@@ -146,14 +123,6 @@ class CatalogProvider:
         return next((m for m in self.models if m.id == model_id), None)
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(file)"
-        lines.append(f"{path.name}: {where}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def load_provider_file(path: Path) -> CatalogProvider:
     """Parse and validate one catalog file; the slug must match the file name."""
     try:
@@ -165,11 +134,9 @@ def load_provider_file(path: Path) -> CatalogProvider:
     if not isinstance(data, dict):
         raise CatalogError(f"{path.name}: expected a mapping of provider fields at the top level")
     try:
-        provider = CatalogProvider(**data)
+        provider = CatalogProvider.model_validate(data)
     except ValidationError as exc:
-        raise CatalogError(_format_validation_error(path, exc)) from exc
-    except TypeError as exc:  # a required field missing before pydantic could name it
-        raise CatalogError(f"{path.name}: {exc}") from exc
+        raise CatalogError("\n".join(f"{path.name}: {line}" for line in validation_problems(exc, CatalogProvider))) from exc
     if provider.slug != path.stem:
         raise CatalogError(f"{path.name}: slug: {provider.slug!r} must match the file name {path.stem!r}")
     return provider

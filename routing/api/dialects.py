@@ -9,6 +9,7 @@ whatever a dialect module registered for its paths (Anthropic's envelope on /v1/
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -73,6 +74,10 @@ def dialect_error_responses(get_response):
 
     async def respond(request):
         response = await get_response(request)
+        if "X-FreeLLM-Request-Id" not in response:
+            # Answers of a routed request carry the id of their request-log row; every other answer one of its
+            # own, so that a client can always quote one.
+            response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
         if response.status_code < 400 or response.get("Content-Type", "").startswith("application/json"):
             return response
         if response.status_code == 405:
@@ -84,6 +89,8 @@ def dialect_error_responses(get_response):
                                  code="internal_error")
         else:
             error = GatewayError(response.status_code, response.reason_phrase)
-        return error_response(request, error)
+        response = error_response(request, error)
+        response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
+        return response
 
     return respond

@@ -35,7 +35,7 @@ from analytics.services import request_log_enqueue
 from freellm.background import spawn
 from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
 from providers.adapters.transport import CompletionAssembler, redact, usage_dict
-from routing import continuity, router
+from routing import continuity, metrics, router
 from routing.auth import authenticate_request, raw_key_from
 from routing.config import get_routing_config
 from routing.errors import GatewayError
@@ -387,6 +387,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             text_chars += len((choice.get("delta") or {}).get("content") or "")
 
     try:
+        ctx.first_byte_at = time.monotonic()
         if data := encoder.start():
             yield data
         for chunk in buffered:
@@ -479,6 +480,7 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
         ctx, served = ctx.ctx, ctx.served
     if ctx is None:
         return response
+    response["X-FreeLLM-Request-Id"] = ctx.request_id
     if served is not None:
         response["X-FreeLLM-Provider"] = served.model.provider.slug
         response["X-FreeLLM-Model"] = served.model.model_id
@@ -500,11 +502,26 @@ def log_request(request, ctx, served, status: int, usage: Usage | None, *, outco
     if outcome is None:
         outcome = "ok" if status < 400 else "exhausted" if status == 429 else (
             "client_error" if status < 500 else "upstream_error")
+    dialect = dialect_of(request)
+    now = time.monotonic()
+    latency = now - ctx.started
+    first_token_ms = None
+    metrics.requests_total.labels(ctx.kind, dialect, outcome, str(status)).inc()
+    metrics.request_duration_seconds.labels(ctx.kind, dialect).observe(latency)
+    if ctx.first_byte_at is not None:
+        first_token_ms = int((ctx.first_byte_at - ctx.started) * 1000)
+        metrics.ttft_seconds.labels(dialect).observe(ctx.first_byte_at - ctx.started)
+    if served is not None:
+        # Up to the answer (a stream's first byte; after it the time is the upstream's), less the upstream calls.
+        answered = ctx.first_byte_at if ctx.first_byte_at is not None else now
+        upstream = sum(step.ms for step in ctx.trail if step.called) / 1000
+        metrics.gateway_overhead_seconds.labels(ctx.kind).observe(max(0.0, answered - ctx.started - upstream))
     request_log_enqueue(
+        request_id=ctx.request_id,
         api_key_id=getattr(api_key, "id", None),
         user_id=getattr(api_key, "user_id", None),
         endpoint=ctx.kind,
-        dialect=dialect_of(request),
+        dialect=dialect,
         requested_model=ctx.requested[:200],
         provider=served.model.provider.slug if served else "",
         model=served.model.model_id if served else "",
@@ -516,7 +533,8 @@ def log_request(request, ctx, served, status: int, usage: Usage | None, *, outco
         trail=[{"route": str(s.route), "outcome": s.outcome, "ms": s.ms} for s in ctx.trail],
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
-        latency_ms=int((time.monotonic() - ctx.started) * 1000),
+        latency_ms=int(latency * 1000),
+        first_token_ms=first_token_ms,
         error=error[:500],
         session_id=ctx.session_id,
         switched=ctx.switched[:300],

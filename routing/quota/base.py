@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from providers.adapters.base import ErrorKind
 
@@ -55,16 +56,29 @@ class Lease:
     expires_at: float
 
 
+class DenyReason(StrEnum):
+    """Why ``reserve`` refused: a window that is full, or the route's health."""
+
+    RPM = "rpm"
+    RPD = "rpd"
+    TPM = "tpm"
+    TPD = "tpd"
+    PROVIDER_RPM = "provider_rpm"  # a cap shared by every key and model of the provider
+    PROVIDER_RPD = "provider_rpd"
+    COOLDOWN = "cooldown"  # the circuit is open
+    HALF_OPEN = "half_open"  # the cooldown is over and another request holds the trial
+    KEY_INVALID = "key_invalid"
+
+
 @dataclass(frozen=True)
 class Denied:
-    """Why a route may not be called now. reason: rpm | rpd | tpm | tpd | provider_rpm | provider_rpd |
-    cooldown | half_open | key_invalid."""
+    """Why a route may not be called now."""
 
-    reason: str
+    reason: DenyReason
     retry_after: float  # seconds until it may pass again (best estimate)
 
 
-class HealthState:
+class HealthState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -75,7 +89,7 @@ class HealthState:
 class RouteStatus:
     """What the admin shows for a route."""
 
-    health: str = HealthState.CLOSED
+    health: HealthState = HealthState.CLOSED
     cooldown_until: float | None = None
     failures: int = 0
     used: Mapping[str, int] = field(default_factory=dict)  # window name → used (rpm, rpd, tpm, tpd)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from providers.adapters.base import ErrorKind
 
 from . import policy
-from .base import Denied, HealthState, Lease, QuotaStore, Route, RouteStatus
+from .base import Denied, DenyReason, HealthState, Lease, QuotaStore, Route, RouteStatus
 from .learning import WINDOWS, Observation, effective_limits, observe
 
 # Errors after which the upstream evidently works (it understood and answered the request).
@@ -186,16 +186,16 @@ class LocalQuotaStore(QuotaStore):
             day = policy.day_id(now, route.daily_reset_tz)
 
             if self._key_invalid(route, now):
-                return Denied("key_invalid", policy.KEY_INVALID_RETRY)
+                return Denied(DenyReason.KEY_INVALID, policy.KEY_INVALID_RETRY)
             trial = False
             if state.open:
                 if now < state.cooldown_until:
-                    return Denied("cooldown", state.cooldown_until - now)
+                    return Denied(DenyReason.COOLDOWN, state.cooldown_until - now)
                 if state.trial is not None and now < state.trial_until:
-                    return Denied("half_open", state.trial_until - now)
+                    return Denied(DenyReason.HALF_OPEN, state.trial_until - now)
                 trial = True
             if now < state.exhausted_until:
-                return Denied(state.exhausted_reason or "rpm", state.exhausted_until - now)
+                return Denied(DenyReason(state.exhausted_reason or DenyReason.RPM), state.exhausted_until - now)
 
             denied = self._check(route, state, provider, tokens, now, day)
             if denied is not None:
@@ -222,7 +222,7 @@ class LocalQuotaStore(QuotaStore):
         to_midnight = policy.seconds_to_midnight(now, route.daily_reset_tz)
         refusals: list[Denied] = []
 
-        def minute(reason: str, windows: _Windows, index: int, used: int, limit: int | None, amount: int) -> None:
+        def minute(reason: DenyReason, windows: _Windows, index: int, used: int, limit: int | None, amount: int) -> None:
             if limit is None or used + amount <= limit:
                 return
             if amount > limit:
@@ -231,17 +231,17 @@ class LocalQuotaStore(QuotaStore):
                 return
             refusals.append(Denied(reason, policy.minute_retry(windows.in_window(now, index), used + amount - limit, now)))
 
-        def daily(reason: str, used: int, limit: int | None, amount: int) -> None:
+        def daily(reason: DenyReason, used: int, limit: int | None, amount: int) -> None:
             if limit is not None and used + amount > limit:
                 refusals.append(Denied(reason, to_midnight))
 
-        minute("rpm", state.windows, 0, rpm, limits["rpm"], 1)
-        daily("rpd", rpd, limits["rpd"], 1)
+        minute(DenyReason.RPM, state.windows, 0, rpm, limits["rpm"], 1)
+        daily(DenyReason.RPD, rpd, limits["rpd"], 1)
         if tokens:
-            minute("tpm", state.windows, 1, tpm, limits["tpm"], tokens)
-            daily("tpd", tpd, limits["tpd"], tokens)
-        minute("provider_rpm", provider, 0, p_rpm, route.provider_limits.rpm, 1)
-        daily("provider_rpd", p_rpd, route.provider_limits.rpd, 1)
+            minute(DenyReason.TPM, state.windows, 1, tpm, limits["tpm"], tokens)
+            daily(DenyReason.TPD, tpd, limits["tpd"], tokens)
+        minute(DenyReason.PROVIDER_RPM, provider, 0, p_rpm, route.provider_limits.rpm, 1)
+        daily(DenyReason.PROVIDER_RPD, p_rpd, route.provider_limits.rpd, 1)
         if not refusals:
             return None
         return max(refusals, key=lambda d: d.retry_after)
@@ -446,7 +446,7 @@ class LocalQuotaStore(QuotaStore):
         return len(stale)
 
 
-def _health(state: _RouteState, key_invalid: bool, now: float) -> str:
+def _health(state: _RouteState, key_invalid: bool, now: float) -> HealthState:
     if key_invalid:
         return HealthState.KEY_INVALID
     if not state.open:

@@ -40,20 +40,20 @@ stored in the lease record.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from providers.adapters.base import ErrorKind
+from routing.redis import redis_client, redis_client_close
 
 from . import policy
-from .base import Denied, HealthState, Lease, QuotaStore, Route, RouteStatus
+from .base import Denied, DenyReason, HealthState, Lease, QuotaStore, Route, RouteStatus
 from .learning import WINDOWS, effective_limits, observe
 
 PREFIX = "freellm:q:"
@@ -86,22 +86,25 @@ local function fmt(n) return string.format('%.6f', n) end
 # ARGV: 1 now 2 lease id 3 tokens 4 lease ttl 5..8 rpm rpd tpm tpd 9 provider rpm 10 provider rpd (-1: none)
 #       11 seconds to midnight 12 minute span 13 day ttl 14 key-invalid retry 15 route id 16 minute key ttl
 #       17 learned ttl (learned limits older than this are ignored)
+# Returns named fields (a flat key/value list, read by _fields): granted=1, lease, expires_at; or
+# granted=0, reason, retry_after.
 _RESERVE = _LUA_COMMON + r"""
+local function denied(reason, retry) return {'granted', 0, 'reason', reason, 'retry_after', retry} end
 local now = tonumber(ARGV[1])
 local sec = math.floor(now)
 local span = tonumber(ARGV[12])
 local oldest = sec - span
 local tokens = tonumber(ARGV[3])
-if redis.call('EXISTS', KEYS[8]) == 1 then return {0, 'key_invalid', ARGV[14]} end
+if redis.call('EXISTS', KEYS[8]) == 1 then return denied('key_invalid', ARGV[14]) end
 local h = redis.call('HMGET', KEYS[4], 'open', 'until', 'trial', 'trial_until', 'ex_until', 'ex_reason')
 local trial = false
 if h[1] == '1' then
   local untl = num(h[2])
-  if now < untl then return {0, 'cooldown', fmt(untl - now)} end
-  if h[3] and h[3] ~= '' and now < num(h[4]) then return {0, 'half_open', fmt(num(h[4]) - now)} end
+  if now < untl then return denied('cooldown', fmt(untl - now)) end
+  if h[3] and h[3] ~= '' and now < num(h[4]) then return denied('half_open', fmt(num(h[4]) - now)) end
   trial = true
 end
-if now < num(h[5]) then return {0, h[6] or 'rpm', fmt(num(h[5]) - now)} end
+if now < num(h[5]) then return denied(h[6] or 'rpm', fmt(num(h[5]) - now)) end
 
 local learned = {}
 local l = redis.call('HMGET', KEYS[5], 'rpm', 'rpd', 'tpm', 'tpd', 'at')
@@ -142,7 +145,7 @@ if tokens > 0 then
 end
 minute('provider_rpm', KEYS[6], prpm, 1)
 daily('provider_rpd', KEYS[7], 'r', prpd, 1)
-if best_reason then return {0, best_reason, fmt(best_retry)} end
+if best_reason then return denied(best_reason, fmt(best_retry)) end
 
 local field = string.format('%d', sec)
 local minute_ttl = tonumber(ARGV[16])
@@ -167,7 +170,7 @@ if trial then
   redis.call('HSET', KEYS[4], 'trial', ARGV[2], 'trial_until', fmt(expires))
   redis.call('EXPIRE', KEYS[4], day_ttl)
 end
-return {1, ARGV[2], fmt(expires)}
+return {'granted', 1, 'lease', ARGV[2], 'expires_at', fmt(expires)}
 """
 
 # Adds `delta` to a bucket that still exists, never below zero.
@@ -310,6 +313,7 @@ return 1
 """
 
 # KEYS: 1 r:mr 2 r:mt 3 r:d:<day> 4 r:h 5 r:l 6 p:mr 7 p:d:<day> 8 k. ARGV: 1 now 2 minute span 3 learned ttl
+# Returns named fields (a flat key/value list) that _Inspection.from_reply reads.
 _INSPECT = _LUA_COMMON + r"""
 local now = tonumber(ARGV[1])
 local oldest = math.floor(now) - tonumber(ARGV[2])
@@ -321,41 +325,92 @@ local pd = redis.call('HGET', KEYS[7], 'r')
 local h = redis.call('HMGET', KEYS[4], 'open', 'until', 'failures', 'trial', 'trial_until', 'ex_until', 'ex_reason')
 local l = redis.call('HMGET', KEYS[5], 'rpm', 'rpd', 'tpm', 'tpd', 'at')
 if not (l[5] and now - num(l[5]) <= tonumber(ARGV[3])) then l = {false, false, false, false} end
-return {rpm, num(d[1]), tpm, num(d[2]), prpm, num(pd),
-  h[1] or '0', h[2] or '0', h[3] or '0', h[4] or '', h[5] or '0', h[6] or '0', h[7] or '',
-  redis.call('EXISTS', KEYS[8]), l[1] or '', l[2] or '', l[3] or '', l[4] or ''}
+return {'rpm', rpm, 'rpd', num(d[1]), 'tpm', tpm, 'tpd', num(d[2]), 'provider_rpm', prpm, 'provider_rpd', num(pd),
+  'open', h[1] or '0', 'until', h[2] or '0', 'failures', h[3] or '0',
+  'ex_until', h[6] or '0', 'ex_reason', h[7] or '', 'key_invalid', redis.call('EXISTS', KEYS[8]),
+  'learned_rpm', l[1] or '', 'learned_rpd', l[2] or '', 'learned_tpm', l[3] or '', 'learned_tpd', l[4] or ''}
 """
 
+class _Outcome(StrEnum):
+    """What ``record`` tells the script an attempt meant for the route's circuit (the _RECORD branches)."""
+
+    OK = "ok"  # closes the circuit and clears a key-invalid mark
+    ANSWERED = "answered"  # the provider is fine, the request was not: closes the circuit
+    RATE = "rate"  # opens the circuit until the window resets
+    FAILURE = "failure"  # counts towards opening, escalating the cooldown
+    AUTH = "auth"  # marks the key invalid
+    NEUTRAL = "neutral"  # says nothing about the route; frees a trial slot
+
+
 _OUTCOMES = {
-    None: "ok",
-    ErrorKind.BAD_REQUEST: "answered",
-    ErrorKind.BLOCKED: "answered",
-    ErrorKind.CONTEXT_LENGTH: "answered",
-    ErrorKind.RATE_LIMITED: "rate",
-    ErrorKind.SERVER: "failure",
-    ErrorKind.TIMEOUT: "failure",
-    ErrorKind.CONNECTION: "failure",
-    ErrorKind.AUTH: "auth",
+    None: _Outcome.OK,
+    ErrorKind.BAD_REQUEST: _Outcome.ANSWERED,
+    ErrorKind.BLOCKED: _Outcome.ANSWERED,
+    ErrorKind.CONTEXT_LENGTH: _Outcome.ANSWERED,
+    ErrorKind.RATE_LIMITED: _Outcome.RATE,
+    ErrorKind.SERVER: _Outcome.FAILURE,
+    ErrorKind.TIMEOUT: _Outcome.FAILURE,
+    ErrorKind.CONNECTION: _Outcome.FAILURE,
+    ErrorKind.AUTH: _Outcome.AUTH,
 }
+
+
+def _fields(reply: list) -> dict[str, Any]:
+    """A script's flat key/value reply as a dict: the one place script results are read."""
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+@dataclass(frozen=True)
+class _Inspection:
+    """What _INSPECT read about a route, by name."""
+
+    now: float
+    used: dict[str, int]  # rpm, rpd, tpm, tpd, provider_rpm, provider_rpd
+    is_open: bool
+    until: float
+    failures: int
+    exhausted_until: float
+    exhausted_reason: str
+    key_invalid: bool
+    learned: dict[str, int]
+
+    @classmethod
+    def from_reply(cls, now: float, reply: list) -> _Inspection:
+        f = _fields(reply)
+        return cls(
+            now=now,
+            used={w: int(f[w]) for w in (*WINDOWS, "provider_rpm", "provider_rpd")},
+            is_open=f["open"] == "1",
+            until=float(f["until"]),
+            failures=int(f["failures"]),
+            exhausted_until=float(f["ex_until"]),
+            exhausted_reason=f["ex_reason"],
+            key_invalid=int(f["key_invalid"]) == 1,
+            learned={w: int(f[f"learned_{w}"]) for w in WINDOWS if f[f"learned_{w}"] != ""},
+        )
+
+    @property
+    def health(self) -> HealthState:
+        if self.key_invalid:
+            return HealthState.KEY_INVALID
+        if not self.is_open:
+            return HealthState.CLOSED
+        return HealthState.OPEN if self.now < self.until else HealthState.HALF_OPEN
 
 
 def _limit_arg(value: int | None) -> int:
     return -1 if value is None else int(value)
 
 
-class _Connection:
-    """A client and its registered scripts, bound to one event loop (redis.asyncio connections are)."""
+class _Scripts:
+    """The registered scripts (their SHA). Called with this loop's client: connections belong to a loop."""
 
-    def __init__(self, url: str) -> None:
-        # Fail fast: when Redis is down the degraded-mode wrapper serves from local state instead.
-        self.client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1), decode_responses=True
-        )
-        self.reserve = self.client.register_script(_RESERVE)
-        self.settle = self.client.register_script(_SETTLE)
-        self.release = self.client.register_script(_RELEASE)
-        self.record = self.client.register_script(_RECORD)
-        self.inspect = self.client.register_script(_INSPECT)
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.reserve = client.register_script(_RESERVE)
+        self.settle = client.register_script(_SETTLE)
+        self.release = client.register_script(_RELEASE)
+        self.record = client.register_script(_RECORD)
+        self.inspect = client.register_script(_INSPECT)
 
 
 class RedisQuotaStore(QuotaStore):
@@ -369,22 +424,20 @@ class RedisQuotaStore(QuotaStore):
         self.url = url
         self.lease_ttl = float(lease_ttl)
         self.now = now
-        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._scripts: _Scripts | None = None
 
-    def _conn(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        conn = self._connections.get(loop)
-        if conn is None:
-            conn = self._connections[loop] = _Connection(self.url)
-        return conn
+    def _client(self) -> aioredis.Redis:
+        return redis_client(self.url)
+
+    async def _run(self, script: str, keys: list[str], args: list) -> object:
+        client = self._client()
+        if self._scripts is None:
+            self._scripts = _Scripts(client)
+        return await getattr(self._scripts, script)(keys=keys, args=args, client=client)
 
     async def aclose(self) -> None:
         """Close this event loop's connections (tests; short-lived loops of sync callers)."""
-        conn = self._connections.pop(asyncio.get_running_loop(), None)
-        if conn is not None:
-            await conn.client.aclose()
+        await redis_client_close(self.url)
 
     @staticmethod
     def _route_keys(route: Route, day: str) -> list[str]:
@@ -405,16 +458,16 @@ class RedisQuotaStore(QuotaStore):
             repr(policy.seconds_to_midnight(now, route.daily_reset_tz)), policy.MINUTE_SPAN, policy.DAY_TTL,
             repr(policy.KEY_INVALID_RETRY), route.id, MINUTE_KEY_TTL, policy.LEARNED_TTL,
         ]  # fmt: skip
-        result = await self._conn().reserve(keys=keys, args=args)
-        if int(result[0]) == 1:
-            return Lease(result[1], route.id, max(0, int(tokens)), float(result[2]))
-        return Denied(result[1], float(result[2]))
+        result = _fields(await self._run("reserve", keys, args))
+        if int(result["granted"]) == 1:
+            return Lease(result["lease"], route.id, max(0, int(tokens)), float(result["expires_at"]))
+        return Denied(DenyReason(result["reason"]), float(result["retry_after"]))
 
     async def settle(self, lease: Lease, used_tokens: int) -> None:
-        await self._conn().settle(keys=[f"{PREFIX}lease:{lease.id}"], args=[max(0, int(used_tokens))])
+        await self._run("settle", [f"{PREFIX}lease:{lease.id}"], [max(0, int(used_tokens))])
 
     async def release(self, lease: Lease) -> None:
-        await self._conn().release(keys=[f"{PREFIX}lease:{lease.id}"], args=[lease.id])
+        await self._run("release", [f"{PREFIX}lease:{lease.id}"], [lease.id])
 
     async def record(
         self,
@@ -441,7 +494,7 @@ class RedisQuotaStore(QuotaStore):
         keys = self._route_keys(route, day)
         keys = keys[:5] + [keys[7]]
         args = [
-            repr(now), _OUTCOMES.get(error, "neutral"), policy.MINUTE_SPAN, policy.DAY_TTL, policy.LEARNED_TTL,
+            repr(now), _OUTCOMES.get(error, _Outcome.NEUTRAL).value, policy.MINUTE_SPAN, policy.DAY_TTL, policy.LEARNED_TTL,
             *[obs.learned.get(w, "") for w in WINDOWS],
             *[floors.get(w, "") for w in WINDOWS],
             exhausted_reason, repr(exhausted_until), repr(-1.0 if explicit_wait is None else explicit_wait),
@@ -449,57 +502,44 @@ class RedisQuotaStore(QuotaStore):
             policy.FAILURE_THRESHOLD, *[repr(c) for c in policy.FAILURE_COOLDOWNS],
             _limit_arg(route.limits.rpd), _limit_arg(route.limits.tpd),
         ]  # fmt: skip
-        await self._conn().record(keys=keys, args=args)
+        await self._run("record", keys, args)
 
-    async def _inspect(self, route: Route) -> tuple[float, list]:
+    async def _inspect(self, route: Route) -> _Inspection:
         now = self.now()
         keys = self._route_keys(route, policy.day_id(now, route.daily_reset_tz))
-        raw = await self._conn().inspect(keys=keys, args=[repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL])
-        return now, raw
+        reply = await self._run("inspect", keys, [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL])
+        return _Inspection.from_reply(now, reply)
 
     async def status(self, route: Route) -> RouteStatus:
-        now, raw = await self._inspect(route)
-        used = dict(zip(WINDOWS, (int(v) for v in raw[:4]), strict=True))
-        used["provider_rpm"], used["provider_rpd"] = int(raw[4]), int(raw[5])
-        is_open, until, failures = raw[6] == "1", float(raw[7]), int(raw[8])
-        ex_until, ex_reason = float(raw[11]), raw[12]
-        key_invalid = int(raw[13]) == 1
-        learned = {w: int(v) for w, v in zip(WINDOWS, raw[14:18], strict=True) if v != ""}
-        if key_invalid:
-            health = HealthState.KEY_INVALID
-        elif not is_open:
-            health = HealthState.CLOSED
-        else:
-            health = HealthState.OPEN if now < until else HealthState.HALF_OPEN
+        seen = await self._inspect(route)
+        exhausted = seen.exhausted_until > seen.now
         return RouteStatus(
-            health=health,
-            cooldown_until=until if is_open else None,
-            failures=failures,
-            used=used,
-            learned=learned,
-            limits=effective_limits(route.limits, learned),
-            key_invalid=key_invalid,
-            exhausted_until=ex_until if ex_until > now else None,
-            exhausted_reason=ex_reason if ex_until > now else "",
+            health=seen.health,
+            cooldown_until=seen.until if seen.is_open else None,
+            failures=seen.failures,
+            used=seen.used,
+            learned=seen.learned,
+            limits=effective_limits(route.limits, seen.learned),
+            key_invalid=seen.key_invalid,
+            exhausted_until=seen.exhausted_until if exhausted else None,
+            exhausted_reason=seen.exhausted_reason if exhausted else "",
         )
 
     async def headroom(self, route: Route) -> float:
-        now, raw = await self._inspect(route)
-        if int(raw[13]) == 1:
+        seen = await self._inspect(route)
+        if seen.key_invalid:
             return 0.0
-        if (raw[6] == "1" and now < float(raw[7])) or now < float(raw[11]):
+        if (seen.is_open and seen.now < seen.until) or seen.now < seen.exhausted_until:
             return 0.0
-        used = dict(zip(WINDOWS, (int(v) for v in raw[:4]), strict=True))
-        learned = {w: int(v) for w, v in zip(WINDOWS, raw[14:18], strict=True) if v != ""}
-        limits = effective_limits(route.limits, learned)
+        limits = effective_limits(route.limits, seen.learned)
         if any(limit == 0 for limit in limits.values()):
             return 0.0
-        fractions = [1.0 - used[w] / limit for w, limit in limits.items() if limit]
+        fractions = [1.0 - seen.used[w] / limit for w, limit in limits.items() if limit]
         return max(0.0, min(fractions)) if fractions else 1.0
 
     async def set_key_invalid(self, route: Route, invalid: bool) -> None:
         key = f"{PREFIX}k:{route.key_id}"
-        client = self._conn().client
+        client = self._client()
         if invalid:
             await client.set(key, repr(self.now()), nx=True)
         else:
@@ -507,5 +547,5 @@ class RedisQuotaStore(QuotaStore):
 
     async def clear_cooldown(self, route: Route) -> None:
         r = f"{PREFIX}r:{route.id}"
-        await self._conn().client.delete(f"{r}:h", f"{PREFIX}k:{route.key_id}")
+        await self._client().delete(f"{r}:h", f"{PREFIX}k:{route.key_id}")
 

@@ -9,21 +9,20 @@ spend up to N times a limit: the price of staying up.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 
-from redis.exceptions import RedisError
-
 from providers.adapters.base import ErrorKind
+from routing.redis import REDIS_ERRORS, RedisBreaker
 
 from .base import Denied, Lease, QuotaStore, Route, RouteStatus
 from .local import LocalQuotaStore
 
 log = logging.getLogger(__name__)
 
-BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# Kept for the admin pages that catch them around a direct Redis read.
+BACKEND_ERRORS = REDIS_ERRORS
 
 
 class ResilientQuotaStore(QuotaStore):
@@ -37,43 +36,37 @@ class ResilientQuotaStore(QuotaStore):
     ) -> None:
         self.primary = primary
         self.fallback = fallback
-        self.retry_interval = retry_interval
-        self.clock = clock
-        self.degraded = False
-        self.degraded_since: float | None = None  # wall clock, for the admin
-        self.last_error = ""
-        self._retry_at = 0.0
+        self.breaker = RedisBreaker(
+            log=log,
+            down="quota store: Redis unavailable (%(error)s); serving on this process's local quota state "
+            "until it returns",
+            back="quota store: Redis is back; shared quota accounting resumed",
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+
+    @property
+    def degraded(self) -> bool:
+        return self.breaker.degraded
+
+    @property
+    def degraded_since(self) -> float | None:
+        return self.breaker.degraded_since
+
+    @property
+    def last_error(self) -> str:
+        return self.breaker.last_error
 
     @property
     def backend(self) -> str:
-        return f"{getattr(self.primary, 'backend', 'primary')} (degraded: local)" if self.degraded else getattr(
-            self.primary, "backend", "primary"
-        )
+        name = getattr(self.primary, "backend", "primary")
+        return f"{name} (degraded: local)" if self.degraded else name
 
     async def _call(self, method: str, *args, **kwargs):
-        if self.degraded and self.clock() < self._retry_at:
-            return await getattr(self.fallback, method)(*args, **kwargs)
-        try:
-            result = await getattr(self.primary, method)(*args, **kwargs)
-        except BACKEND_ERRORS as exc:
-            self._went_down(exc)
-            return await getattr(self.fallback, method)(*args, **kwargs)
-        if self.degraded:
-            self.degraded = False
-            self.degraded_since = None
-            log.warning("quota store: Redis is back; shared quota accounting resumed")
-        return result
-
-    def _went_down(self, exc: BaseException) -> None:
-        self._retry_at = self.clock() + self.retry_interval
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        if not self.degraded:
-            self.degraded = True
-            self.degraded_since = time.time()
-            log.warning(
-                "quota store: Redis unavailable (%s); serving on this process's local quota state until it returns",
-                self.last_error,
-            )
+        return await self.breaker.call(
+            lambda: getattr(self.primary, method)(*args, **kwargs),
+            lambda: getattr(self.fallback, method)(*args, **kwargs),
+        )
 
     async def reserve(self, route: Route, tokens: int) -> Lease | Denied:
         return await self._call("reserve", route, tokens)

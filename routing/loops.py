@@ -1,0 +1,42 @@
+"""One value per running event loop: the shared clients of the hot path (HTTP, Redis).
+
+httpx and redis.asyncio connections belong to the event loop that opened them. Daphne runs one loop, but
+tests, ``async_to_sync`` and management commands run others; each gets its own client, forgotten with its
+loop (weak keys), so a closed loop never hands a dead connection to the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class PerLoop(Generic[K, V]):
+    """``get(key)`` answers this loop's value for ``key``, made by ``factory(key)`` on first use.
+
+    ``usable`` decides whether a value made earlier may still be handed out (e.g. an HTTP client that was
+    closed is replaced).
+    """
+
+    def __init__(self, factory: Callable[[K], V], *, usable: Callable[[V], bool] | None = None) -> None:
+        self._factory = factory
+        self._usable = usable
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[K, V]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, key: K) -> V:
+        values = self._values.setdefault(asyncio.get_running_loop(), {})
+        value = values.get(key)
+        if value is None or (self._usable is not None and not self._usable(value)):
+            value = values[key] = self._factory(key)
+        return value
+
+    def pop(self, key: K) -> V | None:
+        """Forget this loop's value for ``key`` (the caller closes it)."""
+        return self._values.get(asyncio.get_running_loop(), {}).pop(key, None)

@@ -1,0 +1,124 @@
+"""Redis for the gateway's own state: one client per event loop and URL, and one way to live without it.
+
+Redis holds the shared quota counters, the sticky sessions, the routing config version and (through the
+channel layer) the live feed. None of them is worth a 500: when Redis is unreachable each user falls back
+to what this process knows, and a ``RedisBreaker`` decides when to try Redis again and tells the operator
+once that it went away and once that it is back, instead of a warning per request.
+
+The breaker is this small class rather than pybreaker or circuitbreaker: those raise "circuit open" for the
+caller to handle (we want a fallback call), pybreaker's async support goes through Tornado, neither takes
+the injectable clock the outage tests drive, and both open only after several failures where one refused
+connection is already enough to stop paying a connect timeout per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .loops import PerLoop
+
+T = TypeVar("T")
+
+# What "Redis is unreachable" looks like: refused or reset connections, timeouts, protocol errors.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _new_client(url: str) -> aioredis.Redis:
+    # Fail fast (short timeouts, one retry without backoff): a dead Redis must send its users to their
+    # fallback quickly, not eat the request's time budget.
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1), decode_responses=True
+    )
+
+
+_clients: PerLoop[str, aioredis.Redis] = PerLoop(_new_client)
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """This event loop's client for ``url`` (answers are str: ``decode_responses``)."""
+    return _clients.get(url)
+
+
+async def redis_client_close(url: str) -> None:
+    """Close this event loop's client for ``url`` (tests; short-lived loops of sync callers)."""
+    client = _clients.pop(url)
+    if client is not None:
+        await client.aclose()
+
+
+class RedisBreaker:
+    """One Redis user's view of an outage.
+
+    After a failure Redis is skipped for ``retry_interval`` seconds (0: every call tries it), so an
+    unreachable Redis costs one timeout per interval and not one per request. ``down`` is logged once per
+    outage (``%(error)s`` is the error), ``back`` once when Redis answers again.
+    """
+
+    def __init__(
+        self,
+        *,
+        log: logging.Logger,
+        down: str,
+        back: str,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        back_level: int = logging.WARNING,
+        traceback: bool = False,
+    ) -> None:
+        self.log = log
+        self.down = down
+        self.back = back
+        self.retry_interval = retry_interval
+        self.clock = clock
+        self.back_level = back_level
+        self.traceback = traceback
+        self.degraded = False
+        self.degraded_since: float | None = None  # wall clock, for the admin
+        self.last_error = ""
+        self._retry_at = 0.0
+
+    def should_try(self) -> bool:
+        return not self.degraded or self.clock() >= self._retry_at
+
+    def failed(self, exc: BaseException, **context: object) -> None:
+        self._retry_at = self.clock() + self.retry_interval
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if not self.degraded:
+            self.degraded = True
+            self.degraded_since = time.time()
+            self.log.warning(self.down, {"error": self.last_error, **context},
+                             exc_info=exc if self.traceback else None)
+
+    def worked(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            self.degraded_since = None
+            self.log.log(self.back_level, self.back)
+
+    def reset(self) -> None:
+        """Forget an outage without announcing anything (tests)."""
+        self.degraded = False
+        self.degraded_since = None
+        self.last_error = ""
+        self._retry_at = 0.0
+
+    async def call(self, primary: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]) -> T:
+        """``primary()`` unless Redis is being skipped or fails with a Redis error, then ``fallback()``."""
+        if not self.should_try():
+            return await fallback()
+        try:
+            result = await primary()
+        except REDIS_ERRORS as exc:
+            self.failed(exc)
+            return await fallback()
+        self.worked()
+        return result

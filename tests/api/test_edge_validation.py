@@ -78,16 +78,19 @@ def test_one_clients_5xx_cannot_open_a_route_for_everyone(gateway, emulator, dja
     add_provider(emulator, "backup", ["ok"], ["llama"])
     add_chain("auto", ["flaky/llama", "backup/llama"])
     _, other_key = api_key_create(user=django_user_model.objects.create_user("bea", password="x"), name="b")
+    asked = iter(range(100))
 
-    def ask(key: str) -> httpx.Response:
-        return httpx.post(f"{gateway.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "auto", "messages": HI})
+    def ask(key: str) -> str:
+        # A new conversation each time: no sticky session steers it away from the first route.
+        resp = httpx.post(f"{gateway.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "auto", "messages": [{"role": "user", "content": f"question {next(asked)}"}]})
+        assert resp.status_code == 200 and resp.headers["X-FreeLLM-Provider"] == "backup"
+        return resp.headers["X-FreeLLM-Trail"]
 
-    # One client, twice (the breaker opens after two failures in a row): served by the backup each time.
-    assert [ask(gateway.api_key).headers["X-FreeLLM-Provider"] for _ in range(3)] == ["backup"] * 3
-    # Another client still gets the first route tried: the first client counted once.
-    resp = ask(other_key)
-    assert resp.status_code == 200
-    assert resp.headers["X-FreeLLM-Trail"].startswith("flaky/llama/flaky-0 -> server_error")
-    # Two clients failing it is a route failing: now it cools down.
-    assert "flaky/llama/flaky-0 -> server_error" not in ask(gateway.api_key).headers["X-FreeLLM-Trail"]
+    failed_on_flaky = "flaky/llama/flaky-0 -> server_error"
+    # One client, three times (the breaker opens after two failures in a row): flaky is tried each time.
+    assert all(ask(gateway.api_key).startswith(failed_on_flaky) for _ in range(3))
+    # Its failures counted once: another client's request still tries flaky first.
+    assert ask(other_key).startswith(failed_on_flaky)
+    # Two clients failing on it is the route failing: now it cools down and nobody waits for it.
+    assert failed_on_flaky not in ask(gateway.api_key)

@@ -84,7 +84,7 @@ MIDDLEWARE = [
 # Admin login brute force (django-axes): after FREELLM_LOGIN_FAILURE_LIMIT wrong passwords for one
 # user name from one address, that pair is locked out for FREELLM_LOGIN_LOCKOUT_MINUTES (429 and a
 # message). By user name and address together, so that nobody can lock the admin out from elsewhere.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["routing.auth_backends.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("FREELLM_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("FREELLM_LOGIN_LOCKOUT_MINUTES", default=15.0) / 60
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

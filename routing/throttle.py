@@ -102,3 +102,4 @@ async def auth_failure_record(request: HttpRequest) -> None:
 def auth_throttle_reset() -> None:
     """Forget the in-process counts (tests)."""
     _local.clear()
+

@@ -302,4 +302,5 @@ def request_logs_flush_sync() -> None:
 
 
 def request_logs_idle() -> bool:
-    return not _queue and not _flushing
+    # Spooled rows are work still to do (written when the database answers again).
+    return not _queue and not _flushing and not len(_spool)

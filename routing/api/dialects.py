@@ -65,7 +65,9 @@ def error_response(request: HttpRequest, exc: GatewayError) -> HttpResponse:
 
 def error_response_for_path(path: str, exc: GatewayError) -> HttpResponse:
     """For an answer given before Django built a request (the edge in front of daphne)."""
-    return _renderers.get(dialect_for_path(path), GatewayError.response)(exc)
+    response = _renderers.get(dialect_for_path(path), GatewayError.response)(exc)
+    response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
+    return response
 
 
 def dialect_error_responses(get_response):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -147,6 +148,9 @@ def _parse_json(body: bytes) -> tuple[Any, ValueError | None]:
 
 
 async def _send(send, response: HttpResponse) -> None:
+    if "X-FreeLLM-Request-Id" not in response:
+        # Like every API answer (routing.api.dialects), so that a client can always quote one.
+        response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
     headers.append((b"content-length", str(len(response.content)).encode()))
     # The body was not read: the connection cannot be reused for another request.

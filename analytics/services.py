@@ -4,7 +4,8 @@ Durable within bounds: text is made safe for any database before it is queued (N
 characters, lone surrogates, column lengths), a batch the database refuses is retried row by row so that
 one bad row loses only itself, and rows the database cannot take (it is down) wait in a spool (memory,
 then a file under var/) and are written when it answers again. What is lost anyway is counted
-(``request_log_stats``; the admin shows it and the metrics export it).
+(``request_log_stats``; the admin shows it and the metrics export it). Also the pruning of old rows (a
+beat task, analytics/tasks.py).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, models
+from django.utils import timezone
 
 from freellm.background import spawn
 from routing import metrics
@@ -304,3 +306,15 @@ def request_logs_flush_sync() -> None:
 def request_logs_idle() -> bool:
     # Spooled rows are work still to do (written when the database answers again).
     return not _queue and not _flushing and not len(_spool)
+
+
+def request_logs_prune(*, keep_days: int | None = None, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete request logs older than ``keep_days`` in batches (short write locks). Returns rows deleted."""
+    keep_days = settings.FREELLM_LOG_RETENTION_DAYS if keep_days is None else keep_days
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    deleted = 0
+    while True:
+        ids = list(RequestLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += RequestLog.objects.filter(id__in=ids).delete()[0]

@@ -18,12 +18,13 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 from routing.api.edge import BodyGuard  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler without the middleware stack, for /v1 only.
+    """Django's ASGI handler without the middleware stack, for the API's paths only (/v1, /v1beta, /api).
 
     The API authenticates by its own key and uses no session, CSRF, messages or clickjacking protection;
     each built-in middleware would cost thread hops per request (about 20-30% of the gateway's CPU in
@@ -49,7 +50,7 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
-    app = api_asgi_app if path.startswith("/v1/") or path in _OPS_PATHS else site_asgi_app
+    app = api_asgi_app if path.startswith(API_PATH_PREFIXES) or path in _OPS_PATHS else site_asgi_app
     await app(scope, receive, send)
 
 
@@ -122,17 +123,18 @@ def _guarded_web_request(base):
             if length is not None and length > self._freellm_limit:
                 self._freellm_refuse(too_large(self._freellm_limit), path)
                 return
-            if path.startswith("/v1/") and method in ("POST", "PUT", "PATCH"):
+            if path.startswith(API_PATH_PREFIXES) and method in ("POST", "PUT", "PATCH"):
                 # Read no body until the key is known good.
                 self._freellm_checking = True
                 self.channel.transport.pauseProducing()
-                asyncio.ensure_future(self._freellm_check_key(path, method, content_type))
+                query = (getattr(self.channel, "_path", b"") or b"").partition(b"?")[2]
+                asyncio.ensure_future(self._freellm_check_key(path, query, method, content_type))
 
-        async def _freellm_check_key(self, path: str, method: str, content_type: str) -> None:
+        async def _freellm_check_key(self, path: str, query: bytes, method: str, content_type: str) -> None:
             headers = [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()
                        for value in values]
             peer = self.channel.transport.getPeer()
-            scope = {"type": "http", "method": method, "path": path, "root_path": "", "query_string": b"",
+            scope = {"type": "http", "method": method, "path": path, "root_path": "", "query_string": query,
                      "headers": headers, "client": (getattr(peer, "host", ""), getattr(peer, "port", 0))}
             try:
                 refusal = await edge_refusal(scope, content_type)

@@ -17,7 +17,15 @@ from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
 from .adapters.transport import redact
 from .config_schema import ChainSpec, ConfigError, ConfigSpec, ModelSpec, ProviderSpec, config_parse
-from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
+from .models import (
+    ChainEntry,
+    ChainStrategy,
+    FallbackChain,
+    ModelKind,
+    Provider,
+    ProviderKey,
+    UpstreamModel,
+)
 from .netguard import guarded_async_client
 
 # ---------------------------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ def _upsert_chain(spec: ChainSpec, models_by_route: dict[str, UpstreamModel], *,
     chain = _upsert(
         FallbackChain,
         {"name": spec.name},
-        {"kind": spec.kind, "description": spec.description, "enabled": spec.enabled},
+        {"kind": spec.kind, "strategy": spec.strategy, "description": spec.description, "enabled": spec.enabled},
         f"chain {spec.name}",
         report,
     )
@@ -290,6 +298,7 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
     chains = []
     for chain in FallbackChain.objects.prefetch_related("entries__model__provider"):
         chain_item: dict[str, Any] = {"name": chain.name, "kind": chain.kind}
+        _put_if(chain_item, "strategy", chain.strategy, default=ChainStrategy.PRIORITY)
         _put_if(chain_item, "description", chain.description)
         _put_if(chain_item, "enabled", chain.enabled, default=True)
         chain_item["models"] = [entry.model.route_name for entry in chain.entries.all()]
@@ -300,6 +309,7 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
 def _export_model(model: UpstreamModel) -> dict[str, Any]:
     item: dict[str, Any] = {"id": model.model_id, "kind": model.kind}
     _put_if(item, "family", model.family)
+    _put_if(item, "canonical", model.canonical)
     _put_if(item, "dimensions", model.dimensions)
     _put_if(item, "context_window", model.context_window)
     _put_if(item, "tools", model.supports_tools, default=False)
@@ -452,3 +462,21 @@ def _set_enabled(objects: Iterable, enabled: bool) -> int:
             obj.save(update_fields=["enabled"])
             count += 1
     return count
+
+
+# --- what the router learns about a key while serving ----------------------------------------------
+
+
+def provider_key_mark_invalid(*, key_id: int, detail: str) -> None:
+    """The provider refused the key (401/403) while serving: the router leaves it out from now on.
+
+    A queryset update, so no post_save: the caller bumps the routing config itself, once.
+    """
+    ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
+
+
+async def provider_key_touch(*, key_id: int) -> None:
+    """Stamp the key's last use (for people: the caller decides how often)."""
+    from django.utils import timezone
+
+    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())

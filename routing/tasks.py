@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers over routing/services_quota.py (scheduled by ensure_periodic_tasks)."""
+"""Celery tasks: thin wrappers over routing/services_quota.py (scheduled in freellm/celery.py)."""
 
 from __future__ import annotations
 
@@ -38,9 +38,8 @@ def probe_key(key_id: int) -> str | None:
     return None if result is None else result.detail
 
 
-@shared_task(name="routing.tasks.request_logs_prune")
-def request_logs_prune() -> int:
-    from analytics.sessions import sticky_sessions_prune
+@shared_task(name="routing.tasks.stored_responses_prune")
+def stored_responses_prune() -> int:
+    from .stored_responses import stored_responses_prune as prune
 
-    # The sticky-session mirror ages out with the request log it sits beside.
-    return services_quota.request_logs_prune() + sticky_sessions_prune()
+    return prune()

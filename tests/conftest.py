@@ -7,7 +7,8 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings
 
-pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_analytics"]
+pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_team",
+                  "tests.fixtures_analytics"]
 
 # The emulator and test gateways listen on loopback, which the SSRF guard refuses by default. Django is set
 # up before this file is read, so the setting is set here too; the environment carries it to the gateway

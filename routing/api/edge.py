@@ -25,7 +25,6 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
-from routing.auth import authenticate_request
 from routing.errors import GatewayError
 
 from .dialects import error_response
@@ -101,11 +100,15 @@ async def edge_refusal(scope, content_type: str, request: ASGIRequest | None = N
     if content_type.startswith("multipart/") and "boundary=" not in content_type:
         return GatewayError(400, "A multipart body needs a boundary in its Content-Type header.",
                             param="file", code="invalid_multipart")
+    from .app import auth_for_path
+
+    request = request or _headers_only(scope)
     try:
-        if await authenticate_request(request or _headers_only(scope)) is None:
+        # The same check as the front door's own (Bearer, x-goog-api-key, Ollama's keyless user, ...).
+        if await auth_for_path(scope["path"]).authenticate(request, "") is None:
             return missing_key()
     except GatewayError as exc:
-        return exc  # a throttled address (429), the database unavailable (503)
+        return exc  # its own 401, a throttled address (429), the database unavailable (503)
     return None
 
 

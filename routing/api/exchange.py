@@ -169,7 +169,7 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
     """Resolve ``model`` for ``kind`` and run ``call`` through the router: (ctx, served), not yet settled."""
     ctx = context(request, kind, model, est_tokens)
-    resolution = router.resolve(await get_routing_config(), model, kind)
+    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), model, kind))
     return ctx, await execute(request, ctx, resolution, call)
 
 
@@ -204,7 +204,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     chat_messages_check(body["messages"])
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
-    resolution = router.resolve(await get_routing_config(), body["model"], "chat")
+    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), body["model"], "chat"))
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
@@ -216,7 +216,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            primed = await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+            primed = await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
             return await _assembled(ctx, primed)
 
         served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
@@ -225,7 +225,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         return ChatResult(ctx, served, completion=served.result.body)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+        return await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
 
     served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
     await plan.settle(ctx, served)
@@ -276,7 +276,7 @@ async def _checked(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
         yield chunk
 
 
-async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
+async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
     stream = await adapter.chat_stream(get_client(), target, body, timeouts)
     chunks = _checked(stream.chunks()).__aiter__()
@@ -287,6 +287,7 @@ async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStrea
                 buffered.append(chunk)
                 if _has_content(chunk):
                     break
+        ctx.first_token_at = time.monotonic()
     except TimeoutError:
         await stream.aclose()
         raise UpstreamError(ErrorKind.TIMEOUT, "no first token in time") from None
@@ -386,6 +387,26 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         for choice in chunk.get("choices") or ():
             text_chars += len((choice.get("delta") or {}).get("content") or "")
 
+    spawned = False
+
+    def settle_and_log() -> None:
+        """Once: close upstream at once (no tokens burnt for nobody), settle and log, even when the client left.
+        Started before the last event goes out, so whoever reads the end of the stream finds the work under
+        way (background_idle) rather than not yet begun."""
+        nonlocal spawned
+        if spawned:
+            return
+        spawned = True
+
+        async def work():
+            await stream.aclose()
+            final = usage or estimated_usage(ctx, text_chars)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
+                                api_key_id=ctx.api_key_id)
+            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
+
+        spawn(work())
+
     try:
         ctx.first_byte_at = time.monotonic()
         if data := encoder.start():
@@ -402,26 +423,22 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             account(item)
             if data := encoder.chunk(item):
                 yield data
-        if data := encoder.finish(usage or estimated_usage(ctx, text_chars)):
+        data = encoder.finish(usage or estimated_usage(ctx, text_chars))
+        settle_and_log()
+        if data:
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
         exc.message = redact(exc.message, served.key.secret, ctx.client_key)
         error, status, outcome = exc, 502, "incomplete"
-        yield encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        data = encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        settle_and_log()
+        yield data
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise
     finally:
-        # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
-        async def settle_and_log():
-            await stream.aclose()
-            final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
-                                api_key_id=ctx.api_key_id)
-            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
-
-        spawn(settle_and_log())
+        settle_and_log()
 
 
 async def _with_keepalive(chunks, seconds: float | None) -> AsyncIterator[dict | None]:
@@ -461,6 +478,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     # Failover only inside the requested model's family: a vector from another family would be garbage.
     resolution, family = embedding_resolution(await get_routing_config(), body["model"])
+    resolution = await router.arrange(ctx, resolution)
 
     async def call(adapter, target, timeouts):
         return await adapter.embeddings(get_client(), target, body, timeouts)
@@ -485,6 +503,8 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
         response["X-FreeLLM-Provider"] = served.model.provider.slug
         response["X-FreeLLM-Model"] = served.model.model_id
     response["X-FreeLLM-Attempts"] = str(ctx.attempts)
+    if ctx.strategy:
+        response["X-FreeLLM-Strategy"] = ctx.strategy
     response["X-FreeLLM-Trail"] = ctx.trail_header()
     if ctx.switched:
         response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)

@@ -18,7 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
-from routing.api.app import API_PATH_PREFIXES  # noqa: E402
+from routing.api.app import API_PATH_PREFIXES, auth_for_path  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 from routing.api.edge import BodyGuard  # noqa: E402
 
@@ -40,7 +40,7 @@ class ApiASGIHandler(ASGIHandler):
 
 
 # Bodies refused before they are read (size, key, multipart boundary), large JSON parsed off the loop.
-api_asgi_app = BodyGuard(ApiASGIHandler())
+api_asgi_app = BodyGuard(ApiASGIHandler(), auth_for_path=auth_for_path)
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
@@ -137,7 +137,7 @@ def _guarded_web_request(base):
             scope = {"type": "http", "method": method, "path": path, "root_path": "", "query_string": query,
                      "headers": headers, "client": (getattr(peer, "host", ""), getattr(peer, "port", 0))}
             try:
-                refusal = await edge_refusal(scope, content_type)
+                refusal = await edge_refusal(scope, content_type, auth_for_path)
             finally:
                 self._freellm_checking = False
             if self._freellm_refused:

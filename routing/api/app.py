@@ -17,6 +17,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from routing.errors import GatewayError
 
 from . import edge, embeddings, exchange, gemini, media, models, ollama, openai_chat, responses
+from .bodies import BodyValueError
 from .dialects import error_response
 from .openapi import GatewayAPI
 
@@ -90,7 +91,7 @@ def _validation_error(request, exc: ValidationError):
 
 def _http_error(request, exc: HttpError):
     message = str(exc)
-    if isinstance(exc.__cause__, exchange.BodyValueError):
+    if isinstance(exc.__cause__, BodyValueError):
         cause = exc.__cause__
         return error_response(request, GatewayError(400, cause.message, param=cause.param, code="invalid_value"))
     # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -27,13 +28,12 @@ from django.http import HttpResponse
 
 from routing.errors import GatewayError
 
+from .bodies import PARSED_JSON_SCOPE_KEY, parse_json
 from .dialects import error_response
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Bodies above this are parsed off the event loop (a thread hop costs more than parsing a small one).
 PARSE_IN_THREAD_BYTES = 256 * 1024
-# Where the edge leaves a body it parsed: (value, None) or (None, the ValueError it raised).
-PARSED_JSON_SCOPE_KEY = "freellm.parsed_json"
 
 
 # Room for a multipart body's own framing and small fields around a file of FREELLM_MAX_BODY_BYTES (the
@@ -56,11 +56,17 @@ def missing_key() -> GatewayError:
                         code="invalid_api_key")
 
 
+# The key check of the front door serving a path (routing.api.app.auth_for_path): an object with ninja's
+# ``async authenticate(request, token)``.
+AuthForPath = Callable[[str], Any]
+
+
 class BodyGuard:
     """ASGI middleware around the API's handler (see the module docstring)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, *, auth_for_path: AuthForPath) -> None:
         self.app = app
+        self.auth_for_path = auth_for_path
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
@@ -73,7 +79,7 @@ class BodyGuard:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             declared = 0
-        refusal = too_large(limit) if declared > limit else await edge_refusal(scope, content_type, request)
+        refusal = too_large(limit) if declared > limit else await edge_refusal(scope, content_type, self.auth_for_path, request)
         if refusal is None:
             try:
                 body = await _read_body(receive, limit)
@@ -94,14 +100,13 @@ def _headers_only(scope) -> ASGIRequest:
     return ASGIRequest(scope, io.BytesIO())
 
 
-async def edge_refusal(scope, content_type: str, request: ASGIRequest | None = None) -> GatewayError | None:
+async def edge_refusal(scope, content_type: str, auth_for_path: AuthForPath,
+                       request: ASGIRequest | None = None) -> GatewayError | None:
     """What to answer instead of reading the body (a bad multipart header, no valid key), or None. Also
     used by the daphne hook in freellm/asgi.py."""
     if content_type.startswith("multipart/") and "boundary=" not in content_type:
         return GatewayError(400, "A multipart body needs a boundary in its Content-Type header.",
                             param="file", code="invalid_multipart")
-    from .app import auth_for_path
-
     request = request or _headers_only(scope)
     try:
         # The same check as the front door's own (Bearer, x-goog-api-key, Ollama's keyless user, ...).
@@ -142,8 +147,6 @@ def _replay(body: bytes, receive):
 
 
 def _parse_json(body: bytes) -> tuple[Any, ValueError | None]:
-    from .exchange import parse_json
-
     try:
         return parse_json(body), None
     except ValueError as exc:

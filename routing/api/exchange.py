@@ -16,9 +16,6 @@ of them copies failover, priming, settling or logging.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +40,7 @@ from routing.families import embedding_resolution, family_unavailable
 from routing.http import get_client
 from routing.tokens import estimate_request_tokens, estimate_tokens
 
+from .bodies import PARSED_JSON_SCOPE_KEY, parse_json
 from .dialects import Dialect, dialect_of
 from .validation import chat_messages_check
 
@@ -60,64 +58,11 @@ class UnifiedKeyAuth(HttpBearer):
         return await authenticate_request(request)
 
 
-# Deeper than any real request (content parts, tool schemas) and far below where recursive code (token
-# estimates, JSON encoding for the upstream) would hit Python's recursion limit.
-MAX_JSON_DEPTH = 64
-
-
-class BodyValueError(ValueError):
-    """A JSON body that parses but holds what no upstream takes (a non-finite number, a lone surrogate):
-    a 400 naming the parameter."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = f"{param}: {message}"
-
-
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def parse_json(body: bytes) -> Any:
-    """A JSON body checked in one walk: nesting at most MAX_JSON_DEPTH deep, finite numbers only (json
-    reads NaN, Infinity and 1e999), text without lone surrogates (``"\\ud800"`` parses, but is no UTF-8)."""
-    too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise too_deep from None
-    stack: list[tuple[Any, int, tuple]] = [(data, 0, ())]
-    while stack:
-        value, depth, path = stack.pop()
-        if isinstance(value, str):
-            if _LONE_SURROGATE.search(value):
-                raise BodyValueError(_param(path), "holds a lone UTF-16 surrogate; send valid UTF-8 text")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise BodyValueError(_param(path), "must be a finite number")
-        elif isinstance(value, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise too_deep
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, child in items:
-                if isinstance(key, str) and _LONE_SURROGATE.search(key):
-                    raise BodyValueError(_param(path) or "body", "has a key with a lone UTF-16 surrogate")
-                if isinstance(child, str | float | dict | list):
-                    stack.append((child, depth + 1, (*path, key)))
-    return data
-
-
-def _param(path: tuple) -> str:
-    return ".".join(str(part) for part in path)
-
-
 class JsonBodyParser(Parser):
     """``parse_json`` for ninja; a large body the edge (routing.api.edge) already parsed off the event loop
     is taken from there."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        from .edge import PARSED_JSON_SCOPE_KEY
-
         parsed = getattr(request, "scope", {}).get(PARSED_JSON_SCOPE_KEY)
         if parsed is not None:
             value, error = parsed

@@ -3,7 +3,7 @@
 What an upstream would choke on (a 5xx counted against the route's health) or a provider adapter would
 crash on is refused here with a 400 naming the parameter, and never forwarded: message roles, content
 part shapes, tool calls. Non-finite numbers and lone surrogates are refused while the body is parsed
-(``exchange.parse_json``). Unknown content part types pass through: providers add their own.
+(``bodies.parse_json``). Unknown content part types pass through: providers add their own.
 """
 
 from __future__ import annotations

@@ -127,6 +127,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so live servers in other threads/processes see the test data; one per run
     # so that parallel runs do not share it.
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool per process (psycopg_pool): the request log writer and the ORM calls of requests (each in a
+    # thread of its own under ASGI) borrow a connection instead of opening a PostgreSQL session each time.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "pool", {"min_size": 1, "max_size": env.int("FREELLM_DB_POOL_SIZE", default=10), "timeout": 10}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -207,6 +213,9 @@ FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
 FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Browser origins allowed to call the API surfaces (freellm/cors.py): "*" (any: the API takes bearer keys, no
+# cookies), a comma list of origins such as https://app.example.com, or empty for no CORS. Never the admin.
+FREELLM_CORS_ORIGINS = env.list("FREELLM_CORS_ORIGINS", default=["*"])
 # Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
 # with fewer than MIN_SAMPLES recent samples first this share of the time, to keep its stats fresh.
 FREELLM_STATS_HALF_LIFE = env.float("FREELLM_STATS_HALF_LIFE", default=600.0)

@@ -1,6 +1,7 @@
 """The router, a short pipeline read top to bottom:
 
-    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id)
+    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id,
+                else the first alias pattern that matches it)
     candidates  each model's usable keys, most quota headroom first, rotating among equals
     reserve     atomically take the request + estimated tokens from the quota store (refused while cooling)
     call        the adapter does the HTTP call (streams: until the first content chunk; plain chat: the whole
@@ -37,6 +38,7 @@ from providers.models import ChainStrategy as Strategy
 from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
+from routing.gating import context_overflow_error, is_context_reason
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, DenyReason, Lease, Route
@@ -80,6 +82,7 @@ _ERROR_GROUPS = {
     ErrorKind.RATE_LIMITED: StepGroup.RATE_LIMITED,
     ErrorKind.SERVER: StepGroup.FAILING,
     ErrorKind.CONNECTION: StepGroup.FAILING,
+    ErrorKind.EMPTY: StepGroup.FAILING,
     ErrorKind.TIMEOUT: StepGroup.TIMED_OUT,
     ErrorKind.AUTH: StepGroup.KEY_INVALID,
     ErrorKind.NOT_FOUND: StepGroup.MODEL_UNAVAILABLE,
@@ -98,10 +101,12 @@ class Step:
     retry_after: float | None = None
     ms: int = 0
     reason: str = ""  # skipped: the DenyReason, or what the model lacks (gating)
+    window: int | None = None  # the model's context window, on the steps that found it too small
 
     @classmethod
-    def skipped(cls, route: Route, reason: str, group: StepGroup, retry_after: float | None = None) -> Step:
-        return cls(route, f"skipped:{reason}", False, group, retry_after, reason=reason)
+    def skipped(cls, route: Route, reason: str, group: StepGroup, retry_after: float | None = None, *,
+                window: int | None = None) -> Step:
+        return cls(route, f"skipped:{reason}", False, group, retry_after, reason=reason, window=window)
 
     def __str__(self) -> str:
         return f"{self.route} -> {self.outcome}"
@@ -114,7 +119,10 @@ class RequestContext:
     est_tokens: int  # prompt estimate + output reserve, what reserve() takes
     stream: bool = False  # the client asked for a stream (chat), for the request log
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
+    context_tokens: int = 0  # what the request needs of a context window (gating's estimate); 0: est_tokens
     session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
+    chain: str = ""  # the chain the requested name resolved to ("" for a model), for X-FreeLLM-Chain
+    alias: str = ""  # the alias pattern that resolved it, for X-FreeLLM-Alias
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
@@ -159,38 +167,54 @@ class Served:
 @dataclass(frozen=True)
 class Resolution:
     models: tuple[ModelInfo, ...]
-    chain: str | None  # the chain name when the client asked for one
+    chain: str | None  # the chain name when the client asked for one (or an alias pointing at one)
     explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
     strategy: Strategy = Strategy.PRIORITY
+    alias: str | None = None  # the alias pattern the requested name matched, when it was resolved by one
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     """The models that may serve ``name``: a chain, a provider/model, a canonical id (the same model at every
     provider that has it, like a chain of them) or a bare upstream id; ``name:fast`` and the like pick a
-    strategy for a chain or a canonical id."""
+    strategy for a chain or a canonical id. A name none of these knows goes by the first alias whose pattern
+    matches it (its target: a chain or a provider/model)."""
+    if _known(cfg, name):
+        return _resolve_known(cfg, name, kind)
+    alias = next((a for a in cfg.aliases if a.matches(name)), None)
+    if alias is None:
+        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    if not _known(cfg, alias.target):
+        raise GatewayError(404, f"The model '{name}' matches the alias '{alias.pattern}', whose target "
+                                f"'{alias.target}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    return replace(_resolve_known(cfg, alias.target, kind), alias=alias.pattern)
+
+
+def _known(cfg: RoutingConfig, name: str) -> bool:
+    if name in cfg.chains or name in cfg.by_name or name in cfg.by_model_id or name in cfg.by_canonical:
+        return True
+    prefix, _, suffix = name.rpartition(":")
+    return suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical)
+
+
+def _resolve_known(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     base, strategy = name, None
     if name not in cfg.chains and name not in cfg.by_name and name not in cfg.by_model_id \
             and name not in cfg.by_canonical:
         prefix, _, suffix = name.rpartition(":")
-        if suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical):
-            base, strategy = prefix, SUFFIXES[suffix]
+        base, strategy = prefix, SUFFIXES[suffix]
     if chain := cfg.chains.get(base):
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
         return Resolution(chain.models, chain.name, explicit=False, strategy=strategy or Strategy(chain.strategy))
-    if model := cfg.by_name.get(base):
-        models: tuple[ModelInfo, ...] = (model,)
-    elif base in cfg.by_canonical:
+    if base in cfg.by_canonical and base not in cfg.by_name:
         models = cfg.by_canonical[base]
         _check_kind(name, models, kind)
         return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=False,
                           strategy=strategy or Strategy.PRIORITY)
-    elif base in cfg.by_model_id:
-        models = cfg.by_model_id[base]
-    else:
-        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
-                           param="model")
+    models = (cfg.by_name[base],) if base in cfg.by_name else cfg.by_model_id[base]
     _check_kind(name, models, kind)
     return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
 
@@ -223,6 +247,30 @@ PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models sk
 _rotation = itertools.count()
 
 
+# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact: a key that
+# ran out is refused there and the next one tried), so a view up to HEADROOM_SECONDS old spares a quota-store
+# round trip per key and request.
+HEADROOM_SECONDS = 1.0
+_headroom: dict[str, tuple[float, float]] = {}
+
+
+async def _headroom_of(store, route: Route) -> float:
+    now = time.monotonic()
+    seen = _headroom.get(route.id)
+    if seen is not None and now - seen[1] < HEADROOM_SECONDS:
+        return seen[0]
+    value = await store.headroom(route)
+    if len(_headroom) > 50_000:
+        _headroom.clear()
+    _headroom[route.id] = (value, now)
+    return value
+
+
+def forget_headroom() -> None:
+    """Drop the view (a test starting afresh)."""
+    _headroom.clear()
+
+
 async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
     """Most headroom first; among equals, rotate so load spreads over a provider's keys."""
     keys = list(model.keys)
@@ -230,7 +278,7 @@ async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
         return keys
     store = get_quota_store()
     turn = next(_rotation)
-    headrooms = await asyncio.gather(*(store.headroom(model.route(key)) for key in keys))
+    headrooms = await asyncio.gather(*(_headroom_of(store, model.route(key)) for key in keys))
     ranked = sorted(
         range(len(keys)), key=lambda i: (-round(headrooms[i], 1), (i - turn) % len(keys))
     )
@@ -256,8 +304,10 @@ async def execute(
     down: set[str] = set()  # providers that refused the connection
     for model in models:
         if skip and (reason := skip(model)):
+            too_small = is_context_reason(reason)
             ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), reason,
-                                          StepGroup.NOT_CAPABLE))
+                                          StepGroup.CONTEXT_TOO_SMALL if too_small else StepGroup.NOT_CAPABLE,
+                                          window=model.context_window if too_small else None))
             continue
         if model.provider.slug in down:
             ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), PROVIDER_DOWN,
@@ -288,7 +338,8 @@ async def execute(
                 # Before the text reaches the trail, the quota store, the key's status, a log line or the client.
                 exc.message = redact(exc.message, key.secret, ctx.client_key)
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, StepGroup.FAILING), exc.retry_after,
-                            int((time.monotonic() - began) * 1000))
+                            int((time.monotonic() - began) * 1000),
+                            window=model.context_window if exc.kind == ErrorKind.CONTEXT_LENGTH else None)
                 ctx.trail.append(step)
                 metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
                 await _settle_failure(store, lease, route, key, exc, ctx.api_key_id)
@@ -325,31 +376,36 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     served.settled = True
     store = get_quota_store()
     tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
-    await store.settle(served.lease, tokens)
     if usage is not None:
         metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
         metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
-    headers = getattr(served.result, "headers", None)
     _observe(served, usage, error)
     if error is None:
-        await store.record(served.route, None, headers=headers)
+        await store.finish(served.lease, tokens, served.route, None, headers=getattr(served.result, "headers", None))
     elif await _counts_against_health(served.route, error, api_key_id):
-        await store.record(served.route, error.kind, retry_after=error.retry_after, headers=error.headers,
-                           message=error.message)
+        await store.finish(served.lease, tokens, served.route, error.kind, retry_after=error.retry_after,
+                           headers=error.headers, message=error.message)
+    else:
+        # This client's 5xx on this route already counted in the window: the tokens only.
+        await store.settle(served.lease, tokens)
     if served.key.id is not None:
         await _touch_key(served.key.id)
 
 
 async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError,
                           api_key_id: int | None = None) -> None:
-    if exc.spent is not None:
-        await store.settle(lease, exc.spent.total_tokens)  # broke mid-answer: the provider counted it
-    elif exc.kind == ErrorKind.CONNECTION:
+    if exc.kind == ErrorKind.CONNECTION and exc.spent is None:
         await store.release(lease)  # never reached the provider
-    else:
-        await store.settle(lease, 0)
-    if await _counts_against_health(route, exc, api_key_id):
         await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    else:
+        # A call that broke mid-answer spent what the provider counted; any other failure spent nothing.
+        spent = exc.spent.total_tokens if exc.spent is not None else 0
+        if await _counts_against_health(route, exc, api_key_id):
+            await store.finish(lease, spent, route, exc.kind, retry_after=exc.retry_after, headers=exc.headers,
+                               message=exc.message)
+        else:
+            # This client's 5xx on this route already counted in the window: the tokens only.
+            await store.settle(lease, spent)
     if exc.kind in FAILURE_KINDS:
         get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
@@ -438,7 +494,14 @@ def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> Gatew
         headers["Retry-After"] = str(soonest)
     if budget_spent:
         message += f" (stopped after {ctx.attempts} attempts / {settings.FREELLM_TIME_BUDGET:g}s budget)"
-    if set(groups) <= _TEMPORARY | {StepGroup.KEY_INVALID, StepGroup.NOT_CAPABLE} and groups.keys() & _TEMPORARY:
+    if set(groups) == {StepGroup.CONTEXT_TOO_SMALL}:
+        # Every model was too small for it (gated out, or the upstream said so): OpenAI's 400, which clients
+        # answer by trimming the conversation.
+        windows = {f"{s.route.provider}/{s.route.model}": s.window for s in steps}
+        return context_overflow_error(ctx.requested, ctx.context_tokens or ctx.est_tokens, windows)
+    # Only waiting helps: some routes are out for now, the others could not serve it at all.
+    unusable = {StepGroup.KEY_INVALID, StepGroup.NOT_CAPABLE, StepGroup.CONTEXT_TOO_SMALL}
+    if set(groups) <= _TEMPORARY | unusable and groups.keys() & _TEMPORARY:
         return GatewayError(429, message, code="all_routes_exhausted", headers=headers)
     if set(groups) <= {StepGroup.NOT_CAPABLE, StepGroup.CONTEXT_TOO_SMALL, StepGroup.MODEL_UNAVAILABLE}:
         return GatewayError(422, message, code="no_capable_model")

@@ -1,7 +1,7 @@
 """Routing's signals: the receivers that keep the routing config current, and what routing tells the layers
 above it.
 
-Any change to providers, keys, models, chains or API keys bumps the routing-config version (see
+Any change to providers, keys, models, chains, aliases or API keys bumps the routing-config version (see
 routing.config). The receivers live here, beside the cache they invalidate, and are connected by
 ``RoutingConfig.ready``: providers, at the ground, knows nothing of routing.
 
@@ -33,12 +33,12 @@ def bump_routing_config(sender, **kwargs) -> None:
 
 
 def connect_config_receivers() -> None:
-    from providers.models import ChainEntry, FallbackChain, Provider, ProviderKey, UpstreamModel
+    from providers.models import ChainEntry, FallbackChain, ModelAlias, Provider, ProviderKey, UpstreamModel
 
     from .models import ApiKey
 
     # ApiKey too: a revoked or deleted key must stop working in every process (it lives in the auth cache).
-    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ApiKey):
+    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ModelAlias, ApiKey):
         post_save.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}")
         post_delete.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}-del")
     # So must a deactivated (or deleted) user's keys. Not for the last_login write of every admin login.

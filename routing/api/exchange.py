@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja.parser import Parser
@@ -30,9 +31,18 @@ from pydantic import BaseModel, ConfigDict
 import freellm.background
 from analytics.services import request_log_enqueue
 from freellm.background import spawn
-from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
+from providers.adapters.base import (
+    Adapter,
+    ErrorKind,
+    Target,
+    Timeouts,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamStream,
+    Usage,
+)
 from providers.adapters.transport import CompletionAssembler, redact, usage_dict
-from routing import continuity, metrics, router
+from routing import continuity, metrics, router, toolcalls
 from routing.auth import authenticate_request, raw_key_from
 from routing.config import get_routing_config
 from routing.errors import GatewayError
@@ -114,8 +124,15 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
     """Resolve ``model`` for ``kind`` and run ``call`` through the router: (ctx, served), not yet settled."""
     ctx = context(request, kind, model, est_tokens)
-    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), model, kind))
+    resolution = await router.arrange(ctx, resolved(ctx, router.resolve(await get_routing_config(), model, kind)))
     return ctx, await execute(request, ctx, resolution, call)
+
+
+def resolved(ctx: router.RequestContext, resolution: router.Resolution) -> router.Resolution:
+    """Note on ``ctx`` which chain (and alias) the requested name resolved to, for the trail headers."""
+    ctx.chain = resolution.chain or ""
+    ctx.alias = resolution.alias or ""
+    return resolution
 
 
 async def finish(request: HttpRequest, ctx, served: router.Served, usage: Usage | None) -> None:
@@ -139,30 +156,54 @@ class ChatResult:
         return self.served.result
 
 
+# (adapter, target, the chat body for that target, timeouts) → the opened upstream stream of chat chunks.
+UpstreamOpener = Callable[[Adapter, Target, dict[str, Any], Timeouts], Awaitable[UpstreamStream]]
+
+
+async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any],
+                           timeouts: Timeouts) -> UpstreamStream:
+    return await adapter.chat_stream(get_client(), target, body, timeouts)
+
+
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
-               session_user: str | None = None) -> ChatResult:
+               session_user: str | None = None, opener: UpstreamOpener = open_chat_stream,
+               conversation_sessions: bool = True) -> ChatResult:
     """Route one chat request (an OpenAI chat-completions body; ``stream`` and ``stream_options`` are the
     exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
-    the dialect has its own notion of a user (Anthropic's metadata.user_id)."""
+    the dialect has its own notion of a user (Anthropic's metadata.user_id). ``opener`` calls the upstream
+    when a dialect has a native endpoint for some models (legacy completions: fill in the middle); whatever
+    it opens must stream chat.completion.chunk dicts. ``conversation_sessions=False``: sticky only when the
+    client names its session (X-Session-Id, ``user``), for requests that are not conversations."""
     request.freellm_dialect = dialect
     # Malformed messages are the client's 400, never an upstream's 5xx counted against the route.
     chat_messages_check(body["messages"])
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
-    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), body["model"], "chat"))
+    resolution = await router.arrange(
+        ctx, resolved(ctx, router.resolve(await get_routing_config(), body["model"], "chat")))
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
-    # Gating (422 before any call), the session's sticky model first, a handoff for whoever takes over.
+    # Gating (400/422 before any call), the session's sticky model first, a handoff for whoever takes over.
     plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
-                                      resolution=resolution, requested=body["model"])
+                                      resolution=resolution, requested=body["model"], ctx=ctx,
+                                      conversation_sessions=conversation_sessions)
+    # What free models get wrong (text tool calls, double-encoded arguments, inline <think>, empty answers) is
+    # put right here, before any dialect sees the answer; an empty one fails over like a 5xx.
+    tools = toolcalls.tool_spec(upstream)
 
     if not stream:
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            primed = await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
-            return await _assembled(ctx, primed)
+            primed = await _primed_stream(ctx, opener(adapter, target, plan.body_for(target), timeouts), timeouts)
+            answer = await _assembled(ctx, primed)
+            try:
+                answer.body = toolcalls.rescue_completion(answer.body, tools)
+            except UpstreamError as exc:
+                exc.spent = answer.usage
+                raise
+            return answer
 
         served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
         await plan.settle(ctx, served)
@@ -170,7 +211,8 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         return ChatResult(ctx, served, completion=served.result.body)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
+        return await _primed_stream(ctx, opener(adapter, target, plan.body_for(target), timeouts), timeouts,
+                                    rescuer=toolcalls.StreamRescuer(tools))
 
     served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
     await plan.settle(ctx, served)
@@ -221,17 +263,29 @@ async def _checked(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
         yield chunk
 
 
-async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
-    """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
-    stream = await adapter.chat_stream(get_client(), target, body, timeouts)
+async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Timeouts, *,
+                         rescuer: toolcalls.StreamRescuer | None = None) -> tuple[UpstreamStream, Any, list[dict]]:
+    """Open the stream and read up to the first content chunk, so failover stays invisible until then.
+
+    With a ``rescuer`` (streams to the client) the chunks pass through it: the answer has begun with the
+    upstream's first real output even while the rescuer holds it back (a possible text tool call), and an
+    answer that ends with nothing in it fails here, before the first byte."""
+    stream = await opening
     chunks = _checked(stream.chunks()).__aiter__()
+    batches = _rescued(chunks, rescuer) if rescuer is not None else None
     buffered: list[dict] = []
     try:
         async with asyncio.timeout(timeouts.first_token):
-            async for chunk in chunks:
-                buffered.append(chunk)
-                if _has_content(chunk):
-                    break
+            if batches is None:
+                async for chunk in chunks:
+                    buffered.append(chunk)
+                    if _has_content(chunk):
+                        break
+            else:
+                async for batch in batches:
+                    buffered.extend(batch)
+                    if rescuer.begun or rescuer.finished:
+                        break
         ctx.first_token_at = time.monotonic()
     except TimeoutError:
         await stream.aclose()
@@ -239,7 +293,20 @@ async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[Upstream
     except BaseException:
         await stream.aclose()
         raise
-    return stream, chunks, buffered
+    return stream, (chunks if batches is None else _flattened(batches)), buffered
+
+
+async def _rescued(chunks: AsyncIterator[dict], rescuer: toolcalls.StreamRescuer) -> AsyncIterator[list[dict]]:
+    """Per upstream chunk, what the rescuer sends in its place (often nothing while it holds text back)."""
+    async for chunk in chunks:
+        yield rescuer.feed(chunk)
+    yield rescuer.close()
+
+
+async def _flattened(batches: AsyncIterator[list[dict]]) -> AsyncIterator[dict]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
 
 
 async def _assembled(ctx: router.RequestContext, primed) -> UpstreamResponse:
@@ -423,7 +490,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     # Failover only inside the requested model's family: a vector from another family would be garbage.
     resolution, family = embedding_resolution(await get_routing_config(), body["model"])
-    resolution = await router.arrange(ctx, resolution)
+    resolution = await router.arrange(ctx, resolved(ctx, resolution))
 
     async def call(adapter, target, timeouts):
         return await adapter.embeddings(get_client(), target, body, timeouts)
@@ -436,9 +503,15 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
 # --- what the response says ------------------------------------------------------------------------------
 
 
+def json_response(data: Any, *, status: int = 200) -> HttpResponse:
+    """A JSON answer serialised by orjson (several times faster than json on completions and vectors)."""
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+
+
 def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult | None,
                served: router.Served | None = None) -> HttpResponse:
-    """The X-FreeLLM-* headers: who answered, how many calls it took, every route looked at, a switch."""
+    """The X-FreeLLM-* headers: who answered, how many calls it took, every route looked at, the chain that
+    served (and the alias that led to it), a switch."""
     if isinstance(ctx, ChatResult):
         ctx, served = ctx.ctx, ctx.served
     if ctx is None:
@@ -451,6 +524,10 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
     if ctx.strategy:
         response["X-FreeLLM-Strategy"] = ctx.strategy
     response["X-FreeLLM-Trail"] = ctx.trail_header()
+    if ctx.chain:
+        response["X-FreeLLM-Chain"] = continuity.switch_header_value(ctx.chain)
+    if ctx.alias:
+        response["X-FreeLLM-Alias"] = continuity.switch_header_value(ctx.alias)
     if ctx.switched:
         response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)
     return response

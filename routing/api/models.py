@@ -21,11 +21,16 @@ async def list_models(request: HttpRequest, available: bool = False):
     return {"object": "list", "data": await model_entries(available=available)}
 
 
-@router.get("/models/{path:model}", summary="Describe one chain or model")
+@router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
 async def retrieve_model(request: HttpRequest, model: str):
-    for entry in await model_entries(available=False):
-        if entry["id"] == model:
-            return entry
+    entries = {entry["id"]: entry for entry in await model_entries(available=False)}
+    if model in entries:
+        return entries[model]
+    # A name only an alias knows (clients check the model they were configured with): its target, so named.
+    cfg = await get_routing_config()
+    alias = next((a for a in cfg.aliases if a.matches(model)), None)
+    if alias is not None and alias.target in entries:
+        return {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")
 
@@ -101,3 +106,10 @@ async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[
     out = [Listed(c.name, c.kind, "freellm", c.models) for c in cfg.chains.values() if c.kind in kinds]
     out.extend(Listed(m.name, m.kind, m.provider.slug, (m,)) for m in cfg.models if m.kind in kinds)
     return out
+
+
+async def entries_for(api_key, *, available: bool = False) -> list[dict[str, Any]]:
+    """``model_entries`` of what ``api_key`` may use (the MCP tools and the playground list these). Every key
+    may use every one while keys have no allowed-models list; the per-key and per-user lists of issue 13 part 3
+    narrow this one place."""
+    return await model_entries(available=available)

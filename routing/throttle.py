@@ -33,10 +33,16 @@ def client_address(request: HttpRequest) -> str:
     """The client's IP address: the socket peer, or with ``FREELLM_PROXY_COUNT`` = N trusted reverse proxies
     in front, the address the outermost of them saw (N-th from the right in X-Forwarded-For). Also
     django-axes' AXES_CLIENT_IP_CALLABLE, so the admin login and the API agree on who a client is."""
-    remote = request.META.get("REMOTE_ADDR") or ""
+    meta = getattr(request, "META", None)
+    if meta is not None:
+        remote, forwarded = meta.get("REMOTE_ADDR") or "", meta.get("HTTP_X_FORWARDED_FOR", "")
+    else:
+        # An ASGI (Starlette) request: the MCP server's.
+        client = getattr(request, "client", None)
+        remote, forwarded = (client.host if client else ""), request.headers.get("x-forwarded-for", "")
     proxies = settings.FREELLM_PROXY_COUNT
     if proxies > 0:
-        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         if len(hops) >= proxies:
             candidate = hops[-proxies]
             try:

@@ -19,13 +19,13 @@ MAX_JSON_DEPTH = 64
 
 
 class BodyValueError(ValueError):
-    """A JSON body that parses but holds what no upstream takes (a non-finite number, a lone surrogate):
-    a 400 naming the parameter."""
+    """A JSON body that holds what no upstream takes (a non-finite number, a lone surrogate): a 400 that
+    says why and names the parameter."""
 
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
+    def __init__(self, param: str, reason: str) -> None:
         self.param = param
-        self.message = f"{param}: {message}"
+        self.message = f"We could not parse the JSON body of your request: {reason} (in `{param}`)."
+        super().__init__(self.message)
 
 
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -39,15 +39,15 @@ def parse_json(body: bytes) -> Any:
         data = orjson.loads(body)
     except RecursionError:
         raise too_deep from None
-    except orjson.JSONDecodeError:
-        _name_the_field(body)
+    except orjson.JSONDecodeError as exc:
+        _name_the_field(body, str(exc))
         raise
     if _nested_deeper_than(data, MAX_JSON_DEPTH):
         raise too_deep
     return data
 
 
-def _name_the_field(body: bytes) -> None:
+def _name_the_field(body: bytes, reason: str) -> None:
     """Raise BodyValueError naming the field when ``body`` is JSON only by json's lenient reading (a
     non-finite number, a lone surrogate); return for anything else (orjson's own error then stands)."""
     try:
@@ -59,15 +59,15 @@ def _name_the_field(body: bytes) -> None:
         value, path = stack.pop()
         if isinstance(value, str):
             if _LONE_SURROGATE.search(value):
-                raise BodyValueError(_param(path) or "body", "holds a lone UTF-16 surrogate; send valid UTF-8 text")
+                raise BodyValueError(_param(path) or "body", f"{reason}: a lone UTF-16 surrogate; send valid UTF-8 text")
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise BodyValueError(_param(path) or "body", "must be a finite number")
+                raise BodyValueError(_param(path) or "body", f"{reason}: numbers must be finite")
         elif isinstance(value, dict | list):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, child in items:
                 if isinstance(key, str) and _LONE_SURROGATE.search(key):
-                    raise BodyValueError(_param(path) or "body", "has a key with a lone UTF-16 surrogate")
+                    raise BodyValueError(_param(path) or "body", f"{reason}: a key with a lone UTF-16 surrogate")
                 stack.append((child, (*path, key)))
 
 

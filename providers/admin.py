@@ -9,6 +9,8 @@ pages show only the masked tail (``…abcd``). Change history records field name
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import yaml
 from adminsortable2.admin import (
     CustomInlineFormSet,
@@ -29,6 +31,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from .config_schema import proxy_url_problem
 from .models import ChainEntry, FallbackChain, ModelAlias, ModelKind, Provider, ProviderKey, UpstreamModel
 from .netguard import upstream_url_validator
 from .services import (
@@ -46,7 +49,43 @@ admin.site.site_title = "freellm"
 admin.site.index_title = "Providers, keys, chains and team"
 
 
-class ProviderKeyForm(forms.ModelForm):
+class WriteOnlyProxyMixin:
+    """The ``proxy`` URL may carry a user and password, so the form never renders it (like a secret):
+    blank keeps the stored one, ``-`` removes it. The page shows it with the credentials masked."""
+
+    def _init_proxy(self) -> None:
+        self.fields["proxy"] = forms.CharField(
+            required=False,
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "style": "width: 24em"}),
+            help_text="Write-only. http://, https:// or socks5://[user:pass@]host:port; blank keeps the "
+            f"current one ({mask_proxy(self.instance.proxy) if self.instance.pk else 'none'}), - removes it.",
+        )
+        self.initial["proxy"] = ""
+
+    @method_decorator(sensitive_variables())
+    def clean_proxy(self) -> str:
+        typed = self.cleaned_data["proxy"].strip()
+        if typed == "-":
+            return ""
+        if not typed:
+            return self.instance.proxy if self.instance.pk else ""
+        if problem := proxy_url_problem(typed):
+            raise forms.ValidationError(f"The proxy URL {problem}.")
+        return typed
+
+
+def mask_proxy(proxy: str) -> str:
+    """A proxy URL fit for a page: any user and password replaced by ***."""
+    if not proxy:
+        return "none"
+    parts = urlsplit(proxy)
+    if not (parts.username or parts.password):
+        return proxy
+    host = parts.hostname or ""
+    return f"{parts.scheme}://***@{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class ProviderKeyForm(WriteOnlyProxyMixin, forms.ModelForm):
     secret = forms.CharField(
         # The label names the field in the change history ("Changed secret."): keep it plain.
         required=False,
@@ -56,10 +95,12 @@ class ProviderKeyForm(forms.ModelForm):
 
     class Meta:
         model = ProviderKey
-        fields = ["provider", "label", "secret", "enabled"]
+        fields = ["provider", "label", "secret", "proxy", "enabled"]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if "proxy" in self.fields:  # the key page has it; the provider page's key rows do not
+            self._init_proxy()
         # The stored secret never enters the form, so no page (or error page) can echo it, and a blank
         # field does not count as a change in the history.
         self.initial["secret"] = ""
@@ -70,6 +111,17 @@ class ProviderKeyForm(forms.ModelForm):
         if not typed and self.instance.pk:
             return self.instance.secret
         return typed
+
+
+class ProviderForm(WriteOnlyProxyMixin, forms.ModelForm):
+    class Meta:
+        model = Provider
+        fields = ["proxy"]  # the admin adds the fieldsets' fields
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "proxy" in self.fields:
+            self._init_proxy()
 
 
 @admin.display(description="current secret")
@@ -165,6 +217,7 @@ class UpstreamModelInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
+    form = ProviderForm
     # The long base URL last, where running off the screen costs least.
     list_display = ["slug", "name", "adapter", "enabled", "key_count", "model_count", "base_url"]
     list_filter = ["adapter", "enabled", "keyless"]
@@ -172,7 +225,7 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
         (None, {"fields": ["name", "slug", "adapter", "base_url", "enabled", "keyless"]}),
-        ("Request shaping", {"fields": ["headers", "drop_params"]}),
+        ("Request shaping", {"fields": ["headers", "drop_params", "proxy"]}),
         ("Provider-wide limits", {"fields": ["account_rpm", "account_rpd", "daily_reset_tz"]}),
     ]
     inlines = [ProviderKeyInline, UpstreamModelInline]
@@ -187,6 +240,7 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
 
     def get_urls(self):
         from .admin_catalog import catalog_admin_urls
+        from .admin_discovery import discovery_admin_urls
 
         test_keys = path(
             "<path:object_id>/test-keys/",
@@ -198,7 +252,7 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.export_view),
             name=f"{self.opts.app_label}_{self.opts.model_name}_export",
         )
-        return [*catalog_admin_urls(self), test_keys, export, *super().get_urls()]
+        return [*catalog_admin_urls(self), *discovery_admin_urls(self), test_keys, export, *super().get_urls()]
 
     def export_view(self, request: HttpRequest) -> HttpResponse:
         """The whole config as import_config's YAML, secrets left out (like ``manage.py export_config``):
@@ -253,7 +307,7 @@ class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     list_filter = ["provider", "status", "enabled"]
     search_fields = ["label", "provider__slug"]
     list_select_related = ["provider"]
-    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", "last_used_at",
+    fields = ["provider", "label", "secret", masked_secret, "proxy", "enabled", "status", "status_detail", "last_used_at",
               "created_at"]  # fmt: skip
     readonly_fields = [masked_secret, "status", "status_detail", "last_used_at", "created_at"]
     actions = ["enable", "disable", "test_now"]

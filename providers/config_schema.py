@@ -52,11 +52,43 @@ class LimitsSpec(_Spec):
     tpd: NonNegativeInt | None = None
 
 
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable outbound proxy URL (None when it is; "" means no proxy)."""
+    if value == "":
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in PROXY_SCHEMES or not parsed.hostname or any(c.isspace() for c in value):
+        return "must be a proxy URL such as http://host:3128, https://host:443 or socks5://user:pass@host:1080"
+    try:
+        _ = parsed.port
+    except ValueError:
+        return "has an invalid port"
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        return "must not have a path, query or fragment (scheme://[user:pass@]host:port)"
+    return None
+
+
+def _proxy(value: str | None) -> str | None:
+    if value is not None and (problem := proxy_url_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
 class KeySpec(_Spec):
     label: str = Field(min_length=1, max_length=100)
     secret: str | None = None  # "" = a key slot without a secret (keyless providers)
     secret_env: str | None = Field(default=None, min_length=1)
+    # None = keep what is stored (an export without secrets leaves a proxy with a password out); "" = none.
+    proxy: str | None = None
     enabled: bool = True
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        return _proxy(value)
 
 
 class ModelSpec(_Spec):
@@ -106,12 +138,19 @@ class ProviderSpec(_Spec):
     account_rpm: NonNegativeInt | None = None
     account_rpd: NonNegativeInt | None = None
     daily_reset_tz: str = "UTC"
+    # None = keep what is stored (see KeySpec.proxy); "" = no proxy.
+    proxy: str | None = None
     keys: list[KeySpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
 
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        return _proxy(value)
+
     def db_values(self) -> dict[str, Any]:
         """The Provider field values this spec stands for (slug aside; keys and models are rows of their own)."""
-        return {
+        values = {
             "name": self.name or self.slug,
             "adapter": self.adapter,
             "base_url": self.base_url,
@@ -123,6 +162,9 @@ class ProviderSpec(_Spec):
             "account_rpd": self.account_rpd,
             "daily_reset_tz": self.daily_reset_tz,
         }
+        if self.proxy is not None:
+            values["proxy"] = self.proxy
+        return values
 
     @field_validator("slug")
     @classmethod

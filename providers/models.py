@@ -22,6 +22,7 @@ class Provider(models.Model):
         GEMINI = "gemini", "Google Gemini (native)"
         COHERE = "cohere", "Cohere v2 (native)"
         CLOUDFLARE = "cloudflare", "Cloudflare Workers AI (native)"
+        AIHORDE = "aihorde", "AI Horde (native, submit and poll)"
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=120)
@@ -33,6 +34,10 @@ class Provider(models.Model):
         default=list, blank=True, help_text="Request parameters this provider rejects; removed before sending."
     )
     keyless = models.BooleanField(default=False, help_text="Works without an API key.")
+    # Encrypted like a secret: a proxy URL may carry a user and password.
+    proxy = EncryptedTextField(
+        blank=True, help_text="Outbound proxy for every call to this provider: http://, https:// or socks5:// URL."
+    )
     # Provider-wide caps shared by all keys and models (e.g. OpenRouter's 1,000 requests/day).
     account_rpm = models.PositiveIntegerField(null=True, blank=True)
     account_rpd = models.PositiveIntegerField(null=True, blank=True)
@@ -61,6 +66,7 @@ class ProviderKey(models.Model):
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="keys")
     label = models.CharField(max_length=100)
     secret = EncryptedTextField(blank=True)
+    proxy = EncryptedTextField(blank=True, help_text="Outbound proxy for this key (overrides the provider's).")
     enabled = models.BooleanField(default=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
     status_detail = models.CharField(max_length=300, blank=True)

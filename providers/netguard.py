@@ -220,9 +220,12 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def guarded_async_client(**kwargs) -> httpx.AsyncClient:
+def guarded_async_client(*, proxy: str | None = None, **kwargs) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for upstream calls: guarded connections, redirects never followed, no
-    environment proxies."""
+    environment proxies. Through a provider's outbound ``proxy`` (configured by an admin) the proxy makes
+    the connection: only the base URL's check at configuration time applies then."""
+    if proxy:
+        return httpx.AsyncClient(proxy=proxy, follow_redirects=False, trust_env=False, **kwargs)
     limits = kwargs.pop("limits", None)
     return httpx.AsyncClient(transport=GuardedTransport(limits=limits), follow_redirects=False,
                              trust_env=False, **kwargs)

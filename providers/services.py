@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from asgiref.sync import async_to_sync
@@ -240,12 +241,17 @@ def _upsert_provider(
         secret = secrets[key_spec.label]
         key = ProviderKey.objects.filter(provider=provider, label=key_spec.label).first()
         if key is None:
-            ProviderKey.objects.create(provider=provider, label=key_spec.label, secret=secret, enabled=key_spec.enabled)
+            ProviderKey.objects.create(
+                provider=provider, label=key_spec.label, secret=secret, enabled=key_spec.enabled,
+                proxy=key_spec.proxy or "",
+            )
             report.add(f"+ {what}")
             continue
         wanted: dict[str, Any] = {"enabled": key_spec.enabled}
         if secret is not None:
             wanted["secret"] = secret
+        if key_spec.proxy is not None:
+            wanted["proxy"] = key_spec.proxy
         changed = _sync_fields(key, wanted)
         if changed:
             key.save()
@@ -324,12 +330,14 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         _put_if(item, "account_rpm", provider.account_rpm)
         _put_if(item, "account_rpd", provider.account_rpd)
         _put_if(item, "daily_reset_tz", provider.daily_reset_tz, default="UTC")
+        _put_proxy(item, provider.proxy, with_secrets)
         keys = []
         for key in provider.keys.all():
             key_item: dict[str, Any] = {"label": key.label}
             # An empty secret hides nothing; writing it keeps the round trip lossless.
             if with_secrets or not key.secret:
                 key_item["secret"] = key.secret
+            _put_proxy(key_item, key.proxy, with_secrets)
             _put_if(key_item, "enabled", key.enabled, default=True)
             keys.append(key_item)
         item["keys"] = keys
@@ -365,6 +373,17 @@ def _export_model(model: UpstreamModel) -> dict[str, Any]:
     _put_if(item, "limits", limits)
     _put_if(item, "enabled", model.enabled, default=True)
     return item
+
+
+def _put_proxy(item: dict[str, Any], proxy: str, with_secrets: bool) -> None:
+    """A proxy URL is exported like a secret when it carries credentials (left out: import keeps it)."""
+    if proxy and (with_secrets or not proxy_has_credentials(proxy)):
+        item["proxy"] = proxy
+
+
+def proxy_has_credentials(proxy: str) -> bool:
+    parts = urlsplit(proxy)
+    return bool(parts.username or parts.password)
 
 
 def _put_if(item: dict[str, Any], name: str, value: Any, default: Any = None) -> None:
@@ -409,6 +428,7 @@ def provider_key_test(*, key: ProviderKey) -> KeyTestResult:
         key_label=key.label,
         headers=dict(provider.headers or {}),
         drop_params=frozenset(provider.drop_params or ()),
+        proxy=key.proxy or provider.proxy or "",
     )
     timeouts = Timeouts(
         connect=settings.FREELLM_CONNECT_TIMEOUT,
@@ -455,7 +475,7 @@ def provider_key_test_model(provider: Provider) -> UpstreamModel | None:
 
 
 async def _probe(adapter, target, kind: str, timeouts) -> None:
-    async with guarded_async_client() as client:
+    async with guarded_async_client(proxy=target.proxy or None) as client:
         if kind == ModelKind.CHAT:
             request = {"model": target.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
             await adapter.chat(client, target, request, timeouts)

@@ -42,6 +42,7 @@ PROVIDER_FIELDS = (
 MODEL_FIELDS = (
     "kind",
     "family",
+    "canonical",
     "dimensions",
     "context_window",
     "supports_tools",
@@ -462,8 +463,9 @@ def _merge(current: Any, last_written: Any, new: Any) -> str:
     if current == new:
         return "same"
     if last_written is _UNSET:
-        # Never written by the catalog (adopted provider or model): the admin's value stands.
-        return "kept"
+        # Never written by the catalog (adopted provider or model): the admin's value stands, unless the
+        # field is still empty (a field newer than the catalog's last write, such as canonical).
+        return "update" if current in ("", None) else "kept"
     if new == last_written:
         return "same"  # the catalog did not change; the difference is an admin edit already kept
     if current == last_written:

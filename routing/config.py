@@ -93,6 +93,7 @@ class ProviderInfo:
     keyless: bool
     limits: Limits  # provider-wide rpm/rpd
     daily_reset_tz: str
+    proxy: str = field(default="", repr=False)  # outbound proxy URL for every key without its own
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class KeyInfo:
     id: int | None  # None for the implicit key of a keyless provider
     label: str
     secret: str = field(repr=False)
+    proxy: str = field(default="", repr=False)  # this key's outbound proxy (overrides the provider's)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class ModelInfo:
             key_label=key.label,
             headers=dict(p.headers),
             drop_params=p.drop_params,
+            proxy=key.proxy or p.proxy,
         )
 
 
@@ -192,6 +195,7 @@ def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[Model
                 keyless=p.keyless,
                 limits=Limits(rpm=p.account_rpm, rpd=p.account_rpd),
                 daily_reset_tz=p.daily_reset_tz or "UTC",
+                proxy=p.proxy,
             )
         keys = list(keys_by_provider.get(p.id, ()))
         if not keys and p.keyless:
@@ -225,7 +229,7 @@ def load_routing_config(version: str = "") -> RoutingConfig:
     for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
         status=ProviderKey.Status.INVALID
     ):
-        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret))
+        keys_by_provider[key.provider_id].append(KeyInfo(key.id, key.label, key.secret, key.proxy))
 
     by_name: dict[str, ModelInfo] = {}
     by_model_id: dict[str, list[ModelInfo]] = defaultdict(list)

@@ -1,4 +1,6 @@
-"""One shared httpx.AsyncClient per event loop (connection pooling; no retries: the router owns them)."""
+"""One shared httpx.AsyncClient per event loop and outbound proxy (connection pooling; no retries: the
+router owns them). A provider or key with a proxy (HTTP(S) or SOCKS5, via httpx[socks]) gets the client
+for that proxy URL; everything else shares the direct one."""
 
 from __future__ import annotations
 
@@ -11,19 +13,21 @@ from providers.netguard import guarded_async_client
 from .loops import PerLoop
 
 
-def _new_client(_: None) -> httpx.AsyncClient:
-    # Every upstream connection passes the SSRF guard; redirects are never followed.
+def _new_client(proxy: str) -> httpx.AsyncClient:
+    # Every direct upstream connection passes the SSRF guard; redirects are never followed.
     return guarded_async_client(
+        proxy=proxy or None,
         limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
         timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
     )
 
 
-_clients: PerLoop[None, httpx.AsyncClient] = PerLoop(_new_client, usable=lambda client: not client.is_closed)
+_clients: PerLoop[str, httpx.AsyncClient] = PerLoop(_new_client, usable=lambda client: not client.is_closed)
 
 
-def get_client() -> httpx.AsyncClient:
-    return _clients.get(None)
+def get_client(proxy: str | None = None) -> httpx.AsyncClient:
+    """This loop's client for ``proxy`` (a proxy URL; None or "" = direct)."""
+    return _clients.get(proxy or "")
 
 
 def default_timeouts() -> Timeouts:

@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
     "gemini": "gemini:GeminiAdapter",
     "cohere": "cohere:CohereAdapter",
     "cloudflare": "cloudflare:CloudflareAdapter",
+    "aihorde": "aihorde:AIHordeAdapter",
 }
 
 _instances: dict[str, Adapter] = {}

@@ -28,6 +28,9 @@ class Target:
     key_label: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     drop_params: frozenset[str] = frozenset()
+    # Outbound proxy URL ("" = direct). Adapters never read it: whoever supplies the httpx client picks
+    # one that goes through this proxy (routing.http.get_client(target.proxy)). Secret-like: never logged.
+    proxy: str = field(default="", repr=False)
 
     def __repr__(self) -> str:  # keep the secret out of tracebacks and logs
         return f"Target({self.provider}/{self.model} key={self.key_label!r})"
@@ -122,6 +125,24 @@ class UpstreamStream:
         await self._close()
 
 
+@dataclass(frozen=True)
+class DiscoveredModel:
+    """One model as the provider's own model list describes it (model discovery).
+
+    ``kind`` is a ModelKind value ("chat", "embedding", ...). ``kind`` or a capability is None when the
+    provider's list does not say; only what it does say is compared with the database.
+    """
+
+    id: str
+    kind: str | None = None
+    context_window: int | None = None
+    supports_tools: bool | None = None
+    supports_vision: bool | None = None
+    supports_json: bool | None = None
+    dimensions: int | None = None
+    name: str = ""
+
+
 class Adapter:
     """Base class; subclasses override what their provider supports. Unsupported → BAD_REQUEST."""
 
@@ -151,6 +172,10 @@ class Adapter:
 
     async def speech(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> BinaryResponse:
         raise _unsupported(self, "speech")
+
+    async def list_models(self, client: httpx.AsyncClient, target: Target, timeouts: Timeouts) -> list[DiscoveredModel]:
+        """The provider's current model list, authenticated with ``target``'s key (``target.model`` unused)."""
+        raise _unsupported(self, "listing models")
 
 
 def _unsupported(adapter: Adapter, what: str) -> UpstreamError:

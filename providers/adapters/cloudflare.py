@@ -45,8 +45,10 @@ from typing import Any
 import httpx
 import orjson
 
+from . import discovery
 from .base import (
     Adapter,
+    DiscoveredModel,
     ErrorKind,
     Target,
     Timeouts,
@@ -498,6 +500,19 @@ class CloudflareAdapter(Adapter):
                 ]
             return UpstreamResponse(body, None, response.headers)
         return UpstreamResponse({"text": text}, None, response.headers)
+
+    async def list_models(self, client: httpx.AsyncClient, target: Target, timeouts: Timeouts) -> list[DiscoveredModel]:
+        account_id, token = split_key(target.api_key)
+        url = f"{target.base_url.rstrip('/')}/accounts/{account_id}/ai/models/search?per_page=1000"
+        response = await send(
+            client, "GET", url, provider=PROVIDER, timeouts=timeouts,
+            to_error=lambda r: error_from_response(r, target.api_key), headers=self._headers(target, token),
+        )
+        try:
+            return discovery.parse_cloudflare_models(response_json(response))
+        except ValueError as exc:
+            raise UpstreamError(ErrorKind.SERVER, f"{PROVIDER}: {exc}", status=response.status_code) from None
+
 
 
 _OPENAI = OpenAIAdapter()

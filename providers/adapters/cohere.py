@@ -33,8 +33,10 @@ from typing import Any
 import httpx
 import orjson
 
+from . import discovery
 from .base import (
     Adapter,
+    DiscoveredModel,
     ErrorKind,
     Target,
     Timeouts,
@@ -413,3 +415,17 @@ class CohereAdapter(Adapter):
             prompt_tokens=prompt_tokens,
         )
         return UpstreamResponse(answer, Usage(prompt_tokens, 0), response.headers)
+
+    async def list_models(self, client: httpx.AsyncClient, target: Target, timeouts: Timeouts) -> list[DiscoveredModel]:
+        # The model list lives under v1 even for the v2 chat API.
+        root = target.base_url.rstrip("/")
+        root = root[: -len("/v2")] + "/v1" if root.endswith("/v2") else root
+        response = await send(
+            client, "GET", f"{root}/models?page_size=1000", provider=PROVIDER, timeouts=timeouts,
+            to_error=lambda r: error_from_response(r, target.api_key), headers=self._headers(target),
+        )
+        try:
+            return discovery.parse_cohere_models(response_json(response))
+        except ValueError as exc:
+            raise UpstreamError(ErrorKind.SERVER, f"{PROVIDER}: {exc}", status=response.status_code) from None
+

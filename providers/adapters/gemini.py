@@ -38,8 +38,10 @@ from typing import Any
 import httpx
 import orjson
 
+from . import discovery
 from .base import (
     Adapter,
+    DiscoveredModel,
     ErrorKind,
     Target,
     Timeouts,
@@ -547,6 +549,28 @@ class GeminiAdapter(Adapter):
             prompt_tokens=prompt_tokens,
         )
         return UpstreamResponse(body, Usage(prompt_tokens, 0), response.headers)
+
+    async def list_models(self, client: httpx.AsyncClient, target: Target, timeouts: Timeouts) -> list[DiscoveredModel]:
+        found: list[DiscoveredModel] = []
+        page_token = ""
+        # models.list pages; a handful of pages covers every Gemini model.
+        for _ in range(20):
+            query = "pageSize=1000" + (f"&pageToken={page_token}" if page_token else "")
+            response = await send(
+                client, "GET", f"{target.base_url.rstrip('/')}/models?{query}", provider=PROVIDER,
+                timeouts=timeouts, to_error=lambda r: error_from_response(r, target.api_key),
+                headers=self._headers(target),
+            )
+            payload = response_json(response)
+            try:
+                found.extend(discovery.parse_gemini_models(payload))
+            except ValueError as exc:
+                raise UpstreamError(ErrorKind.SERVER, f"{PROVIDER}: {exc}", status=response.status_code) from None
+            page_token = payload.get("nextPageToken") or ""
+            if not page_token:
+                break
+        return found
+
 
 
 def _stream_error(error: Any) -> UpstreamError:

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import orjson
 
-from . import transport
+from . import discovery, transport
 from .base import (
     Adapter,
     BinaryResponse,
+    DiscoveredModel,
     ErrorKind,
     Target,
     Timeouts,
@@ -148,6 +149,17 @@ class OpenAIAdapter(Adapter):
             json=json,
             content=content,
         )
+
+    async def list_models(self, client: httpx.AsyncClient, target: Target, timeouts: Timeouts) -> list[DiscoveredModel]:
+        response = await transport.send(
+            client, "GET", _url(target, "/models"), provider=target.provider, timeouts=timeouts,
+            to_error=lambda r: _error_from_response(r, target), headers=_headers(target),
+        )
+        try:
+            return discovery.parse_openai_models(transport.response_json(response))
+        except ValueError as exc:
+            raise UpstreamError(ErrorKind.SERVER, f"{target.provider}: {exc}", status=response.status_code) from None
+
 
 
 def _url(target: Target, path: str) -> str:

@@ -9,11 +9,25 @@ metadata (auth style, docs and signup links, the date checked, a model's ``auto_
 a model are described, validated and written to the database by one set of classes. Two field names differ
 from the import file on purpose and stay as shipped: ``slug`` (import: ``name``) and ``name`` (import:
 ``display_name``); in code both read ``entry.slug`` / ``entry.name`` as the Provider model does.
+
+``canonical`` (a model field) is the cross-provider id of a model served by more than one provider, so
+a request for it can go to any of them. One scheme everywhere: lowercase, no vendor or host prefix, no
+quantisation or speed suffix (fp8, -fast, -turbo, :free), dots kept in versions, the parameter count as
+the model card spells it, and ``-instruct`` for instruction-tuned models whose base model also exists:
+``llama-3.3-70b-instruct``, ``llama-3.1-8b-instruct``, ``gpt-oss-120b``, ``qwen3-32b``,
+``qwen3-coder-480b-a35b-instruct``, ``deepseek-v3.1``, ``bge-m3``, ``whisper-large-v3-turbo``. A model
+only one provider serves has none; versions that differ (mistral-small 3.1 vs 3.2) get none either.
+
+Recognisers for bulk key import: ``key_env`` (the variable names a ``.env`` uses for the key),
+``key_prefix`` (prefixes only this provider's keys start with) and ``key_account_env`` (Cloudflare's
+account id). A name or prefix claimed by two providers, or a prefix that starts another provider's, is a
+catalog error: the import never guesses.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,14 +40,17 @@ from ..config_schema import AdapterName, ModelSpec, NonNegativeInt, ProviderSpec
 
 CATALOG_DIR = Path(__file__).resolve().parent
 
-AuthStyle = Literal["bearer", "x-goog-api-key", "cloudflare-account-token", "none"]
+AuthStyle = Literal["bearer", "x-goog-api-key", "cloudflare-account-token", "apikey-header", "none"]
 # How each adapter presents the key; a keyless provider may also say "none".
 ADAPTER_AUTH: dict[str, str] = {
     "openai": "bearer",
     "gemini": "x-goog-api-key",
     "cohere": "bearer",
     "cloudflare": "cloudflare-account-token",
+    "aihorde": "apikey-header",
 }
+# Environment variable names and key prefixes recognise a pasted key's provider (bulk key import).
+ENV_NAME = r"^[A-Z][A-Z0-9_]*$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 _FROZEN = ConfigDict(frozen=True)
@@ -84,12 +101,18 @@ class CatalogProvider(ProviderSpec):
     checked: date
     signup_url: str = ""
     notes: str = ""
+    # Recognisers for bulk key import: the variable names a .env uses for this provider's key, and the
+    # prefixes only its keys start with (e.g. gsk_). A prefix must belong to one provider only.
+    key_env: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(default_factory=list)
+    key_prefix: list[Annotated[str, Field(min_length=3)]] = Field(default_factory=list)
+    # Where the account id lives in a .env, for keys pasted as account_id:token (Cloudflare).
+    key_account_env: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(default_factory=list)
 
     # Import-file fields a catalog file must not set (runs only when the file gives one).
-    @field_validator("keys", "enabled", mode="before")
+    @field_validator("keys", "enabled", "proxy", mode="before")
     @classmethod
     def _not_in_catalog(cls, value: Any) -> Any:
-        raise ValueError("not a catalog field (keys are pasted in the admin, which enables and disables providers)")
+        raise ValueError("not a catalog field (keys and proxies are set in the admin, which also enables providers)")
 
     @field_validator("docs_url", "signup_url")
     @classmethod
@@ -108,6 +131,8 @@ class CatalogProvider(ProviderSpec):
             raise ValueError("auth 'none' needs keyless: true")
         if self.auth not in (expected, "none"):
             raise ValueError(f"the {self.adapter} adapter authenticates with {expected!r}, not {self.auth!r}")
+        if self.key_account_env and self.auth != "cloudflare-account-token":
+            raise ValueError("key_account_env only applies to account_id:token keys (cloudflare-account-token)")
         seen: set[str] = set()
         for model in self.models:
             if model.id in seen:
@@ -153,9 +178,28 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogProvider]:
             errors.append(str(exc))
             continue
         providers[provider.slug] = provider
+    errors.extend(_recogniser_clashes(providers.values()))
     if errors:
         raise CatalogError("invalid provider catalog:\n" + "\n".join(errors))
     return providers
+
+
+def _recogniser_clashes(providers: Iterable[CatalogProvider]) -> list[str]:
+    """A variable name or key prefix claimed by two providers would make bulk import guess: refuse it."""
+    owners: dict[tuple[str, str], str] = {}
+    problems = []
+    for provider in providers:
+        for kind, values in (("key_env", provider.key_env), ("key_prefix", provider.key_prefix)):
+            for value in values:
+                other = owners.setdefault((kind, value), provider.slug)
+                if other != provider.slug:
+                    problems.append(f"{provider.slug}.yaml: {kind}: {value!r} is already {other}'s")
+    prefixes = sorted({(v, s) for (k, v), s in owners.items() if k == "key_prefix"})
+    for value, slug in prefixes:
+        for other_value, other_slug in prefixes:
+            if other_slug != slug and other_value != value and other_value.startswith(value):
+                problems.append(f"{slug}.yaml: key_prefix: {value!r} is also the start of {other_slug}'s {other_value!r}")
+    return problems
 
 
 @functools.cache

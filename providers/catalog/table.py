@@ -13,6 +13,7 @@ _AUTH = {
     "bearer": "Bearer key",
     "x-goog-api-key": "`x-goog-api-key`",
     "cloudflare-account-token": "`account_id:token`",
+    "apikey-header": "`apikey` header",
     "none": "none",
 }
 _OTHER_KINDS = ("embedding", "image", "transcription", "speech")
@@ -21,7 +22,11 @@ _OTHER_KINDS = ("embedding", "image", "transcription", "speech")
 INTRO = (
     "Generated from `providers/catalog/*.yaml` by `python manage.py catalog_table` (do not edit by hand). "
     "To use one, open Providers → **Add from catalog** in the admin, pick it and paste keys (one per line; "
-    "each is checked with one real, cheap call). Its chat models join the `auto` chain by rank, its embedding "
+    "each is checked with one real, cheap call), or paste a whole `.env` in **Import keys** (or run "
+    "`python manage.py import_keys .env`): the variable names and key prefixes in the Key column tell "
+    "freellm which provider a key is for. **Discover models** on a provider page (or `python manage.py "
+    "catalog_sync --discover`) shows what it serves today. A catalog provider's chat models join the `auto` chain "
+    "by rank, its embedding "
     "models a chain named after their family. `python manage.py catalog_sync` shows what a newer catalog "
     "would change and `--apply` writes it, leaving keys and admin edits alone. Limits are the documented "
     "free-tier figures on the date checked; the gateway also learns tighter ones from rate-limit headers "
@@ -42,7 +47,7 @@ def providers_table(providers: Iterable[CatalogProvider]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for provider in providers:
-        key = "optional (keyless)" if provider.keyless else _AUTH[provider.auth]
+        key = ("optional (keyless)" if provider.keyless else _AUTH[provider.auth]) + _recognisers(provider)
         chat = "<br>".join(_chat_cell(m) for m in provider.chat_models) or "—"
         other = "<br>".join(_other_cell(m) for m in provider.models if m.kind in _OTHER_KINDS) or "—"
         lines.append(
@@ -50,6 +55,13 @@ def providers_table(providers: Iterable[CatalogProvider]) -> str:
             f"| {_account_cell(provider)} | {provider.checked.isoformat()} |"
         )
     return "\n".join(lines)
+
+
+def _recognisers(provider: CatalogProvider) -> str:
+    """How bulk import knows the key: its first variable name and its prefix (the key format)."""
+    parts = [f"`{provider.key_env[0]}`"] if provider.key_env else []
+    parts += [f"`{prefix}…`" for prefix in provider.key_prefix]
+    return f"<br>{', '.join(parts)}" if parts else ""
 
 
 def _chat_cell(model: CatalogModel) -> str:

@@ -16,7 +16,19 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import completions, edge, embeddings, exchange, gemini, media, models, ollama, openai_chat, responses
+from . import (
+    anthropic,
+    completions,
+    edge,
+    embeddings,
+    exchange,
+    gemini,
+    media,
+    models,
+    ollama,
+    openai_chat,
+    responses,
+)
 from .bodies import BodyValueError
 from .dialects import error_response
 from .openapi import GatewayAPI
@@ -33,7 +45,7 @@ api = GatewayAPI(
     auth=(_unified_auth := exchange.UnifiedKeyAuth()),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, responses, completions, embeddings, models, media):
+for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic):
     api.add_router("/", surface.router)
 
 # The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,

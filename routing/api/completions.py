@@ -146,7 +146,7 @@ def fim_opener(cfg, fim_request: dict[str, Any]) -> exchange.UpstreamOpener:
                           timeouts: Timeouts) -> UpstreamStream:
         model = cfg.by_name.get(f"{target.provider}/{target.model}")
         if model is not None and model.supports_fim:
-            return await adapter.fim_stream(get_client(), target, fim_request, timeouts)
+            return await adapter.fim_stream(get_client(target.proxy), target, fim_request, timeouts)
         return await exchange.open_chat_stream(adapter, target, body, timeouts)
 
     return open_stream

@@ -162,7 +162,7 @@ UpstreamOpener = Callable[[Adapter, Target, dict[str, Any], Timeouts], Awaitable
 
 async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any],
                            timeouts: Timeouts) -> UpstreamStream:
-    return await adapter.chat_stream(get_client(), target, body, timeouts)
+    return await adapter.chat_stream(get_client(target.proxy), target, body, timeouts)
 
 
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
@@ -376,6 +376,12 @@ class StreamEncoder(Protocol):
     def keepalive(self) -> bytes: ...
 
 
+def sse_event(name: str, data: Any) -> bytes:
+    """One named server-sent event (``event: <name>``, then the JSON ``data``), as Anthropic's and the
+    Responses API's streams are written."""
+    return f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
 def stream_response(request: HttpRequest, result: ChatResult, encoder: StreamEncoder, *,
                     content_type: str = "text/event-stream") -> StreamingHttpResponse:
     response = StreamingHttpResponse(_relay(request, result, encoder), content_type=content_type)
@@ -493,7 +499,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     resolution = await router.arrange(ctx, resolved(ctx, resolution))
 
     async def call(adapter, target, timeouts):
-        return await adapter.embeddings(get_client(), target, body, timeouts)
+        return await adapter.embeddings(get_client(target.proxy), target, body, timeouts)
 
     served = await execute(request, ctx, resolution, call, reword=lambda exc: family_unavailable(exc, family))
     await finish(request, ctx, served, served.result.usage)

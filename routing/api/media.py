@@ -46,7 +46,7 @@ async def images_generations(request: HttpRequest, payload: ImageRequest):
     body = payload.to_upstream()
 
     async def call(adapter, target, timeouts):
-        return await adapter.images(get_client(), target, body, timeouts)
+        return await adapter.images(get_client(target.proxy), target, body, timeouts)
 
     ctx, served = await exchange.route(
         request, "image", body["model"], estimate_request_tokens(body, output_reserve=0), call
@@ -72,7 +72,7 @@ async def audio_transcriptions(
     upload = (file.name or "audio", file.read(), file.content_type or "application/octet-stream")
 
     async def call(adapter, target, timeouts):
-        return await adapter.transcription(get_client(), target, upload, fields, timeouts)
+        return await adapter.transcription(get_client(target.proxy), target, upload, fields, timeouts)
 
     ctx, served = await exchange.route(request, "transcription", model, 0, call)
     result = served.result
@@ -89,7 +89,7 @@ async def audio_speech(request: HttpRequest, payload: SpeechRequest):
     body = payload.to_upstream()
 
     async def call(adapter, target, timeouts):
-        return await adapter.speech(get_client(), target, body, timeouts)
+        return await adapter.speech(get_client(target.proxy), target, body, timeouts)
 
     ctx, served = await exchange.route(
         request, "speech", body["model"], estimate_request_tokens(body, output_reserve=0), call

@@ -14,7 +14,7 @@ from .behaviour import CallRecord, Engine
 # Each module exposes ``routes(engine) -> list[Route]``. Native formats come before ``openai`` because the
 # OpenAI routes match ``/{prefix:path}/...`` and would otherwise swallow them. A module not written yet is
 # skipped, so the wire formats can land one at a time.
-ROUTE_MODULES = ("gemini", "cohere", "cloudflare", "openai")
+ROUTE_MODULES = ("gemini", "cohere", "cloudflare", "aihorde", "openai")
 
 
 def create_app(engine: Engine | None = None) -> Starlette:

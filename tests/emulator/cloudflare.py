@@ -251,7 +251,27 @@ def routes(engine: Engine) -> list[Route]:
             return error_response(decision, model)
         return engine.json(decision, envelope(transcript(model, len(audio))))
 
-    return [Route("/{prefix:path}/accounts/{account_id}/ai/run/{model:path}", run, methods=["POST"])]
+    async def models_search(request: Request) -> Response:
+        # ``engine.models[provider]`` entries: ids (a task is derived from the id) or dicts with
+        # "task" and "properties" as Workers AI lists them.
+        decision = await engine.admit(request, provider=provider_of(request), key=bearer_key(request),
+                                      model=None, body=None)
+        if decision.action in (ERROR, GONE):
+            return error_response(decision, "")
+        tasks = {"chat": "Text Generation", "embeddings": "Text Embeddings", "image": "Text-to-Image",
+                 "asr": "Automatic Speech Recognition"}
+        result = []
+        for entry in engine.models.get(provider_of(request), ["@cf/meta/llama-3.1-8b-instruct"]):
+            item = entry if isinstance(entry, dict) else {"name": entry}
+            item = {"id": item["name"], "task": {"name": tasks.get(task_of(item["name"]), "Text Generation")},
+                    "properties": [], **item}
+            result.append(item)
+        return engine.json(decision, envelope(result))
+
+    return [
+        Route("/{prefix:path}/accounts/{account_id}/ai/run/{model:path}", run, methods=["POST"]),
+        Route("/{prefix:path}/accounts/{account_id}/ai/models/search", models_search, methods=["GET"]),
+    ]
 
 
 def _failure() -> bytes:

@@ -108,6 +108,10 @@ def routes(engine: Engine) -> list[Route]:
             tool_call["function"]["arguments"] = json.dumps(tool_call["function"]["arguments"])
         if text is not None and spec and spec.thinktag:
             text = f"<think>{content.THINK_TAG_TEXT}</think>\n\n{text}"
+        # As vLLM-based servers do: the answer ends before a stop sequence, and the choice names it.
+        stopped_by = None
+        if text is not None and body.get("stop"):
+            text, stopped_by = content.cut_at_stop(text, body["stop"])
         if spec and spec.empty:
             text, tool_call = "", None
         completion_tokens = content.estimate_tokens(tool_call["function"]["arguments"] if tool_call else text)
@@ -132,6 +136,8 @@ def routes(engine: Engine) -> list[Route]:
                 "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
                 "usage": usage,
             }
+            if stopped_by:
+                answer["choices"][0]["stop_reason"] = stopped_by
             return engine.json(decision, answer)
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
@@ -159,7 +165,10 @@ def routes(engine: Engine) -> list[Route]:
         bad_after = decision.spec.badchunk_after if decision.spec else None
         if bad_after is not None:
             frames.insert(1 + thinking + bad_after, _sse(chunk({"content": 5})))
-        tail = [_sse(chunk({}, finish_reason))]
+        last = chunk({}, finish_reason)
+        if stopped_by:
+            last["choices"][0]["stop_reason"] = stopped_by
+        tail = [_sse(last)]
         if (body.get("stream_options") or {}).get("include_usage"):
             tail.append(_sse({
                 "id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -323,12 +332,23 @@ def routes(engine: Engine) -> list[Route]:
         return engine.response(decision, audio, content_type)
 
     async def models(request: Request) -> Response:
-        decision = await engine.admit(request, provider=provider_of(request), key=bearer_key(request),
-                                      model=None, body=None)
+        # One path, three wires: Gemini's models.list (x-goog-api-key), Cohere's /v1/models (a provider
+        # segment starting with "cohere", as the host tells them apart for real) and OpenAI's GET /models.
+        # ``engine.models[provider]`` entries are ids or dicts of the extra fields that wire lists.
+        provider = provider_of(request)
+        google_key = request.headers.get("x-goog-api-key")
+        key = google_key or bearer_key(request)
+        decision = await engine.admit(request, provider=provider, key=key, model=None, body=None)
         if decision.action in (ERROR, GONE):
             return error_response(decision)
-        ids = engine.models.get(provider_of(request), DEFAULT_MODELS)
-        data = [{"id": model_id, "object": "model", "created": 0, "owned_by": "emulator"} for model_id in ids]
+        entries = [e if isinstance(e, dict) else {"id": e} for e in engine.models.get(provider, DEFAULT_MODELS)]
+        if google_key:
+            listed = [{"name": f"models/{e['id']}", **{k: v for k, v in e.items() if k != "id"}} for e in entries]
+            return engine.json(decision, {"models": listed})
+        if provider.startswith("cohere"):
+            listed = [{"name": e["id"], **{k: v for k, v in e.items() if k != "id"}} for e in entries]
+            return engine.json(decision, {"models": listed})
+        data = [{"object": "model", "created": 0, "owned_by": "emulator", **e} for e in entries]
         return engine.json(decision, {"object": "list", "data": data})
 
     async def tiny_png(request: Request) -> Response:

@@ -33,6 +33,42 @@ def test_catalog_lists_at_least_fifteen_free_providers():
     assert BRIEF_PROVIDERS <= slugs
 
 
+# Added for issue 15 (each checked against the provider's public pages on 2026-12-01).
+BREADTH_PROVIDERS = {
+    "sambanova", "ovhcloud", "scaleway", "kilo", "sealion", "longcat", "iflytek", "dashscope",
+    "github-models", "qianfan", "aistudio", "opencode", "volcengine", "aihorde",
+}  # fmt: skip
+
+
+def test_catalog_lists_at_least_thirty_free_providers():
+    slugs = {p.slug for p in PROVIDERS}
+    assert len(slugs) >= 30
+    assert BREADTH_PROVIDERS <= slugs
+
+
+@pytest.mark.parametrize("entry", PROVIDERS, ids=lambda p: p.slug)
+def test_entry_documents_its_free_tier_and_how_to_recognise_its_keys(entry):
+    assert len(entry.notes) > 80, "notes say what the free tier is and its catches"
+    assert entry.key_env, "bulk import needs the variable name(s) a .env uses for this provider"
+    for model in entry.chat_models:
+        assert model.context_window is None or model.context_window >= 2048
+
+
+def test_canonical_ids_name_models_that_more_than_one_provider_serves():
+    by_canonical = defaultdict(set)
+    kinds = defaultdict(set)
+    for provider in PROVIDERS:
+        for model in provider.models:
+            if model.canonical:
+                by_canonical[model.canonical].add(provider.slug)
+                kinds[model.canonical].add(model.kind)
+    assert {"llama-3.3-70b-instruct", "gpt-oss-120b", "qwen3-32b", "bge-m3"} <= set(by_canonical)
+    for canonical, slugs in by_canonical.items():
+        assert len(slugs) >= 2, f"{canonical} is served by {slugs} only"
+        assert len(kinds[canonical]) == 1, canonical
+        assert canonical == canonical.lower() and "/" not in canonical and ":" not in canonical
+
+
 @pytest.mark.parametrize("entry", PROVIDERS, ids=lambda p: p.slug)
 def test_entry_is_complete_and_valid(entry):
     assert entry.name and entry.slug

@@ -218,8 +218,8 @@ def test_bad_file_is_rejected_with_every_problem_and_changes_nothing(write_confi
     assert "invalid config, nothing was changed" in message
     assert "providers[0].models[2].limits.rpm: must be a non-negative integer" in message
     assert "providers[0].models[1].tools: must be true or false" in message
-    assert "providers[0].adapter: must be one of 'openai', 'gemini', 'cohere' or 'cloudflare'" in message
-    assert "providers[1].keys[0].colour: unknown field (allowed: label, secret, secret_env, enabled)" in message
+    assert "providers[0].adapter: must be one of 'openai', 'gemini', 'cohere', 'cloudflare' or 'aihorde'" in message
+    assert "providers[1].keys[0].colour: unknown field (allowed: label, secret, secret_env, proxy, enabled)" in message
     assert snapshot() == before
 
 

@@ -136,6 +136,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connections each gateway process (per event loop) may hold to Redis; requests beyond it wait for one.
+FREELLM_REDIS_MAX_CONNECTIONS = env.int("FREELLM_REDIS_MAX_CONNECTIONS", default=200)
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -541,8 +541,9 @@ def provider_key_mark_invalid(*, key_id: int, detail: str) -> None:
     ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
 
 
-async def provider_key_touch(*, key_id: int) -> None:
-    """Stamp the key's last use (for people: the caller decides how often)."""
+async def provider_keys_touch(*, key_ids: list[int]) -> None:
+    """Stamp these keys' last use, in one UPDATE (for people: the caller decides how often)."""
     from django.utils import timezone
 
-    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())
+    if key_ids:
+        await ProviderKey.objects.filter(id__in=key_ids).aupdate(last_used_at=timezone.now())

@@ -389,7 +389,7 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
         # This client's 5xx on this route already counted in the window: the tokens only.
         await store.settle(served.lease, tokens)
     if served.key.id is not None:
-        await _touch_key(served.key.id)
+        _touch_key(served.key.id)
 
 
 async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError,
@@ -455,18 +455,31 @@ def _mark_key_invalid(key_id: int, detail: str) -> None:
     bump_config_version()
 
 
-_touched: dict[int, float] = {}
+# last_used_at is for people: the keys used since the last write are stamped together, at most once every
+# TOUCH_SECONDS and off the request path, so even a thousand keys used in turn cost one UPDATE a while.
+TOUCH_SECONDS = 30.0
+_touch_pending: set[int] = set()
+_touch_due = 0.0
 
 
-async def _touch_key(key_id: int) -> None:
-    # last_used_at is for people: once a minute per key is plenty, and keeps writes off the hot path.
+def _touch_key(key_id: int) -> None:
+    global _touch_due
+    _touch_pending.add(key_id)
     now = time.monotonic()
-    if now - _touched.get(key_id, -1e9) < 60:
+    if now < _touch_due:
         return
-    _touched[key_id] = now
-    from providers.services import provider_key_touch
+    _touch_due = now + TOUCH_SECONDS
+    from freellm.background import spawn
 
-    await provider_key_touch(key_id=key_id)
+    spawn(_touch_flush())
+
+
+async def _touch_flush() -> None:
+    from providers.services import provider_keys_touch
+
+    ids = sorted(_touch_pending)
+    _touch_pending.clear()
+    await provider_keys_touch(key_ids=ids)
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -1,36 +1,46 @@
 """Gateway benchmark: a script that prints numbers, never a test.
 
-    python -m tests.bench_gateway [--requests N] [--concurrency C] [--stream] [--processes P] [--redis URL]
-                                  [--postgres URL] [--serial N] [--warmup N] [--profile DIR] [--bare-v1] [--keep]
+    python -m tests.bench_gateway [--quick] [--redis URL] [--postgres URL] [--processes N] [--server daphne|uvicorn]
+                                  [--requests N] [--serial N] [--rounds N] [--warmup N] [--monitor N] [--keys N]
+                                  [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--keep]
 
-It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, ``manage.py migrate``, one
-provider served by the upstream emulator with three keys, a two-model chain ``auto``, a unified key), starts
-the emulator and P daphne gateways as separate processes, warms up, then drives chat completions with
-httpx.AsyncClient against the emulator directly (the baseline) and through the gateway(s):
+It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, or with --postgres a temporary
+database on that server; ``manage.py migrate``; one provider served by the upstream emulator with three keys;
+a two-model chain ``auto``; a unified key), starts the emulator and N gateway processes (daphne, as
+``./dev run`` serves), and drives chat completions with an aiohttp client (cheaper per request than httpx,
+so the load generator is not what is measured; its ceiling against the emulator alone is printed).
 
-- serial (concurrency 1): the gateway's added latency per request without queueing;
-- concurrent (N requests, C in flight): throughput and latency under load (and the same for streams with
-  --stream, plus time to first byte: the first body byte, which the gateway sends once the upstream's
-  first content chunk is in).
+Each row of the table is one configuration, measured the same way:
 
-With P > 1 the client spreads requests round-robin over the gateways (no load balancer in between).
+- sequential: requests one at a time, in rounds interleaved with the same requests sent to the emulator
+  directly, so "added" p50/p95/p99 compare like with like on a busy machine;
+- time to first byte of a stream sent alone (12 content chunks 5 ms apart: the emulator's ``gap=``), also
+  interleaved with the emulator direct;
+- throughput at 32 and 128 in flight, plain and streaming;
+- CPU ms per request of every process (gateways, emulator, Redis, the client itself) from /proc, and the
+  gateways' RSS when idle (after warm-up) and after the row;
+- per request, exactly: SQL statements and transactions as the gateways run them (an execute wrapper),
+  sessions and transactions as PostgreSQL counts them (pg_stat_database, less the benchmark's own), and
+  Redis round trips and commands as the gateways' redis-py clients send them (a pipeline is one round
+  trip). A separate short phase under Redis MONITOR counts the commands run in the run's Redis database,
+  those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide).
 
-Besides latency it reports CPU milliseconds per request of each process (read from /proc), which on a
-small shared machine says more than latency does, and for each gateway phase the SQL statements the
-gateways ran (counted by an execute wrapper in the gateway processes), the RequestLog rows written, and
-whether the routing config was reloaded. The gateways run ``tests.bench_gateway:application``: freellm's
-own ASGI application plus that counter and a ``/__bench__/stats`` path; nothing else is changed.
+The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
+(uvicorn with httptools and uvloop, on the same app); the upstream client on the httpx-aiohttp transport;
+httpx with more idle keep-alive connections; then the main shape again with --keys upstream keys and
+then also --log-rows old RequestLog rows (generated inside the database in one statement). --no-variants
+skips the scale-out, server and transport rows. The table goes to stdout, everything to a JSON file.
 
-With --redis URL every gateway uses that Redis (quota store, sticky sessions, config version, channel
-layer). Keys the run creates there are deleted at the end; keys that were there before are left alone.
-With --postgres URL (a server whose user may CREATE DATABASE) the run uses a temporary database there
-instead of SQLite, dropped at the end, and reports how many connections the gateways hold open.
-With --profile DIR, py-spy (not a project dependency: ``pip install py-spy`` somewhere on PATH) samples the
-gateways (``--gil``: the thread running Python) during the concurrent phases; raw stacks go to DIR and a
-summary is printed. --bare-v1 is a what-if, not how freellm runs: /v1 is served by a Django handler
-without MIDDLEWARE, to measure what the middleware stack costs the API.
+The gateways run ``tests.bench_gateway:application``: freellm's own ASGI application plus the counters and
+a ``/__bench__/stats`` path; nothing else is changed (the transport rows build the shared upstream client
+another way: what-ifs). With --redis the gateways use that Redis (quota store, sticky sessions, config
+version, channel layer): give it a database of its own (``redis://host:6379/4``), as MONITOR counts by
+database; keys the run creates there are deleted at the end. --profile DIR samples the gateways with
+py-spy (not a project dependency; on PATH) during the concurrent phases. --bare-v1 is a what-if: /v1 served
+by a Django handler without MIDDLEWARE.
 
-Everything it started is stopped, and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
+Every phase ends by count, every wait by time. Everything it started is stopped, the temp database
+dropped and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -56,17 +66,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS_PATH = "/__bench__/stats"
-KEYS = ["bench-a", "bench-b", "bench-c"]
+# Streams: 12 content chunks (the role chunk, "Echo:" and STREAM_TEXT's ten words), CHUNK_GAP apart.
+CHUNK_GAP = 0.005
+KEYS = [f"bench-{name};gap={CHUNK_GAP}" for name in ("a", "b", "c")]
 MODELS = ["echo-small", "echo-large"]
 CHAIN = "auto"
 # Distinct conversation openings: requests reuse them round-robin, so sticky sessions are both created
 # and reused, as with real clients.
 CONVERSATIONS = 100
 USER_TEXT = "conversation {k}: please answer with a short friendly sentence about routing requests across providers"
+STREAM_TEXT = "conversation {k}: please answer with one short friendly routing sentence"
 
 
 # --- the gateway side: freellm's ASGI app plus a SQL counter (runs inside each daphne process) --------
@@ -75,33 +89,133 @@ USER_TEXT = "conversation {k}: please answer with a short friendly sentence abou
 BARE_V1_ENV = "FREELLM_BENCH_BARE_V1"
 
 
+TRANSPORT_ENV = "FREELLM_BENCH_TRANSPORT"  # "aiohttp": the shared upstream client on httpx-aiohttp
+KEEPALIVE_ENV = "FREELLM_BENCH_KEEPALIVE"  # N: the shared upstream client keeps N idle connections
+
+
+def _count_redis(counts: dict, commands: Counter[str], lock: threading.Lock) -> None:
+    """Count, in this process, what redis-py sends: a round trip is one write of packed commands (one
+    command, or a whole pipeline), and every command in it is counted by name. Commands a Lua script runs
+    inside the server are not seen here (the MONITOR phase counts those)."""
+    import redis.asyncio.connection as async_connection
+    import redis.connection as sync_connection
+
+    def name_of(args) -> str:
+        first = args[0] if args else b"?"
+        return (first.decode() if isinstance(first, bytes) else str(first)).split(" ")[0].lower()
+
+    for cls in (async_connection.AbstractConnection,):
+        send, pack = cls.send_packed_command, cls.pack_command
+
+        async def send_packed_command(self, command, check_health=True, _send=send):
+            with lock:
+                counts["round_trips"] += 1
+            return await _send(self, command, check_health)
+
+        # The async pipeline packs each of its commands through pack_command too.
+        def pack_command(self, *args, _pack=pack):
+            with lock:
+                commands[name_of(args)] += 1
+            return _pack(self, *args)
+
+        cls.send_packed_command, cls.pack_command = send_packed_command, pack_command
+
+    cls = sync_connection.AbstractConnection
+    sync_send, sync_pack, sync_pack_many = cls.send_packed_command, cls.pack_command, cls.pack_commands
+
+    def sync_send_packed_command(self, command, check_health=True):
+        with lock:
+            counts["round_trips"] += 1
+        return sync_send(self, command, check_health)
+
+    def sync_pack_command(self, *args):
+        with lock:
+            commands[name_of(args)] += 1
+        return sync_pack(self, *args)
+
+    def sync_pack_commands(self, many):
+        many = list(many)
+        with lock:
+            commands.update(name_of(args) for args in many)
+        return sync_pack_many(self, many)
+
+    cls.send_packed_command, cls.pack_command, cls.pack_commands = (
+        sync_send_packed_command, sync_pack_command, sync_pack_commands)
+
+
+def _what_if_http_client() -> None:
+    """--transport / --keepalive what-ifs: the shared upstream client built another way (same timeouts)."""
+    transport, keepalive = os.environ.get(TRANSPORT_ENV, ""), os.environ.get(KEEPALIVE_ENV, "")
+    if not transport and not keepalive:
+        return
+    import httpx
+    from django.conf import settings
+
+    import routing.http
+    from routing.loops import PerLoop
+
+    idle = int(keepalive) if keepalive else 100
+    limits = httpx.Limits(max_connections=500, max_keepalive_connections=idle, keepalive_expiry=30)
+
+    def new_client(_: None) -> httpx.AsyncClient:
+        kwargs = {}
+        if transport == "aiohttp":
+            from httpx_aiohttp import AiohttpTransport
+
+            kwargs["transport"] = AiohttpTransport(limits=limits)
+        return httpx.AsyncClient(
+            limits=limits, follow_redirects=False, **kwargs,
+            timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
+        )
+
+    routing.http._clients = PerLoop(new_client, usable=lambda client: not client.is_closed)
+
+
 def _instrumented_application():
-    """freellm.asgi.application, with every SQL statement and new DB connection counted, and the counts
-    served at STATS_PATH. With FREELLM_BENCH_BARE_V1 set (--bare-v1), /v1 goes to a Django ASGIHandler
-    built without MIDDLEWARE: a what-if that measures what the middleware stack costs the API."""
+    """freellm.asgi.application, with every SQL statement, transaction, new DB connection and Redis round
+    trip counted, and the counts served at STATS_PATH. With FREELLM_BENCH_BARE_V1 set (--bare-v1), /v1 goes
+    to a Django ASGIHandler built without MIDDLEWARE: a what-if that measures what the middleware stack
+    costs the API. FREELLM_BENCH_TRANSPORT / FREELLM_BENCH_KEEPALIVE build the shared upstream client
+    another way (the transport what-ifs)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "freellm.settings")
     from django.db.backends.signals import connection_created
 
     from freellm.asgi import application as freellm_app
 
+    _what_if_http_client()
     sql: Counter[str] = Counter()
-    connections = 0
+    redis_commands: Counter[str] = Counter()
+    counts = {"connections": 0, "transactions": 0, "round_trips": 0}
     lock = threading.Lock()
     table = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+    _count_redis(counts, redis_commands, lock)
 
     def count(execute, statement, params, many, context):
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         match = table.search(statement)
+        connection = context["connection"]
+        # Outside atomic() every statement is a transaction of its own (Django runs in autocommit).
+        own_transaction = connection.autocommit and not connection.in_atomic_block and verb != "BEGIN"
         with lock:
             sql[f"{verb} {match.group(1)}" if match else verb] += 1
+            counts["transactions"] += own_transaction
         return execute(statement, params, many, context)
 
     def instrument(sender, connection, **kwargs):
-        nonlocal connections
         with lock:
-            connections += 1
+            counts["connections"] += 1
         if count not in connection.execute_wrappers:
             connection.execute_wrappers.append(count)
+            # atomic() ends with connection.commit() / rollback(): one transaction each.
+            for name in ("commit", "rollback"):
+                method = getattr(connection, name)
+
+                def ended(_method=method):
+                    with lock:
+                        counts["transactions"] += 1
+                    return _method()
+
+                setattr(connection, name, ended)
 
     connection_created.connect(instrument, weak=False)
 
@@ -123,7 +237,8 @@ def _instrumented_application():
             with lock:
                 payload = {
                     "sql": dict(sql),
-                    "connections": connections,
+                    **counts,
+                    "redis_commands": dict(redis_commands),
                     "config_version": _state.config.version if _state.config else None,
                     "threads": threading.active_count(),
                 }
@@ -168,6 +283,49 @@ def _setup_database(slug: str, emulator_url: str) -> None:
     print(json.dumps({"api_key": raw}), flush=True)
 
 
+def _add_keys(slug: str, total: int) -> None:
+    """Subprocess: the provider gets upstream keys up to `total` (the emulator takes any key)."""
+    import django
+
+    django.setup()
+    from providers.models import Provider, ProviderKey
+    from routing.config import bump_config_version
+
+    provider = Provider.objects.get(slug=slug)
+    have = provider.keys.count()
+    ProviderKey.objects.bulk_create(
+        ProviderKey(provider=provider, label=f"{slug}-{i}", secret=f"bench-{i};gap={CHUNK_GAP}")
+        for i in range(have, total)
+    )
+    # bulk_create sends no post_save: bump the shared config version as the admin's save would.
+    bump_config_version()
+
+
+def _add_log_rows(count: int) -> None:
+    """Subprocess: `count` old RequestLog rows, generated inside the database in one statement."""
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    columns = ("created_at, request_id, endpoint, dialect, requested_model, provider, model, key_label, stream, "
+               "status_code, outcome, attempts, trail, prompt_tokens, completion_tokens, latency_ms, session_id, "
+               "switched, error")
+    values = ("'', 'chat', 'openai', 'auto', 'old', 'old-model', 'old-0', {false}, 200, 'ok', 1, '[]', 10, 5, 40, "
+              "'', '', ''")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO analytics_requestlog ({columns}) SELECT now() - interval '1 day' - g * interval '1 second', "
+                + values.format(false="false") + " FROM generate_series(1, %s) AS g", [count])
+            cursor.execute("ANALYZE analytics_requestlog")
+        else:
+            cursor.execute(
+                f"WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < %s) "
+                f"INSERT INTO analytics_requestlog ({columns}) SELECT datetime('now', '-1 day', '-' || n || ' seconds'), "
+                + values.format(false="0") + " FROM g", [count])
+
+
 # --- processes ---------------------------------------------------------------------------------------
 
 
@@ -209,6 +367,15 @@ class Processes:
             proc = subprocess.Popen(argv, cwd=ROOT, env=env, stderr=stderr, preexec_fn=_die_with_parent, **kwargs)
         self.started.append((label, proc))
         return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.started = [(label, p) for label, p in self.started if p is not proc]
 
     def stop_all(self) -> None:
         for _, proc in reversed(self.started):
@@ -256,16 +423,6 @@ def _wait_until_up(proc: subprocess.Popen, probe: str, log: Path, what: str) -> 
     raise RuntimeError(f"{what} did not start in 60 s; see {log}")
 
 
-def start_gateway(procs: Processes, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    daphne = Path(sys.executable).parent / "daphne"
-    proc = procs.spawn("gateway", [str(daphne), "-b", "127.0.0.1", "-p", str(port), "tests.bench_gateway:application"],
-                       env=env, log=log, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    _wait_until_up(proc, url + STATS_PATH, log, "gateway")
-    return proc, url
-
-
 # --- load ----------------------------------------------------------------------------------------------
 
 
@@ -275,14 +432,18 @@ class Target:
     urls: list[str]  # chat completions URLs; request i goes to urls[i % len(urls)]
     model: str
     keys: list[str]  # bearer tokens, rotated like the gateway rotates upstream keys
+    bodies: dict[tuple[int, bool], bytes] = field(default_factory=dict)
 
-    def request(self, i: int, stream: bool) -> tuple[str, dict, dict]:
+    def request(self, i: int, stream: bool) -> tuple[str, bytes, dict]:
         k = i % CONVERSATIONS
-        body = {"model": self.model, "stream": stream, "messages": [
-            {"role": "system", "content": "You are a benchmark."},
-            {"role": "user", "content": USER_TEXT.format(k=k)},
-        ]}
-        headers = {"Authorization": f"Bearer {self.keys[i % len(self.keys)]}"}
+        body = self.bodies.get((k, stream))
+        if body is None:
+            # Encoded once per conversation, so the load generator spends its CPU on the sockets.
+            body = self.bodies[k, stream] = json.dumps({"model": self.model, "stream": stream, "messages": [
+                {"role": "system", "content": "You are a benchmark."},
+                {"role": "user", "content": (STREAM_TEXT if stream else USER_TEXT).format(k=k)},
+            ]}).encode()
+        headers = {"Authorization": f"Bearer {self.keys[i % len(self.keys)]}", "Content-Type": "application/json"}
         return self.urls[i % len(self.urls)], body, headers
 
 
@@ -309,6 +470,21 @@ class Phase:
     def rate(self) -> float:
         return self.ok / self.wall if self.wall else 0.0
 
+    def cpu_ms(self, label: str) -> float:
+        return 1000 * self.cpu.get(label, 0.0) / max(1, self.done)
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "target": self.target, "stream": self.stream, "requests": self.requests,
+                "concurrency": self.concurrency, "ok": self.ok, "errors": dict(self.errors),
+                "wall_s": round(self.wall, 3), "rate": round(self.rate, 1),
+                "p50_ms": _r(pct(self.latencies, 50)), "p95_ms": _r(pct(self.latencies, 95)),
+                "p99_ms": _r(pct(self.latencies, 99)), "ttfb_p50_ms": _r(pct(self.ttfb, 50)),
+                "cpu_ms_per_request": {label: round(self.cpu_ms(label), 3) for label in self.cpu}}
+
+
+def _r(value: float, digits: int = 2) -> float | None:
+    return None if value != value else round(value, digits)
+
 
 def pct(values: list[float], p: float) -> float:
     """Nearest-rank percentile, in milliseconds."""
@@ -318,41 +494,40 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] * 1000
 
 
-async def one_request(client: httpx.AsyncClient, target: Target, i: int, phase: Phase) -> None:
+LOAD_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, IndexError, TypeError)
+
+
+async def one_request(session: aiohttp.ClientSession, target: Target, i: int, phase: Phase) -> None:
     url, body, headers = target.request(i, phase.stream)
     began = time.perf_counter()
     try:
-        if not phase.stream:
-            response = await client.post(url, json=body, headers=headers)
-            if response.status_code != 200:
-                phase.errors[f"HTTP {response.status_code}"] += 1
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                await response.read()
+                phase.errors[f"HTTP {response.status}"] += 1
                 return
-            content = response.json()["choices"][0]["message"]["content"] or ""
-            if not content.startswith("Echo:"):
-                phase.errors["unexpected answer"] += 1
-                return
-            phase.latencies.append(time.perf_counter() - began)
-        else:
-            async with client.stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    phase.errors[f"HTTP {response.status_code}"] += 1
+            if not phase.stream:
+                content = json.loads(await response.read())["choices"][0]["message"]["content"] or ""
+                if not content.startswith("Echo:"):
+                    phase.errors["unexpected answer"] += 1
                     return
+                phase.latencies.append(time.perf_counter() - began)
+            else:
                 first = None
                 tail = b""
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     if first is None and chunk:
                         first = time.perf_counter()
                     tail = (tail + chunk)[-64:]
-            if b"data: [DONE]" not in tail:
-                phase.errors["stream without [DONE]"] += 1
-                return
-            phase.latencies.append(time.perf_counter() - began)
-            phase.ttfb.append((first or time.perf_counter()) - began)
-        if int(response.headers.get("x-freellm-attempts", "1")) > 1:
-            phase.failovers += 1
-    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
-        phase.errors[type(exc).__name__] += 1
+                if b"data: [DONE]" not in tail:
+                    phase.errors["stream without [DONE]"] += 1
+                    return
+                phase.latencies.append(time.perf_counter() - began)
+                phase.ttfb.append((first or time.perf_counter()) - began)
+            if int(response.headers.get("x-freellm-attempts", "1")) > 1:
+                phase.failovers += 1
+    except LOAD_ERRORS as exc:
+        phase.errors[f"{type(exc).__name__}: {str(exc)[:60]}" if str(exc) else type(exc).__name__] += 1
     finally:
         phase.done += 1
 
@@ -385,13 +560,13 @@ async def progress(phase: Phase, stop: asyncio.Event) -> None:
         print(file=sys.stderr)
 
 
-async def drive(client: httpx.AsyncClient, target: Target, phase: Phase, cpu: CpuMeter, *,
+async def drive(session: aiohttp.ClientSession, target: Target, phase: Phase, cpu: CpuMeter, *,
                 show_progress: bool = True) -> Phase:
     counter = itertools.count()
 
     async def worker() -> None:
         while (i := next(counter)) < phase.requests:
-            await one_request(client, target, i, phase)
+            await one_request(session, target, i, phase)
 
     stop = asyncio.Event()
     reporter = asyncio.create_task(progress(phase, stop)) if show_progress else None
@@ -407,6 +582,16 @@ async def drive(client: httpx.AsyncClient, target: Target, phase: Phase, cpu: Cp
     return phase
 
 
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 # --- steady-state bookkeeping ------------------------------------------------------------------------
 
 
@@ -419,6 +604,9 @@ class Database:
         self.server_url = postgres_url
         self.name = f"freellm_bench_{os.getpid()}"
         self.created = False
+        # What the benchmark itself did in the run's database (subtracted from the server's counters).
+        self.own_sessions = 0
+        self.own_transactions = 0
         if postgres_url:
             from urllib.parse import urlsplit, urlunsplit
 
@@ -447,29 +635,39 @@ class Database:
         if self.server_url:
             import psycopg
 
+            # A short connection of its own: one session and one transaction, flushed to the server's
+            # statistics when it closes, and subtracted from them.
+            self.own_sessions += 1
+            self.own_transactions += 1
             with psycopg.connect(self.url, connect_timeout=5) as conn:
                 return conn.execute(query).fetchone()[0]
         with sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=20) as db:
             return db.execute(query).fetchone()[0]
 
-    def open_connections(self) -> int | None:
-        """Server-side connections to this database (PostgreSQL only), not counting the one asking."""
+    def server_stats(self) -> dict[str, int] | None:
+        """pg_stat_database for the run's database (read from the server's own database, so the reading
+        is not counted), minus what the benchmark itself did there. None for SQLite."""
         if not self.server_url:
             return None
+        own_sessions, own_transactions = self.own_sessions, self.own_transactions
         with self._server() as conn:
-            return conn.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
-                                "pg_backend_pid()", (self.name,)).fetchone()[0]
+            sessions, transactions, backends = conn.execute(
+                "SELECT sessions, xact_commit + xact_rollback, numbackends FROM pg_stat_database "
+                "WHERE datname = %s", (self.name,)).fetchone()
+        return {"sessions": sessions - own_sessions, "transactions": transactions - own_transactions,
+                "backends": backends}
 
 
 @dataclass
 class Snapshot:
     log_rows: int
+    gateway: dict  # the gateways' own counters, summed: connections, transactions, round_trips
     sql: Counter[str]
-    connections: int  # DB connections opened since the gateway started
+    redis_commands: Counter[str]  # sent by the gateways' redis-py clients
     threads: int
     config_versions: list[str | None]
-    redis_calls: Counter[str]  # server-wide INFO commandstats
-    open_connections: int | None = None  # PostgreSQL: connections to the run's database
+    redis_server: Counter[str]  # server-wide INFO commandstats (other clients of that server count too)
+    postgres: dict[str, int] | None = None  # pg_stat_database of the run's database
 
 
 @dataclass
@@ -490,53 +688,141 @@ class Bookkeeping:
         return self.after.sql - self.before.sql
 
     @property
-    def redis_calls(self) -> Counter[str]:
-        return self.after.redis_calls - self.before.redis_calls
+    def redis_commands(self) -> Counter[str]:
+        return self.after.redis_commands - self.before.redis_commands
+
+    @property
+    def redis_server(self) -> Counter[str]:
+        return self.after.redis_server - self.before.redis_server
+
+    def gateway(self, name: str) -> int:
+        return self.after.gateway[name] - self.before.gateway[name]
+
+    def postgres(self, name: str) -> int | None:
+        if self.before.postgres is None or self.after.postgres is None:
+            return None
+        return self.after.postgres[name] - self.before.postgres[name]
+
+    def per_request(self) -> dict[str, float | None]:
+        n = max(1, self.requests)
+        sessions, transactions = self.postgres("sessions"), self.postgres("transactions")
+        return {
+            "sql_statements": sum(self.sql.values()) / n,
+            "db_transactions_gateway_view": self.gateway("transactions") / n,
+            "db_connects_gateway_view": self.gateway("connections") / n,
+            "pg_sessions": None if sessions is None else sessions / n,
+            "pg_transactions": None if transactions is None else transactions / n,
+            "redis_round_trips": self.gateway("round_trips") / n,
+            "redis_commands_sent": sum(self.redis_commands.values()) / n,
+            "redis_commands_server_wide": sum(self.redis_server.values()) / n,
+            "log_rows": self.log_rows / n,
+        }
+
+    def as_json(self) -> dict:
+        return {"phase": self.phase, "requests": self.requests, "per_request": self.per_request(),
+                "sql": dict(self.sql), "redis_commands_sent": dict(self.redis_commands),
+                "redis_commands_server_wide": dict(self.redis_server),
+                "pg_backends_after": (self.after.postgres or {}).get("backends")}
 
 
 class Ledger:
-    """Reads the gateways' counters, the RequestLog table and Redis' command counters."""
+    """Reads the gateways' counters, the RequestLog table, PostgreSQL's and Redis' statistics."""
 
-    def __init__(self, gateway_urls: list[str], database: Database, redis_client=None) -> None:
-        self.gateway_urls = gateway_urls
+    def __init__(self, database: Database, redis_client=None) -> None:
         self.database = database
-        self.log_rows = database.log_rows
         self.redis = redis_client
 
-    def _redis_calls(self) -> Counter[str]:
+    def _redis_server(self) -> Counter[str]:
         if self.redis is None:
             return Counter()
         stats = self.redis.info("commandstats")
         return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
-                        if name != "cmdstat_info"})
+                        if name not in ("cmdstat_info", "cmdstat_scan")})
 
-    async def snapshot(self, client: httpx.AsyncClient) -> Snapshot:
-        snap = Snapshot(await asyncio.to_thread(self.log_rows), Counter(), 0, 0, [],
-                        await asyncio.to_thread(self._redis_calls),
-                        await asyncio.to_thread(self.database.open_connections))
-        for url in self.gateway_urls:
-            data = (await client.get(url + STATS_PATH)).json()
+    async def snapshot(self, session: aiohttp.ClientSession, gateway_urls: list[str]) -> Snapshot:
+        postgres = await asyncio.to_thread(self.database.server_stats)
+        snap = Snapshot(await asyncio.to_thread(self.database.log_rows), Counter(), Counter(), Counter(), 0, [],
+                        await asyncio.to_thread(self._redis_server), postgres)
+        for url in gateway_urls:
+            async with session.get(url + STATS_PATH) as response:
+                data = await response.json()
             snap.sql.update(data["sql"])
-            snap.connections += data["connections"]
+            snap.redis_commands.update(data["redis_commands"])
+            snap.gateway.update({k: data[k] for k in ("connections", "transactions", "round_trips")})
             snap.threads += data["threads"]
             snap.config_versions.append(data["config_version"])
         return snap
 
     async def settle(self, expected_rows: int, timeout: float = 15.0) -> None:
-        """Wait for the gateways' background log writes: until the expected rows are there, or the count
-        stops moving for a second."""
+        """Wait for the gateways' background log writes (until the expected rows are there, or the count
+        stops moving for a second), then for PostgreSQL's statistics (each backend flushes them at most
+        once a second) to stop moving."""
         deadline = time.monotonic() + timeout
         last, still_since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            rows = await asyncio.to_thread(self.log_rows)
+            rows = await asyncio.to_thread(self.database.log_rows)
             if rows >= expected_rows:
                 await asyncio.sleep(0.3)  # the sticky-session mirror writes on its own short delay
-                return
+                break
             if rows != last:
                 last, still_since = rows, time.monotonic()
             elif time.monotonic() - still_since > 1.0:
-                return
+                break
             await asyncio.sleep(0.1)
+        if not self.database.server_url:
+            return
+        deadline = time.monotonic() + 6.0
+        seen, still_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            stats = await asyncio.to_thread(self.database.server_stats)
+            now = (stats["sessions"], stats["transactions"])
+            if now != seen:
+                seen, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= 1.2:
+                return
+            await asyncio.sleep(0.3)
+
+
+class RedisMonitor:
+    """MONITOR on the run's Redis, counting the commands run in its database (those of Lua scripts
+    included, which INFO commandstats also counts but a client never sends), without our own."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5)
+        self.db = int(self.client.connection_pool.connection_kwargs.get("db", 0))
+        self.by_client: Counter[str] = Counter()
+        self.in_scripts: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.ready = threading.Event()
+
+    def _listen(self) -> None:
+        import redis
+
+        with self.client.monitor() as monitor:
+            self.ready.set()
+            while not self.stop.is_set():
+                try:
+                    event = monitor.next_command()
+                except (redis.TimeoutError, TimeoutError):
+                    continue
+                except redis.ConnectionError:
+                    return
+                if int(event.get("db", -1)) != self.db:
+                    continue
+                name = (event.get("command") or "?").split(" ", 1)[0].strip('"').lower()
+                (self.in_scripts if event.get("client_type") == "lua" else self.by_client)[name] += 1
+
+    def __enter__(self) -> RedisMonitor:
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 # --- profiling (optional) ------------------------------------------------------------------------------
@@ -622,6 +908,7 @@ class RedisKeys:
     def __init__(self, url: str) -> None:
         import redis
 
+        self.url = url
         self.client = redis.Redis.from_url(url)
         self.before = set(self.client.scan_iter(count=1000))
 
@@ -650,175 +937,448 @@ def run_step(argv: list[str], env: dict[str, str], what: str) -> str:
     return done.stdout
 
 
-async def benchmark(args, database: Database, emulator: tuple[subprocess.Popen, str], slug: str, api_key: str,
-                    gateways: list[tuple[subprocess.Popen, str]], redis: RedisKeys | None) -> dict:
-    # Inside the loop SIGTERM cancels the run like Ctrl-C does (asyncio.run's own SIGINT handling), rather
-    # than raising in whichever task happens to be running.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-    emulator_proc, emulator_url = emulator
-    pids = {"gateway": [p.pid for p, _ in gateways], "emulator": [emulator_proc.pid]}
-    if redis is not None and (redis_pid := redis.server_pid()):
-        pids["redis"] = [redis_pid]
-    cpu = CpuMeter(pids)
-    direct = Target("emulator", [f"{emulator_url}/{slug}/v1/chat/completions"], MODELS[0], KEYS)
-    through = Target("gateway", [f"{url}/v1/chat/completions" for _, url in gateways], CHAIN, [api_key])
-    ledger = Ledger([url for _, url in gateways], database, redis.client if redis else None)
-    profiler = Profiler(Path(args.profile) if args.profile else None, pids["gateway"])
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    phases: list[Phase] = []
-    books: list[Bookkeeping] = []
-    profiles: dict[str, list[Path]] = {}
-    kinds = (False, True) if args.stream else (False,)
+# Phases a row can measure: sequential added latency (interleaved with the emulator direct), time to first
+# byte of a stream alone (interleaved too), and throughput at two concurrencies, plain and streaming.
+SEQ, TTFB = "seq", "ttfb"
+PLAIN = {"c32": 32, "c128": 128}
+STREAMS = {"s32": 32, "s128": 128}
 
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)) as client:
-        say(f"warming up ({args.warmup} requests each way)")
-        for target in (direct, through):
-            for stream in kinds:
-                await drive(client, target, Phase("warm-up", target.label, stream, args.warmup, args.concurrency),
-                            cpu, show_progress=False)
-        await ledger.settle(args.warmup * len(kinds))
 
-        plan: list[tuple[str, Target, bool, int, int]] = []
-        for stream in kinds:
-            kind = "stream" if stream else "chat"
-            if args.serial:
-                plan += [(f"emulator {kind} serial", direct, stream, args.serial, 1),
-                         (f"gateway {kind} serial", through, stream, args.serial, 1)]
-            plan += [(f"emulator {kind} c={args.concurrency}", direct, stream, args.requests, args.concurrency),
-                     (f"gateway {kind} c={args.concurrency}", through, stream, args.requests, args.concurrency)]
+@dataclass
+class Row:
+    label: str
+    processes: int
+    server: str
+    phases: dict[str, Phase] = field(default_factory=dict)
+    direct: dict[str, Phase] = field(default_factory=dict)  # the emulator alone, same shape
+    books: dict[str, Bookkeeping] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)  # "idle" / "after", MiB summed over the processes
+    warnings: Counter[str] = field(default_factory=Counter)  # WARNING+ log lines during the row, by logger
 
-        for name, target, stream, n, c in plan:
-            say(f"{name}: {n} requests")
-            if target is direct:
-                phases.append(await drive(client, target, Phase(name, target.label, stream, n, c), cpu))
+    def added(self, part: str, p: float, ttfb: bool = False) -> float:
+        mine, base = self.phases.get(part), self.direct.get(part)
+        if mine is None or base is None:
+            return float("nan")
+        return pct(mine.ttfb if ttfb else mine.latencies, p) - pct(base.ttfb if ttfb else base.latencies, p)
+
+    def as_json(self) -> dict:
+        return {
+            "label": self.label, "processes": self.processes, "server": self.server,
+            "sequential_added_ms": {f"p{p}": _r(self.added(SEQ, p)) for p in (50, 95, 99)},
+            "ttfb_added_ms": {f"p{p}": _r(self.added(TTFB, p, ttfb=True)) for p in (50, 95, 99)},
+            "throughput": {part: round(phase.rate, 1) for part, phase in self.phases.items() if part not in (SEQ, TTFB)},
+            "rss_mib": {k: _r(v, 1) for k, v in self.rss.items()},
+            "log_warnings": dict(self.warnings),
+            "phases": {part: phase.as_json() for part, phase in self.phases.items()},
+            "direct": {part: phase.as_json() for part, phase in self.direct.items()},
+            "bookkeeping": {part: book.as_json() for part, book in self.books.items()},
+        }
+
+
+@dataclass
+class Gateway:
+    proc: subprocess.Popen
+    url: str
+    server: str
+
+
+class Bench:
+    """One run: the environment, the processes it started and the rows it measured."""
+
+    def __init__(self, args, tmp: Path, procs: Processes, env: dict[str, str], database: Database,
+                 redis: RedisKeys | None) -> None:
+        self.args, self.tmp, self.procs, self.env, self.database, self.redis = args, tmp, procs, env, database, redis
+        self.logs: list[Path] = []
+        self.rows: list[Row] = []
+        self.monitor: dict | None = None
+        self.profiles: dict[str, list[Path]] = {}
+        self.slug = f"bench{os.getpid()}"
+
+    # -- processes
+
+    def start_gateway(self, server: str, extra_env: dict[str, str] | None = None) -> Gateway:
+        port = _free_port()
+        log = self.tmp / f"gateway{len(self.logs)}-{server}.log"
+        self.logs.append(log)
+        bin_dir = Path(sys.executable).parent
+        if server == "uvicorn":
+            argv = [sys.executable, "-m", "uvicorn", "tests.bench_gateway:application", "--host", "127.0.0.1",
+                    "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+                    "--no-access-log", "--log-level", "warning"]
+        else:
+            argv = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "tests.bench_gateway:application"]
+        proc = self.procs.spawn(f"gateway-{server}", argv, env={**self.env, **(extra_env or {})}, log=log,
+                                stdout=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(proc, url + STATS_PATH, log, f"gateway ({server})")
+        say(f"gateway ({server}{', ' + ', '.join(f'{k}={v}' for k, v in (extra_env or {}).items()) if extra_env else ''}"
+            f", pid {proc.pid}) on {url}")
+        return Gateway(proc, url, server)
+
+    def log_warnings(self) -> Counter[str]:
+        """WARNING+ lines of the processes' logs by logger (a row that degraded, say to local quota state
+        when Redis refused connections, must say so next to its figures)."""
+        found: Counter[str] = Counter()
+        for log in self.logs:
+            if log.exists():
+                found.update(m.group(1) for m in re.finditer(r"\b(?:WARNING|ERROR|CRITICAL) ([\w.]+)",
+                                                             log.read_text(errors="replace")))
+        return found
+
+    def stop_gateway(self, gateway: Gateway) -> None:
+        self.procs.stop(gateway.proc)
+
+    # -- measuring
+
+    def targets(self, gateways: list[Gateway]) -> tuple[Target, Target]:
+        direct = Target("emulator", [f"{self.emulator_url}/{self.slug}/v1/chat/completions"], MODELS[0], KEYS)
+        through = Target("gateway", [f"{g.url}/v1/chat/completions" for g in gateways], CHAIN, [self.api_key])
+        return direct, through
+
+    def meter(self, gateways: list[Gateway]) -> CpuMeter:
+        pids = {"gateway": [g.proc.pid for g in gateways], "emulator": [self.emulator.pid]}
+        if self.redis is not None and (redis_pid := self.redis.server_pid()):
+            pids["redis"] = [redis_pid]
+        return CpuMeter(pids)
+
+    async def measured(self, session, gateways: list[Gateway], phase: Phase, target: Target, cpu: CpuMeter,
+                       row: Row, part: str) -> Phase:
+        """A gateway phase with its bookkeeping (SQL, transactions, sessions, Redis) around it."""
+        urls = [g.url for g in gateways]
+        before = await self.ledger.snapshot(session, urls)
+        profiling = self.profiler is not None and phase.concurrency > 1
+        if profiling:
+            self.profiler.pids = [g.proc.pid for g in gateways]
+            self.profiler.start(f"{row.label}-{part}".replace(" ", "_").replace("/", "_"))
+        await drive(session, target, phase, cpu)
+        if profiling:
+            self.profiles[f"{row.label}: {phase.name}"] = self.profiler.stop()
+        await self.ledger.settle(before.log_rows + phase.ok)
+        row.books[part] = Bookkeeping(phase.name, phase.requests, before, await self.ledger.snapshot(session, urls))
+        return phase
+
+    async def measure(self, session, row: Row, gateways: list[Gateway], parts: list[str], *,
+                      direct_throughput: bool = False) -> Row:
+        args = self.args
+        direct, through = self.targets(gateways)
+        cpu = self.meter(gateways)
+        row.rss["idle"] = sum(_rss_mib(g.proc.pid) for g in gateways)
+        warnings_before = self.log_warnings()
+        say(f"== {row.label}: warming up ({args.warmup} requests)")
+        for stream in (False, True):
+            await drive(session, through, Phase("warm-up", "gateway", stream, args.warmup, 32), cpu, show_progress=False)
+        await self.ledger.settle(0, timeout=3)
+        for part in parts:
+            if part in (SEQ, TTFB):
+                stream = part == TTFB
+                total = args.serial if part == SEQ else max(args.rounds, args.serial // 4)
+                per_round = max(1, total // args.rounds)
+                kind = "stream alone" if stream else "sequential"
+                mine = Phase(f"gateway {kind}", "gateway", stream, 0, 1)
+                base = Phase(f"emulator {kind}", "emulator", stream, 0, 1)
+                say(f"{row.label}: {kind}, {args.rounds} rounds of {per_round} requests each way")
+                before = await self.ledger.snapshot(session, [g.url for g in gateways])
+                # Interleaved, so both sides see the same machine (other jobs come and go).
+                for _ in range(args.rounds):
+                    for phase, target in ((base, direct), (mine, through)):
+                        one = await drive(session, target, Phase(phase.name, phase.target, stream, per_round, 1), cpu,
+                                          show_progress=False)
+                        phase.latencies += one.latencies
+                        phase.ttfb += one.ttfb
+                        phase.errors.update(one.errors)
+                        phase.failovers += one.failovers
+                        phase.done += one.done
+                        phase.requests += one.requests
+                        phase.wall += one.wall
+                        for label, seconds in one.cpu.items():
+                            phase.cpu[label] = phase.cpu.get(label, 0.0) + seconds
+                await self.ledger.settle(before.log_rows + mine.ok)
+                row.books[part] = Bookkeeping(mine.name, mine.requests, before,
+                                              await self.ledger.snapshot(session, [g.url for g in gateways]))
+                row.phases[part], row.direct[part] = mine, base
                 continue
-            before = await ledger.snapshot(client)
-            if c > 1:
-                profiler.start("stream" if stream else "chat")
-            phases.append(await drive(client, target, Phase(name, target.label, stream, n, c), cpu))
-            if c > 1 and profiler.out_dir:
-                profiles[name] = profiler.stop()
-            await ledger.settle(before.log_rows + n)
-            books.append(Bookkeeping(name, n, before, await ledger.snapshot(client)))
-    return {"phases": phases, "books": books, "profiles": profiles}
+            stream = part in STREAMS
+            c = STREAMS.get(part) or PLAIN[part]
+            kind = "stream" if stream else "chat"
+            if direct_throughput:
+                say(f"{row.label}: emulator {kind} c={c}: {args.requests} requests")
+                row.direct[part] = await drive(session, direct, Phase(f"emulator {kind} c={c}", "emulator", stream,
+                                                                       args.requests, c), cpu)
+            say(f"{row.label}: gateway {kind} c={c}: {args.requests} requests")
+            row.phases[part] = await self.measured(
+                session, gateways, Phase(f"gateway {kind} c={c}", "gateway", stream, args.requests, c), through, cpu,
+                row, part)
+        row.rss["after"] = sum(_rss_mib(g.proc.pid) for g in gateways)
+        row.warnings = self.log_warnings() - warnings_before
+        self.rows.append(row)
+        return row
+
+    async def monitor_phase(self, session, gateways: list[Gateway]) -> None:
+        """A short, separate phase under Redis MONITOR (it slows the server, so nothing timed runs under
+        it): the commands run in the run's database per request, those inside Lua scripts included."""
+        if self.redis is None:
+            return
+        n = self.args.monitor
+        _, through = self.targets(gateways)
+        cpu = self.meter(gateways)
+        say(f"Redis MONITOR phase: {n} plain + {n} streaming requests at c=4")
+        with RedisMonitor(self.redis.url) as monitor:
+            before = await self.ledger.snapshot(session, [g.url for g in gateways])
+            for stream in (False, True):
+                await drive(session, through, Phase("monitor", "gateway", stream, n, 4), cpu, show_progress=False)
+            await self.ledger.settle(before.log_rows + 2 * n)
+            after = await self.ledger.snapshot(session, [g.url for g in gateways])
+        # The benchmark's own: the ledger's INFO and the MONITOR itself.
+        by_client = Counter({k: v for k, v in monitor.by_client.items() if k not in ("info", "monitor")})
+        self.monitor = {
+            "requests": 2 * n,
+            "round_trips": after.gateway["round_trips"] - before.gateway["round_trips"],
+            "commands_from_clients": dict(by_client), "commands_in_scripts": dict(monitor.in_scripts),
+        }
+
+    async def run(self) -> None:
+        args = self.args
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+        self.ledger = Ledger(self.database, self.redis.client if self.redis else None)
+        self.profiler = Profiler(Path(args.profile), []) if args.profile else None
+        other = "uvicorn" if args.server == "daphne" else "daphne"
+        gateways = [self.start_gateway(args.server) for _ in range(args.processes)]
+        limit = aiohttp.TCPConnector(limit=256, limit_per_host=256, force_close=False)
+        async with aiohttp.ClientSession(connector=limit, timeout=aiohttp.ClientTimeout(total=120)) as session:
+            shape = f"{args.processes} {args.server} process{'es' if args.processes > 1 else ''}"
+            await self.measure(session, Row(shape, args.processes, args.server), gateways,
+                               [SEQ, TTFB, *PLAIN, *STREAMS], direct_throughput=True)
+            await self.monitor_phase(session, gateways)
+            if not args.no_variants:
+                # Scale-out: one process more than the main shape, or one alone when it has several.
+                if args.processes == 1:
+                    extra = self.start_gateway(args.server)
+                    await self.measure(session, Row(f"2 {args.server} processes", 2, args.server),
+                                       [*gateways, extra], ["c32", "c128", "s128"])
+                    self.stop_gateway(extra)
+                else:
+                    await self.measure(session, Row(f"1 {args.server} process", 1, args.server), gateways[:1],
+                                       ["c32", "c128", "s128"])
+                variants = [(f"1 {other} process" + (" (httptools, uvloop)" if other == "uvicorn" else ""), other, {}),
+                            ("httpx over httpx-aiohttp transport", args.server, {TRANSPORT_ENV: "aiohttp"}),
+                            ("httpx keep-alive 256 idle conns", args.server, {KEEPALIVE_ENV: "256"})]
+                for label, server, extra_env in variants:
+                    gateway = self.start_gateway(server, extra_env)
+                    await self.measure(session, Row(label, 1, server), [gateway], [SEQ, "c32", "c128", "s128"])
+                    self.stop_gateway(gateway)
+            if args.keys > len(KEYS):
+                say(f"adding upstream keys up to {args.keys}")
+                run_step([sys.executable, "-m", "tests.bench_gateway", "_keys", self.slug, str(args.keys)], self.env,
+                         "adding keys")
+                # The gateways look at the config version at most once a second.
+                await asyncio.sleep(1.5)
+                await self.measure(session, Row(f"{shape}, {args.keys:,} keys", args.processes, args.server),
+                                   gateways, [SEQ, "c32", "s128"])
+            if args.log_rows:
+                say(f"inserting {args.log_rows:,} old RequestLog rows")
+                began = time.monotonic()
+                run_step([sys.executable, "-m", "tests.bench_gateway", "_rows", str(args.log_rows)], self.env,
+                         "inserting log rows")
+                say(f"  inserted in {time.monotonic() - began:.1f} s")
+                label = f"{shape}, {args.keys:,} keys + {args.log_rows:,} log rows"
+                await self.measure(session, Row(label, args.processes, args.server), gateways, [SEQ, "c32", "s128"])
 
 
-def report(args, results: dict, logs: list[Path], load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
-    phases: list[Phase] = results["phases"]
-    out = print
+def _fmt(value: float | None, spec: str = ".1f", dash: str = "-") -> str:
+    return dash if value is None or value != value else format(value, spec)
+
+
+def _shape(args) -> tuple[str, str, str, str]:
     store = f"Redis {args.redis}" if args.redis else "in-process (embedded mode, no Redis)"
+    database = "PostgreSQL (temporary database)" if args.postgres else "SQLite (temp file)"
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine, store, database
+
+
+def results(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> dict:
+    when, machine, store, database = _shape(bench.args)
+    ceiling = bench.rows[0].direct.get("c128") if bench.rows else None
+    return {
+        "date": when, "machine": machine, "store": store, "database": database,
+        "load_average": {"before": load[0][0], "after": load[1][0]},
+        "settings": vars(bench.args),
+        "load_generator_ceiling": ceiling.as_json() if ceiling else None,
+        "rows": [row.as_json() for row in bench.rows], "redis_monitor": bench.monitor,
+    }
+
+
+def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    args, rows = bench.args, bench.rows
+    out = print
+    when, machine, store, database = _shape(args)
     out()
-    out(f"freellm gateway benchmark: {args.processes} daphne gateway process(es); quota/session store: {store}; "
-        f"database: {'PostgreSQL (temporary database)' if args.postgres else 'SQLite (temp file)'}"
+    out(f"freellm gateway benchmark, {when}; quota/session store: {store}; database: {database}; request log on"
         + ("; WHAT-IF --bare-v1: /v1 served without Django MIDDLEWARE" if args.bare_v1 else ""))
-    out(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; client, emulator and gateways share "
-        f"them; load average before {load[0][0]:.2f}, after {load[1][0]:.2f} (1 min)")
-    out("latency is measured by the client; CPU ms/request from /proc (utime+stime of each process during the "
-        "phase, divided by its requests)")
+    out(f"machine: {machine}; client, emulator, Redis, PostgreSQL and gateways share it; "
+        f"load average before {load[0][0]:.2f}, after {load[1][0]:.2f} (1 min)")
+    out(f"{args.requests} requests per throughput phase; sequential: {args.serial} each way in {args.rounds} "
+        f"interleaved rounds; streams: 12 chunks {CHUNK_GAP * 1000:.0f} ms apart; 'added' = gateway minus emulator direct")
+    main = rows[0]
+    ceiling = main.direct.get("c128")
+    if ceiling:
+        out(f"load generator (aiohttp) ceiling, against the emulator direct at c=128: {ceiling.rate:.0f} req/s, "
+            f"client {ceiling.cpu_ms('client'):.2f} ms CPU/request; streams c=128: "
+            f"{main.direct['s128'].rate:.0f}/s" if "s128" in main.direct else "")
     out()
-    cpu_labels = [label for label in ("gateway", "emulator", "redis", "client") if any(label in p.cpu for p in phases)]
-    out(f"{'phase':<28}{'ok':>6}{'err':>5}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"   CPU ms/request: {' / '.join(cpu_labels)}")
-    for p in phases:
-        cpu = " / ".join(f"{1000 * p.cpu.get(label, 0.0) / max(1, p.done):.2f}" for label in cpu_labels)
-        out(f"{p.name:<28}{p.ok:>6}{sum(p.errors.values()):>5}{p.rate:>8.0f}{pct(p.latencies, 50):>9.1f}"
-            f"{pct(p.latencies, 95):>9.1f}{pct(p.latencies, 99):>9.1f}   {cpu}")
-    streams = [p for p in phases if p.stream]
-    if streams:
-        out()
-        out(f"{'time to first byte':<28}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-        for p in streams:
-            out(f"{p.name:<28}{pct(p.ttfb, 50):>9.1f}{pct(p.ttfb, 95):>9.1f}{pct(p.ttfb, 99):>9.1f}")
+    head = (f"{'configuration':<44}{'seq +p50/p95/p99 ms':>21}{'req/s c32':>10}{'c128':>6}{'streams/s c32/c128':>19}"
+            f"{'+TTFB':>7}{'CPU ms/req':>11}{'RSS MiB idle>after':>19}{'PG sess/req':>12}{'PG xact/req':>12}"
+            f"{'Redis RT/req':>13}{'cmds/req':>9}{'warn':>6}")
+    out(head)
+    out("-" * len(head))
+    for row in rows:
+        seq = "/".join(_fmt(row.added(SEQ, p), "+.1f") for p in (50, 95, 99)) if SEQ in row.phases else "-"
+        rate = {part: (_fmt(row.phases[part].rate, ".0f") if part in row.phases else "-") for part in (*PLAIN, *STREAMS)}
+        book = row.books.get("c32")
+        per = book.per_request() if book else {}
+        cpu = _fmt(row.phases["c32"].cpu_ms("gateway"), ".2f") if "c32" in row.phases else "-"
+        rss = f"{_fmt(row.rss.get('idle'), '.0f')}>{_fmt(row.rss.get('after'), '.0f')}"
+        out(f"{row.label[:43]:<44}{seq:>21}{rate['c32']:>10}{rate['c128']:>6}{rate['s32'] + ' / ' + rate['s128']:>19}"
+            f"{_fmt(row.added(TTFB, 50, ttfb=True), '+.1f'):>7}{cpu:>11}{rss:>19}"
+            f"{_fmt(per.get('pg_sessions'), '.2f'):>12}{_fmt(per.get('pg_transactions'), '.2f'):>12}"
+            f"{_fmt(per.get('redis_round_trips'), '.2f'):>13}{_fmt(per.get('redis_commands_sent'), '.1f'):>9}"
+            f"{sum(row.warnings.values()):>6}")
+    out("(per-request columns are of the c=32 plain phase; CPU ms/req = the gateway processes' utime+stime from /proc "
+        "over that phase; Redis RT = writes by the gateways' redis-py clients, a pipeline counting once; warn = "
+        "WARNING/ERROR log lines during the row: figures of a row with warnings may be of a degraded mode)")
+    one = next((r for r in rows if r.processes == 1 and r.server == args.server and "c128" in r.phases), None)
+    two = next((r for r in rows if r.processes == 2 and r.server == args.server and "c128" in r.phases), None)
+    if one and two:
+        out("two processes vs one: " + ", ".join(
+            f"{part} x{two.phases[part].rate / one.phases[part].rate:.2f}" for part in ("c32", "c128", "s128")
+            if part in one.phases and part in two.phases and one.phases[part].rate))
+    for row in rows:
+        if row.warnings:
+            out(f"  log warnings in '{row.label}': " + ", ".join(f"{k} x{v}" for k, v in row.warnings.most_common(5)))
 
     out()
-    out("gateway overhead (gateway p50 minus emulator p50 at the same concurrency):")
-    by_name = {p.name: p for p in phases}
-    for p in phases:
-        base = by_name.get(p.name.replace("gateway", "emulator", 1))
-        if p.target != "gateway" or base is None:
-            continue
-        line = f"  {p.name:<26} {pct(p.latencies, 50) - pct(base.latencies, 50):+8.1f} ms latency"
-        if p.stream:
-            line += f", {pct(p.ttfb, 50) - pct(base.ttfb, 50):+.1f} ms to first byte"
-        out(line + f"; gateway CPU {1000 * p.cpu.get('gateway', 0.0) / max(1, p.done):.2f} ms/request")
+    out("CPU ms per request of each process (gateway / emulator / redis / client):")
+    labels = ("gateway", "emulator", "redis", "client")
+    for row in rows:
+        for phase in row.phases.values():
+            out(f"  {row.label[:40]:<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in labels)
+                + f"   p50 {pct(phase.latencies, 50):.1f} ms, p99 {pct(phase.latencies, 99):.1f} ms")
+    if main.direct:
+        for phase in main.direct.values():
+            out(f"  {'emulator direct':<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in labels)
+                + f"   {phase.rate:.0f} req/s, p50 {pct(phase.latencies, 50):.1f} ms")
+
+    out()
+    out("steady state per request (SQL and transactions as the gateways see them, sessions and transactions as "
+        "pg_stat_database sees them, Redis as the gateways' clients send it and server-wide commandstats):")
+    for row in rows:
+        for book in row.books.values():
+            per = book.per_request()
+            out(f"  {row.label[:40]:<41}{book.phase:<26} SQL {per['sql_statements']:.2f}, transactions "
+                f"{per['db_transactions_gateway_view']:.2f} (PG {_fmt(per['pg_transactions'], '.2f')}), connects "
+                f"{per['db_connects_gateway_view']:.2f} (PG sessions {_fmt(per['pg_sessions'], '.2f')}), log rows "
+                f"{per['log_rows']:.2f}; Redis round trips {per['redis_round_trips']:.2f}, commands "
+                f"{per['redis_commands_sent']:.2f} (server-wide {per['redis_commands_server_wide']:.1f})")
+    for book in main.books.values():
+        if book.sql:
+            out(f"  SQL in '{book.phase}': " + ", ".join(f"{k} x{v}" for k, v in book.sql.most_common(8)))
+        if book.redis_commands:
+            out(f"  Redis commands sent in '{book.phase}': "
+                + ", ".join(f"{k} x{v}" for k, v in book.redis_commands.most_common(12)))
+    if bench.monitor:
+        m = bench.monitor
+        n = max(1, m["requests"])
+        clients, scripts = sum(m["commands_from_clients"].values()), sum(m["commands_in_scripts"].values())
+        out(f"  Redis MONITOR ({n} requests, the run's db only): round trips {m['round_trips'] / n:.2f}/request; "
+            f"commands from clients {clients / n:.2f}/request, inside Lua scripts {scripts / n:.2f}/request, "
+            f"all {(clients + scripts) / n:.2f}/request")
+        out("    from clients: " + ", ".join(f"{k} x{v}" for k, v in Counter(m["commands_from_clients"]).most_common(10)))
+        if scripts:
+            out("    in scripts: " + ", ".join(f"{k} x{v}" for k, v in Counter(m["commands_in_scripts"]).most_common(10)))
+
     errors = Counter()
-    for p in phases:
-        errors.update({f"{p.name}: {k}": v for k, v in p.errors.items()})
+    for row in rows:
+        for phase in [*row.phases.values(), *row.direct.values()]:
+            errors.update({f"{row.label}: {phase.name}: {k}": v for k, v in phase.errors.items()})
     out()
     out("errors: " + (", ".join(f"{k} x{v}" for k, v in errors.items()) if errors else "none"))
     out(f"gateway answers that needed a failover (X-FreeLLM-Attempts > 1): "
-        f"{sum(p.failovers for p in phases if p.target == 'gateway')}")
-
-    out()
-    out("steady state per gateway phase (after warm-up; SQL counted by an execute wrapper inside the gateways):")
-    for book in results["books"]:
-        n = max(1, book.requests)
-        sql = book.sql
-        out(f"  {book.phase}: {book.requests} requests -> {book.log_rows} RequestLog rows; "
-            f"{sum(sql.values())} SQL statements ({sum(sql.values()) / n:.2f}/request); "
-            f"{book.after.connections - book.before.connections} new DB connections; "
-            f"gateway threads {book.before.threads} -> {book.after.threads}"
-            + (f"; PostgreSQL connections open {book.before.open_connections} -> {book.after.open_connections}"
-               if book.after.open_connections is not None else ""))
-        if sql:
-            out("    SQL: " + ", ".join(f"{k} x{v}" for k, v in sql.most_common()))
-        loads = sum(v for k, v in sql.items() if k.startswith("SELECT providers_"))
-        lookups = sum(v for k, v in sql.items() if k.startswith("SELECT routing_apikey"))
-        version = ("unchanged" if book.before.config_versions == book.after.config_versions
-                   else f"changed {book.before.config_versions} -> {book.after.config_versions}")
-        out(f"    routing config loads (SELECTs on providers_*): {loads}; unified-key lookups: {lookups}; "
-            f"loaded config version {version}")
-        if args.redis:
-            calls = book.redis_calls
-            out(f"    Redis commands (server-wide INFO commandstats; other clients of that server count too): "
-                f"{sum(calls.values())} ({sum(calls.values()) / n:.2f}/request): "
-                + ", ".join(f"{k} x{v}" for k, v in calls.most_common(10)))
-
+        f"{sum(p.failovers for row in rows for p in row.phases.values())}")
     levels: Counter[str] = Counter()
     samples: list[str] = []
-    for log in logs:
+    for log in bench.logs:
         for line in log.read_text(errors="replace").splitlines():
             match = re.search(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b", line)
             if match:
                 levels[match.group(1)] += 1
                 if match.group(1) in ("WARNING", "ERROR", "CRITICAL") and len(samples) < 5:
                     samples.append(line[:200])
-    out()
     out("process logs (gateways + emulator): " + (", ".join(f"{k} x{v}" for k, v in levels.items()) or "empty"))
     for line in samples:
         out(f"    {line}")
-
-    for name, paths in results["profiles"].items():
+    for name, paths in bench.profiles.items():
         out()
         out(f"py-spy --gil, {name} (raw stacks: {', '.join(str(p) for p in paths)}):")
         for line in summarize_profile(paths):
             out(line)
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["_setup"]:
-        _setup_database(sys.argv[2], sys.argv[3])
-        return
+PRESETS = {
+    # ~1-2 minutes on 2 shared cores.
+    "quick": {"requests": 300, "serial": 80, "warmup": 50, "rounds": 4, "monitor": 25},
+    "full": {"requests": 2000, "serial": 400, "warmup": 200, "rounds": 8, "monitor": 100},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench_gateway", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrent phase (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=50, help="requests in flight (default 50)")
-    parser.add_argument("--stream", action="store_true", help="also measure streaming chat")
+    parser.add_argument("--quick", action="store_true", help="the quick preset (about 1-2 minutes)")
+    parser.add_argument("--requests", type=int, help="requests per throughput phase (quick 300, full 2000)")
+    parser.add_argument("--serial", type=int, help="sequential requests each way (quick 80, full 400)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of the sequential phases (quick 4, full 8)")
+    parser.add_argument("--warmup", type=int, help="unmeasured requests each kind before each row (quick 50, full 200)")
+    parser.add_argument("--monitor", type=int,
+                        help="requests of each kind in the Redis MONITOR phase (quick 25, full 100; 0 skips it)")
     parser.add_argument("--processes", type=int, default=1,
-                        help="daphne gateway processes (default 1); the client spreads requests over them")
+                        help="gateway processes of the main shape (default 1); the client spreads requests over them")
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne",
+                        help="ASGI server of the main shape (default daphne; a row measures the other one)")
     parser.add_argument("--redis", metavar="URL", default="", help="gateways share this Redis (quota, sessions)")
     parser.add_argument("--postgres", metavar="URL", default="",
                         help="a PostgreSQL server URL whose user may CREATE DATABASE: the run uses a temporary "
                              "database there instead of SQLite")
-    parser.add_argument("--serial", type=int, default=200,
-                        help="requests of the concurrency-1 phases (0 skips them; default 200)")
-    parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests each way first (default 200)")
+    parser.add_argument("--keys", type=int, default=1000, help="upstream keys of the large-config row (default 1000; "
+                        f"{len(KEYS)} or less skips it)")
+    parser.add_argument("--log-rows", type=int, default=10**6,
+                        help="old RequestLog rows of the large-table row (default 1,000,000; 0 skips it)")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="skip the scale-out, other-server and HTTP-transport rows")
+    parser.add_argument("--json", metavar="PATH", help="where the JSON goes (default var/bench/<UTC time>.json)")
     parser.add_argument("--profile", metavar="DIR", help="sample the gateways with py-spy during concurrent phases")
     parser.add_argument("--bare-v1", action="store_true",
                         help="what-if: serve /v1 through a Django handler without MIDDLEWARE (not how freellm runs)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite) for a look")
-    args = parser.parse_args()
-    if min(args.requests, args.concurrency, args.processes) < 1:
-        parser.error("--requests, --concurrency and --processes must be at least 1")
+    args = parser.parse_args(argv)
+    for name, value in PRESETS["quick" if args.quick else "full"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if min(args.requests, args.processes, args.rounds) < 1 or min(args.serial, args.warmup, args.monitor) < 0:
+        parser.error("--requests, --processes and --rounds must be at least 1, --serial, --warmup and --monitor "
+                     "not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_setup"]:
+        _setup_database(argv[1], argv[2])
+        return
+    if argv[:1] == ["_keys"]:
+        _add_keys(argv[1], int(argv[2]))
+        return
+    if argv[:1] == ["_rows"]:
+        _add_log_rows(int(argv[1]))
+        return
+    args = parse_args(argv)
 
     # SIGTERM takes the same way out as Ctrl-C, so the finally below always cleans up.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -843,23 +1403,23 @@ def main() -> None:
         }
         if args.redis:
             redis = RedisKeys(args.redis)
-        # Unique per run, so quota state another run left in a shared Redis never applies to this one.
-        slug = f"bench{os.getpid()}"
+        bench = Bench(args, tmp, procs, env, database, redis)
         say(f"temp environment in {tmp}")
-        emulator = start_emulator(procs, env, tmp / "emulator.log")
-        say(f"emulator (pid {emulator[0].pid}) on {emulator[1]}; migrating the temp database")
+        bench.emulator, bench.emulator_url = start_emulator(procs, env, tmp / "emulator.log")
+        bench.logs.append(tmp / "emulator.log")
+        say(f"emulator (pid {bench.emulator.pid}) on {bench.emulator_url}; migrating the temp database")
         run_step([sys.executable, "manage.py", "migrate", "--noinput"], env, "manage.py migrate")
-        setup = run_step([sys.executable, "-m", "tests.bench_gateway", "_setup", slug, emulator[1]], env, "setup")
-        api_key = json.loads(setup.strip().splitlines()[-1])["api_key"]
-        say(f"provider {slug} ({len(KEYS)} keys, models {', '.join(MODELS)}), chain {CHAIN!r}, unified key created")
-        logs = [tmp / "emulator.log"]
-        gateways = []
-        for n in range(args.processes):
-            logs.append(tmp / f"gateway{n}.log")
-            gateways.append(start_gateway(procs, env, logs[-1]))
-            say(f"gateway {n} (daphne pid {gateways[-1][0].pid}) on {gateways[-1][1]}")
-        results = asyncio.run(benchmark(args, database, emulator, slug, api_key, gateways, redis))
-        report(args, results, logs, (load_before, os.getloadavg()))
+        setup = run_step([sys.executable, "-m", "tests.bench_gateway", "_setup", bench.slug, bench.emulator_url], env,
+                         "setup")
+        bench.api_key = json.loads(setup.strip().splitlines()[-1])["api_key"]
+        say(f"provider {bench.slug} ({len(KEYS)} keys, models {', '.join(MODELS)}), chain {CHAIN!r}, unified key")
+        asyncio.run(bench.run())
+        load = (load_before, os.getloadavg())
+        path = Path(args.json) if args.json else ROOT / "var" / "bench" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results(bench, load), indent=2, default=str))
+        report(bench, load)
+        print(f"\nJSON: {path}")
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("\ninterrupted; cleaning up")
         interrupted = True

@@ -16,6 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
+from .adapters.transport import redact
 from .config_schema import (
     AliasSpec,
     ChainSpec,
@@ -35,8 +36,8 @@ from .models import (
     ProviderKey,
     UpstreamModel,
     alias_target_stored,
-    mask_secret,
 )
+from .netguard import guarded_async_client
 
 # ---------------------------------------------------------------------------------------------------
 # Declarative config (manage.py import_config / export_config)
@@ -474,7 +475,7 @@ def provider_key_test_model(provider: Provider) -> UpstreamModel | None:
 
 
 async def _probe(adapter, target, kind: str, timeouts) -> None:
-    async with httpx.AsyncClient(proxy=target.proxy or None) as client:
+    async with guarded_async_client(proxy=target.proxy or None) as client:
         if kind == ModelKind.CHAT:
             request = {"model": target.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
             await adapter.chat(client, target, request, timeouts)
@@ -483,10 +484,8 @@ async def _probe(adapter, target, kind: str, timeouts) -> None:
 
 
 def _scrub(message: str, secret: str | None) -> str:
-    # Some providers echo the key they refused; never store it.
-    if secret:
-        message = message.replace(secret, mask_secret(secret))
-    return " ".join(message.split())[:200]
+    # Some providers echo the key they refused, whole or in part; never store it.
+    return " ".join(redact(message, secret).split())[:200]
 
 
 def _save_key_status(key: ProviderKey, status: str | None, detail: str) -> None:

@@ -28,9 +28,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
+from providers.adapters.transport import redact
 from providers.models import ChainStrategy as Strategy
 from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
@@ -123,6 +126,9 @@ class RequestContext:
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
+    # The client's unified key: blanked with the provider key from upstream error text (transport.redact).
+    client_key: str | None = field(default=None, repr=False)
+    api_key_id: int | None = None  # whose request it is: one client's 5xx count once per window
     # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
@@ -241,6 +247,30 @@ PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models sk
 _rotation = itertools.count()
 
 
+# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact: a key that
+# ran out is refused there and the next one tried), so a view up to HEADROOM_SECONDS old spares a quota-store
+# round trip per key and request.
+HEADROOM_SECONDS = 1.0
+_headroom: dict[str, tuple[float, float]] = {}
+
+
+async def _headroom_of(store, route: Route) -> float:
+    now = time.monotonic()
+    seen = _headroom.get(route.id)
+    if seen is not None and now - seen[1] < HEADROOM_SECONDS:
+        return seen[0]
+    value = await store.headroom(route)
+    if len(_headroom) > 50_000:
+        _headroom.clear()
+    _headroom[route.id] = (value, now)
+    return value
+
+
+def forget_headroom() -> None:
+    """Drop the view (a test starting afresh)."""
+    _headroom.clear()
+
+
 async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
     """Most headroom first; among equals, rotate so load spreads over a provider's keys."""
     keys = list(model.keys)
@@ -248,7 +278,7 @@ async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
         return keys
     store = get_quota_store()
     turn = next(_rotation)
-    headrooms = await asyncio.gather(*(store.headroom(model.route(key)) for key in keys))
+    headrooms = await asyncio.gather(*(_headroom_of(store, model.route(key)) for key in keys))
     ranked = sorted(
         range(len(keys)), key=lambda i: (-round(headrooms[i], 1), (i - turn) % len(keys))
     )
@@ -305,12 +335,14 @@ async def execute(
             try:
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
+                # Before the text reaches the trail, the quota store, the key's status, a log line or the client.
+                exc.message = redact(exc.message, key.secret, ctx.client_key)
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, StepGroup.FAILING), exc.retry_after,
                             int((time.monotonic() - began) * 1000),
                             window=model.context_window if exc.kind == ErrorKind.CONTEXT_LENGTH else None)
                 ctx.trail.append(step)
                 metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
-                await _settle_failure(store, lease, route, key, exc)
+                await _settle_failure(store, lease, route, key, exc, ctx.api_key_id)
                 if not exc.kind.fails_over:
                     raise client_error(exc, ctx) from None
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
@@ -337,40 +369,72 @@ async def execute(
 
 
 async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | None = None,
-                 fallback_tokens: int = 0) -> None:
+                 fallback_tokens: int = 0, api_key_id: int | None = None) -> None:
     """Finish a served request: real usage to the quota store, the outcome to the circuit breaker."""
     if served.settled:
         return
     served.settled = True
     store = get_quota_store()
     tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
-    await store.settle(served.lease, tokens)
     if usage is not None:
         metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
         metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
-    headers = getattr(served.result, "headers", None)
     _observe(served, usage, error)
     if error is None:
-        await store.record(served.route, None, headers=headers)
+        await store.finish(served.lease, tokens, served.route, None, headers=getattr(served.result, "headers", None))
+    elif await _counts_against_health(served.route, error, api_key_id):
+        await store.finish(served.lease, tokens, served.route, error.kind, retry_after=error.retry_after,
+                           headers=error.headers, message=error.message)
     else:
-        await store.record(served.route, error.kind, retry_after=error.retry_after, headers=error.headers,
-                           message=error.message)
+        # This client's 5xx on this route already counted in the window: the tokens only.
+        await store.settle(served.lease, tokens)
     if served.key.id is not None:
         await _touch_key(served.key.id)
 
 
-async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
-    if exc.spent is not None:
-        await store.settle(lease, exc.spent.total_tokens)  # broke mid-answer: the provider counted it
-    elif exc.kind == ErrorKind.CONNECTION:
+async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError,
+                          api_key_id: int | None = None) -> None:
+    if exc.kind == ErrorKind.CONNECTION and exc.spent is None:
         await store.release(lease)  # never reached the provider
+        await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
     else:
-        await store.settle(lease, 0)
-    await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+        # A call that broke mid-answer spent what the provider counted; any other failure spent nothing.
+        spent = exc.spent.total_tokens if exc.spent is not None else 0
+        if await _counts_against_health(route, exc, api_key_id):
+            await store.finish(lease, spent, route, exc.kind, retry_after=exc.retry_after, headers=exc.headers,
+                               message=exc.message)
+        else:
+            # This client's 5xx on this route already counted in the window: the tokens only.
+            await store.settle(lease, spent)
     if exc.kind in FAILURE_KINDS:
         get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
         await _mark_key_invalid(key.id, exc.message)
+
+
+# A 5xx may be the request's fault (content the edge let through): one client's 5xx on a route count once
+# per this many seconds, so that no client opens a route's circuit for everyone alone. Timeouts and
+# connection failures say nothing about the request and always count.
+CLIENT_FAILURE_WINDOW = 60
+_client_failures: dict[tuple[str, int], float] = {}
+
+
+async def _counts_against_health(route: Route, exc: UpstreamError, api_key_id: int | None) -> bool:
+    if exc.kind != ErrorKind.SERVER or api_key_id is None:
+        return True
+    marker = f"freellm:client-5xx:{api_key_id}:{route}"
+    try:
+        # Shared by every gateway process when the cache is Redis.
+        return await cache.aadd(marker, 1, timeout=CLIENT_FAILURE_WINDOW)
+    except (RedisError, OSError):
+        now = time.monotonic()
+        seen = _client_failures.get((str(route), api_key_id))
+        if seen is not None and now - seen < CLIENT_FAILURE_WINDOW:
+            return False
+        if len(_client_failures) > 10_000:
+            _client_failures.clear()
+        _client_failures[(str(route), api_key_id)] = now
+        return True
 
 
 def _observe(served: Served, usage: Usage | None, error: UpstreamError | None) -> None:

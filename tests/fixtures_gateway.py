@@ -64,19 +64,26 @@ def reset_shared_state() -> None:
     from django.conf import settings
 
     from routing.quota import set_quota_store
+    from routing.router import forget_headroom
     from routing.sessions import reset_session_store
     from routing.stats import reset_stats_store
 
     set_quota_store(None)
+    forget_headroom()
     reset_session_store()
     reset_stats_store()
     if settings.REDIS_URL:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
-        keys = list(client.scan_iter("freellm:*", count=1000))
+        # Ours, and what went through Django's cache (its keys are prefixed ":<version>:").
+        keys = [*client.scan_iter("freellm:*", count=1000), *client.scan_iter(":*:freellm:*", count=1000)]
         if keys:
             client.delete(*keys)
+    else:
+        from django.core.cache import cache
+
+        cache.clear()
 
 
 def add_provider(emulator, slug: str, keys: list[str], models: list[dict | str], *, adapter: str = "openai",

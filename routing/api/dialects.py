@@ -25,6 +25,8 @@ class Dialect(StrEnum):
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
     OLLAMA = "ollama"
+    # Not a wire: the admin's playground (routing/api/playground.py), so the request log tells its rows apart.
+    PLAYGROUND = "playground"
 
 
 ErrorRenderer = Callable[[GatewayError], HttpResponse]
@@ -61,6 +63,13 @@ def dialect_of(request: HttpRequest) -> Dialect:
 def error_response(request: HttpRequest, exc: GatewayError) -> HttpResponse:
     dialect = dialect_of(request)
     return _renderers.get(dialect, GatewayError.response)(exc)
+
+
+def error_response_for_path(path: str, exc: GatewayError) -> HttpResponse:
+    """For an answer given before Django built a request (the edge in front of daphne)."""
+    response = _renderers.get(dialect_for_path(path), GatewayError.response)(exc)
+    response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
+    return response
 
 
 def dialect_error_responses(get_response):

@@ -16,12 +16,12 @@ of them copies failover, priming, settling or logging.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja.parser import Parser
@@ -41,16 +41,18 @@ from providers.adapters.base import (
     UpstreamStream,
     Usage,
 )
-from providers.adapters.transport import CompletionAssembler, usage_dict
+from providers.adapters.transport import CompletionAssembler, redact, usage_dict
 from routing import continuity, metrics, router, toolcalls
-from routing.auth import authenticate_request
+from routing.auth import authenticate_request, raw_key_from
 from routing.config import get_routing_config
 from routing.errors import GatewayError
 from routing.families import embedding_resolution, family_unavailable
 from routing.http import get_client
 from routing.tokens import estimate_request_tokens, estimate_tokens
 
+from .bodies import PARSED_JSON_SCOPE_KEY, parse_json
 from .dialects import Dialect, dialect_of
+from .validation import chat_messages_check
 
 # --- the edge: authentication and body parsing -------------------------------------------------------
 
@@ -66,35 +68,18 @@ class UnifiedKeyAuth(HttpBearer):
         return await authenticate_request(request)
 
 
-# Deeper than any real request (content parts, tool schemas) and far below where recursive code (token
-# estimates, JSON encoding for the upstream) would hit Python's recursion limit.
-MAX_JSON_DEPTH = 64
-
-
 class JsonBodyParser(Parser):
-    """json.loads with a nesting limit: a deeper body is refused before any code walks it."""
+    """``parse_json`` for ninja; a large body the edge (routing.api.edge) already parsed off the event loop
+    is taken from there."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-        try:
-            data = json.loads(request.body)
-        except RecursionError:
-            raise too_deep from None
-        if _nested_deeper_than(data, MAX_JSON_DEPTH):
-            raise too_deep
-        return data
-
-
-def _nested_deeper_than(data: Any, limit: int) -> bool:
-    stack = [(data, 1)] if isinstance(data, dict | list) else []
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
+        parsed = getattr(request, "scope", {}).get(PARSED_JSON_SCOPE_KEY)
+        if parsed is not None:
+            value, error = parsed
+            if error is not None:
+                raise error
+            return value
+        return parse_json(request.body)
 
 
 class OpenSchema(BaseModel):
@@ -112,7 +97,8 @@ class OpenSchema(BaseModel):
 
 def context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
             stream: bool = False) -> router.RequestContext:
-    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream,
+                                client_key=raw_key_from(request), api_key_id=_api_key_id(request))
     request.freellm_ctx = ctx  # for error responses and the request log
     # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
     freellm.background.request_task_track()
@@ -189,10 +175,8 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     it opens must stream chat.completion.chunk dicts. ``conversation_sessions=False``: sticky only when the
     client names its session (X-Session-Id, ``user``), for requests that are not conversations."""
     request.freellm_dialect = dialect
-    for i, message in enumerate(body["messages"]):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
-                               code="invalid_value")
+    # Malformed messages are the client's 400, never an upstream's 5xx counted against the route.
+    chat_messages_check(body["messages"])
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
     resolution = await router.arrange(
@@ -235,6 +219,50 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     return ChatResult(ctx, served)
 
 
+_TEXT_DELTA_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+def chunk_problem(chunk: Any) -> str | None:
+    """What makes an upstream ``chat.completion.chunk`` unusable (wrong types that would break the relay,
+    the assembler or a dialect's encoder), or None."""
+    if not isinstance(chunk, dict):
+        return "a chunk that is not an object"
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return "`choices` that is not a list"
+    usage = chunk.get("usage")
+    if usage is not None and (not isinstance(usage, dict) or not all(
+            isinstance(usage.get(name, 0), int | None) for name in ("prompt_tokens", "completion_tokens"))):
+        return "`usage` that is not an object of token counts"
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            return "a choice that is not an object"
+        if not isinstance(choice.get("finish_reason"), str | None):
+            return "a `finish_reason` that is not a string"
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return "a `delta` that is not an object"
+        for name in _TEXT_DELTA_FIELDS:
+            # Text; Mistral's thinking models stream lists of content parts instead.
+            if not isinstance(delta.get(name), str | list | None):
+                return f"a `delta.{name}` that is neither text nor content parts"
+        calls = delta.get("tool_calls")
+        if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
+            return "`delta.tool_calls` that is not a list of objects"
+    return None
+
+
+async def _checked(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """The upstream's chunks, each checked: a malformed one is the upstream failing (before the first byte
+    the router fails over; after it the client gets the dialect's stream_interrupted event)."""
+    async for chunk in chunks:
+        if problem := chunk_problem(chunk):
+            raise UpstreamError(ErrorKind.SERVER, f"the upstream stream sent {problem}")
+        yield chunk
+
+
 async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Timeouts, *,
                          rescuer: toolcalls.StreamRescuer | None = None) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then.
@@ -243,7 +271,7 @@ async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Time
     upstream's first real output even while the rescuer holds it back (a possible text tool call), and an
     answer that ends with nothing in it fails here, before the first byte."""
     stream = await opening
-    chunks = stream.chunks().__aiter__()
+    chunks = _checked(stream.chunks()).__aiter__()
     batches = _rescued(chunks, rescuer) if rescuer is not None else None
     buffered: list[dict] = []
     try:
@@ -385,7 +413,8 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         async def work():
             await stream.aclose()
             final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
+                                api_key_id=ctx.api_key_id)
             log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
 
         spawn(work())
@@ -412,6 +441,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
+        exc.message = redact(exc.message, served.key.secret, ctx.client_key)
         error, status, outcome = exc, 502, "incomplete"
         data = encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
         settle_and_log()
@@ -471,6 +501,11 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
 
 
 # --- what the response says ------------------------------------------------------------------------------
+
+
+def json_response(data: Any, *, status: int = 200) -> HttpResponse:
+    """A JSON answer serialised by orjson (several times faster than json on completions and vectors)."""
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
 
 
 def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult | None,

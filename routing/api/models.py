@@ -106,3 +106,10 @@ async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[
     out = [Listed(c.name, c.kind, "freellm", c.models) for c in cfg.chains.values() if c.kind in kinds]
     out.extend(Listed(m.name, m.kind, m.provider.slug, (m,)) for m in cfg.models if m.kind in kinds)
     return out
+
+
+async def entries_for(api_key, *, available: bool = False) -> list[dict[str, Any]]:
+    """``model_entries`` of what ``api_key`` may use (the MCP tools and the playground list these). Every key
+    may use every one while keys have no allowed-models list; the per-key and per-user lists of issue 13 part 3
+    narrow this one place."""
+    return await model_entries(available=available)

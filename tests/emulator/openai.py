@@ -156,6 +156,9 @@ def routes(engine: Engine) -> list[Route]:
                 frames.append(_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
         elif text:
             frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
+        bad_after = decision.spec.badchunk_after if decision.spec else None
+        if bad_after is not None:
+            frames.insert(1 + thinking + bad_after, _sse(chunk({"content": 5})))
         tail = [_sse(chunk({}, finish_reason))]
         if (body.get("stream_options") or {}).get("include_usage"):
             tail.append(_sse({

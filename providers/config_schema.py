@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .models import ChainStrategy, ModelKind, Provider
-from .netguard import upstream_url_check
+from .netguard import proxy_url_check, upstream_url_check
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
@@ -68,6 +68,10 @@ def proxy_url_problem(value: str) -> str | None:
         return "has an invalid port"
     if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
         return "must not have a path, query or fragment (scheme://[user:pass@]host:port)"
+    try:
+        proxy_url_check(value)
+    except ValueError as exc:
+        return f"is refused: {exc}"
     return None
 
 

@@ -204,29 +204,56 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    """``httpx.AsyncHTTPTransport`` whose connections pass the guard. Proxies are not supported (an
-    environment proxy would hide the real destination from the check)."""
+    """``httpx.AsyncHTTPTransport`` whose connections pass the guard. Environment proxies are never used
+    (one would hide the real destination from the check); a configured ``proxy`` (http, https, socks5,
+    socks5h: a provider's or key's outbound proxy) is, and then the guard checks the proxy's address,
+    the one this process connects to. What lies behind the proxy is the proxy's to reach; the upstream
+    base URL itself was checked by name when it was configured."""
 
-    def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True, proxy: str | None = None
+    ) -> None:
         limits = limits or httpx.Limits()
         super().__init__(limits=limits, verify=verify)
-        # The same pool httpx builds, plus our network backend (httpx has no argument for it).
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(),
-        )
+        # The same pools httpx builds, plus our network backend (httpx has no argument for it).
+        common = {
+            "ssl_context": httpx.create_ssl_context(verify=verify),
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "network_backend": _GuardedBackend(),
+        }
+        if not proxy:
+            self._pool = httpcore.AsyncConnectionPool(**common)
+            return
+        # httpx.Proxy splits the credentials off the URL, as httpx does for its own proxy pools.
+        parsed = httpx.Proxy(url=proxy)
+        proxy_url = httpcore.URL(scheme=parsed.url.raw_scheme, host=parsed.url.raw_host, port=parsed.url.port,
+                                 target=parsed.url.raw_path)
+        if parsed.url.scheme in ("http", "https"):
+            self._pool = httpcore.AsyncHTTPProxy(proxy_url=proxy_url, proxy_auth=parsed.raw_auth, **common)
+        elif parsed.url.scheme in ("socks5", "socks5h"):
+            self._pool = httpcore.AsyncSOCKSProxy(proxy_url=proxy_url, proxy_auth=parsed.raw_auth, **common)
+        else:
+            raise ValueError(f"proxy scheme {parsed.url.scheme!r} is not http, https, socks5 or socks5h")
 
 
 def guarded_async_client(*, proxy: str | None = None, **kwargs) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` for upstream calls: guarded connections, redirects never followed, no
-    environment proxies. Through a provider's outbound ``proxy`` (configured by an admin) the proxy makes
-    the connection: only the base URL's check at configuration time applies then."""
-    if proxy:
-        return httpx.AsyncClient(proxy=proxy, follow_redirects=False, trust_env=False, **kwargs)
+    """An ``httpx.AsyncClient`` for upstream calls: guarded connections (through ``proxy`` when given),
+    redirects never followed, no environment proxies."""
     limits = kwargs.pop("limits", None)
-    return httpx.AsyncClient(transport=GuardedTransport(limits=limits), follow_redirects=False,
+    return httpx.AsyncClient(transport=GuardedTransport(limits=limits, proxy=proxy), follow_redirects=False,
                              trust_env=False, **kwargs)
+
+
+def proxy_url_check(url: str) -> None:
+    """Raise ValueError for an outbound proxy whose host the guard refuses (internal by name or literal
+    address, as ``upstream_url_check`` does for base URLs); the connection to it is checked again."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    try:
+        upstream_url_check(f"http://{'[' + host + ']' if ':' in host else host}{port}")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("upstream URL", "proxy", 1).replace("upstream host", "proxy host", 1)) from None
 

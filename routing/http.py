@@ -14,7 +14,7 @@ from .loops import PerLoop
 
 
 def _new_client(proxy: str) -> httpx.AsyncClient:
-    # Every direct upstream connection passes the SSRF guard; redirects are never followed.
+    # Every upstream connection passes the SSRF guard (to the proxy, when there is one); no redirects.
     return guarded_async_client(
         proxy=proxy or None,
         limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),

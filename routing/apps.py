@@ -12,8 +12,10 @@ class RoutingConfig(AppConfig):
 
         from providers.signals import bump_routing_config
 
-        from .models import ApiKey
+        from .models import ApiKey, UserBudget
 
-        # A revoked or deleted key must stop working in every process: it lives in the auth cache.
-        post_save.connect(bump_routing_config, sender=ApiKey, dispatch_uid="bump-ApiKey")
-        post_delete.connect(bump_routing_config, sender=ApiKey, dispatch_uid="bump-ApiKey-del")
+        # A revoked or deleted key must stop working in every process: it lives in the auth cache. So do the
+        # budgets that come with it (the key's own and its user's).
+        for model in (ApiKey, UserBudget):
+            post_save.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}")
+            post_delete.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}-del")

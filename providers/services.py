@@ -15,7 +15,15 @@ from django.views.decorators.debug import sensitive_variables
 
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
-from .config_schema import ChainSpec, ConfigError, ConfigSpec, ModelSpec, ProviderSpec, config_parse
+from .config_schema import (
+    ChainSpec,
+    ConfigError,
+    ConfigSpec,
+    ModelSpec,
+    ProviderSpec,
+    config_parse,
+    config_sections,
+)
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
 
 # ---------------------------------------------------------------------------------------------------
@@ -69,6 +77,8 @@ def config_apply(
             for chain in FallbackChain.objects.exclude(name__in=[c.name for c in spec.chains]):
                 report.add(f"- chain {chain.name}")
                 chain.delete()
+        for name, value in spec.sections.items():
+            config_sections[name].apply(value, prune=prune, report=report)
         if dry_run:
             transaction.set_rollback(True)
     return report
@@ -292,7 +302,11 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         _put_if(chain_item, "enabled", chain.enabled, default=True)
         chain_item["models"] = [entry.model.route_name for entry in chain.entries.all()]
         chains.append(chain_item)
-    return {"providers": providers, "chains": chains}
+    exported: dict[str, Any] = {"providers": providers, "chains": chains}
+    for name, section in config_sections.items():
+        if value := section.export():
+            exported[name] = value
+    return exported
 
 
 def _export_model(model: UpstreamModel) -> dict[str, Any]:

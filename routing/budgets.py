@@ -163,3 +163,36 @@ def over_budget(scope: Scope, denied: Denied, est_tokens: int) -> GatewayError:
         message += f" and this request needs about {est_tokens:,}"
     message += f"; retry in ~{wait}s"
     return GatewayError(429, message, code="budget_exceeded", headers={"Retry-After": str(wait)})
+
+
+# --- usage against the limits (the dashboard) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    window: str  # rpm | rpd | tpd
+    used: int
+    limit: int
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.limit == 0 else min(100, round(100 * self.used / self.limit))
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    subject: str  # "key alice/ci (fl-AbCdEfGh…)" or "user alice"
+    windows: tuple[WindowUsage, ...]
+    allowed: tuple[str, ...]
+
+
+async def budget_usages(store, budgets: list[tuple[str, Route, tuple[str, ...]]]) -> list[BudgetUsage]:
+    """Each (subject, budget route, allowed patterns)'s used vs limit per window, read from ``store`` now."""
+    rows = []
+    for subject, route, allowed in budgets:
+        used = (await store.status(route)).used if any(getattr(route.limits, w) is not None
+                                                     for w in BUDGET_WINDOWS) else {}
+        windows = tuple(WindowUsage(w, int(used.get(w, 0)), getattr(route.limits, w))
+                        for w in BUDGET_WINDOWS if getattr(route.limits, w) is not None)
+        rows.append(BudgetUsage(subject, windows, allowed))
+    return rows

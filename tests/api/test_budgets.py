@@ -189,3 +189,29 @@ def test_budgets_hold_across_two_gateway_processes(gateway_processes, emulator, 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(one, range(16)))
     assert statuses.count(200) == 5 and statuses.count(429) == 11, statuses
+
+
+def test_the_dashboard_shows_usage_against_each_limit(configured, staff_user, member_user):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from routing.services import api_key_create, user_budget_set
+
+    _, raw = api_key_create(user=member_user, name="laptop", rpm=5, tpd=90_000)
+    user_budget_set(user=member_user, rpd=40, allowed_models=["fast"])
+    user_budget_set(user=get_user_model().objects.get(username="alice"), rpd=7)
+    client = _client(configured, raw)
+    _chat(client)
+    _chat(client)
+    wait_until_idle()
+
+    def page(user) -> str:
+        browser = Client()
+        browser.force_login(user)
+        return browser.get("/admin/analytics/requestlog/dashboard/").content.decode()
+
+    mine = page(member_user)
+    assert "key mia-member/laptop" in mine and "2 / 5 rpm" in mine and "2 / 40 rpd" in mine
+    assert "user alice" not in mine  # someone else's
+    everyone = page(staff_user)
+    assert "user mia-member" in everyone and "0 / 7 rpd" in everyone and "2 / 5 rpm" in everyone

@@ -11,7 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import embeddings, exchange, media, models, openai_chat
+from . import embeddings, exchange, freellm, media, models, openai_chat
 from .dialects import error_response
 
 api = NinjaAPI(
@@ -23,7 +23,7 @@ api = NinjaAPI(
     auth=exchange.UnifiedKeyAuth(),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, embeddings, models, media):
+for surface in (openai_chat, embeddings, models, media, freellm):
     api.add_router("/", surface.router)
 
 

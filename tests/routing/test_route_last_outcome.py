@@ -7,7 +7,6 @@ import pytest
 from providers.adapters.base import ErrorKind
 from routing.quota.base import Limits, Route
 
-
 ROUTE = Route("groq", "llama", "groq-0", Limits(rpm=10))
 
 

@@ -325,6 +325,7 @@ PERIODIC_TASKS = (
     ("freellm: cooldown expiry", "routing.tasks.quota_cooldowns_expire", 30),
     ("freellm: health probes", "routing.tasks.health_probe_sweep", None),  # FREELLM_PROBE_INTERVAL
     ("freellm: prune request logs", "routing.tasks.request_logs_prune", 6 * 3600),
+    ("freellm: alerts", "analytics.tasks.alerts_evaluate", 60),  # analytics/tasks.py
 )
 
 

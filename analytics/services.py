@@ -1,10 +1,14 @@
-"""Request-log writes, batched in the background so the response never waits on the database."""
+"""Request-log writes, batched in the background so the response never waits on the database, and the
+pruning of old rows (a beat task, analytics/tasks.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from freellm.background import spawn
 
@@ -57,3 +61,15 @@ def request_logs_flush_sync() -> None:
 
 def request_logs_idle() -> bool:
     return not _queue and not _flushing
+
+
+def request_logs_prune(*, keep_days: int | None = None, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete request logs older than ``keep_days`` in batches (short write locks). Returns rows deleted."""
+    keep_days = settings.FREELLM_LOG_RETENTION_DAYS if keep_days is None else keep_days
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    deleted = 0
+    while True:
+        ids = list(RequestLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += RequestLog.objects.filter(id__in=ids).delete()[0]

@@ -1,5 +1,7 @@
 """Mirror of sticky sessions into the database for the admin, written off the hot path.
 
+Routing announces each turn (``routing.signals.session_served``, connected in ``AnalyticsConfig.ready``).
+
 ``session_log`` only remembers the session's latest state; a task on the running loop writes what has
 gathered in one upsert per batch, so a burst of turns costs a couple of statements, not one per request.
 The session store (routing.sessions) stays authoritative: a lost mirror write only makes the admin late.
@@ -58,6 +60,12 @@ def session_log(
         task = spawn(_write_pending())
         _writers.add(task)
         task.add_done_callback(_writers.discard)
+
+
+def mirror_session(sender, **fields) -> None:
+    """Receiver of ``routing.signals.session_served``: mirror the turn's binding (see ``session_log``)."""
+    fields.pop("signal", None)
+    session_log(**fields)
 
 
 async def _write_pending() -> None:

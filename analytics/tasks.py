@@ -1,4 +1,4 @@
-"""Celery tasks of analytics: thin wrappers over analytics/alerts.py (scheduled in the beat schedule)."""
+"""Celery tasks: thin wrappers over analytics' services and alerts (scheduled in freellm/celery.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ import httpx
 from celery import shared_task
 
 from . import alerts
+from .services import request_logs_prune as _request_logs_prune
+from .sessions import sticky_sessions_prune
+
+
+# The old name, kept: it is what the beat rows of existing databases (django-celery-beat) point at.
+@shared_task(name="routing.tasks.request_logs_prune")
+def request_logs_prune() -> int:
+    # The sticky-session mirror ages out with the request log it sits beside.
+    return _request_logs_prune() + sticky_sessions_prune()
 
 
 @shared_task(name="analytics.tasks.alerts_evaluate")

@@ -1,5 +1,8 @@
 """The control room: providers with their keys and models, and the fallback chains clients address.
 
+Routing adds what it knows of these rows (health columns, quota per key, "clear cooldown") by extending the
+admins below in routing/admin_providers.py: this module, at the ground layer, imports no other app.
+
 Key secrets are write-only: the form field never renders the stored value, a blank field keeps it, and
 pages show only the masked tail (``…abcd``). Change history records field names, never values.
 """
@@ -16,16 +19,9 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html, format_html_join
-from django.utils.http import urlencode
+from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-
-from routing.admin_quota import health_badge
-from routing.models import QuotaWindow
-from routing.quota.resilient import BACKEND_ERRORS
-from routing.selectors_quota import key_health_annotations, provider_health_annotations, quota_windows_by_key
-from routing.services_quota import provider_keys_cooldown_clear, quota_store_is_shared, quota_windows_rollup
 
 from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
@@ -74,32 +70,6 @@ def masked_secret(obj: ProviderKey) -> str:
     return obj.masked_secret if obj.pk else "-"
 
 
-@admin.display(description="health")
-def key_health(obj: ProviderKey):
-    """The key's worst route state from the last quota snapshot, linked to its quota windows."""
-    return _health_link(obj, "model", {"provider": obj.provider.slug, "key_label": obj.label} if obj.pk else {})
-
-
-@admin.display(description="health")
-def provider_health(obj: Provider):
-    """The provider's worst route state from the last quota snapshot, linked to its quota windows."""
-    return _health_link(obj, "route", {"provider": obj.slug})
-
-
-def _health_link(obj, unit: str, query: dict[str, str]):
-    health = getattr(obj, "_health", None)
-    if not obj.pk or health is None:
-        return "—"
-    unhealthy = obj._unhealthy
-    badge = health_badge(
-        health,
-        cooldown_until=obj._cooldown_until,
-        notes=[f"on {unhealthy} {unit}{'s' if unhealthy != 1 else ''}"] if unhealthy else (),
-    )
-    url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(query)
-    return format_html('<a href="{}" title="Quota windows">{}</a>', url, badge)
-
-
 STATUS_COLORS = {
     ProviderKey.Status.ACTIVE: "#3d8b37",
     ProviderKey.Status.INVALID: "#c0392b",
@@ -122,16 +92,6 @@ def key_status(obj: ProviderKey):
     )
 
 
-def refresh_quota_snapshot() -> None:
-    """Embedded mode keeps the live quota state in this process and no worker rolls it up: do it now, so
-    the health shown is current (with Redis, Celery beat rolls up every minute)."""
-    if not quota_store_is_shared():
-        try:
-            quota_windows_rollup(in_process=True)
-        except BACKEND_ERRORS:
-            pass
-
-
 def _report_key_tests(request: HttpRequest, keys) -> None:
     for key in keys:
         result: KeyTestResult = provider_key_test(key=key)
@@ -151,8 +111,8 @@ class HidePostedSecretsMixin:
 class ProviderKeyInline(admin.TabularInline):
     model = ProviderKey
     form = ProviderKeyForm
-    fields = ["label", "secret", masked_secret, "enabled", key_status, key_health, "last_used_at"]
-    readonly_fields = [masked_secret, key_status, key_health, "last_used_at"]
+    fields = ["label", "secret", masked_secret, "enabled", key_status, "last_used_at"]
+    readonly_fields = [masked_secret, key_status, "last_used_at"]
     extra = 0
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
@@ -162,7 +122,7 @@ class ProviderKeyInline(admin.TabularInline):
         return field
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
-        return super().get_queryset(request).select_related("provider").annotate(**key_health_annotations())
+        return super().get_queryset(request).select_related("provider")
 
 
 class UpstreamModelInline(admin.TabularInline):
@@ -198,8 +158,8 @@ class UpstreamModelInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
-    # Health next to the name; the long base URL last, where running off the screen costs least.
-    list_display = ["slug", provider_health, "name", "adapter", "enabled", "key_count", "model_count", "base_url"]
+    # The long base URL last, where running off the screen costs least.
+    list_display = ["slug", "name", "adapter", "enabled", "key_count", "model_count", "base_url"]
     list_filter = ["adapter", "enabled", "keyless"]
     search_fields = ["slug", "name", "base_url"]
     prepopulated_fields = {"slug": ["name"]}
@@ -214,17 +174,8 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(
-            _keys=Count("keys", distinct=True), _models=Count("models", distinct=True), **provider_health_annotations()
+            _keys=Count("keys", distinct=True), _models=Count("models", distinct=True)
         )
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if object_id and request.method == "GET":
-            refresh_quota_snapshot()
-        return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        refresh_quota_snapshot()
-        return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         from .admin_catalog import catalog_admin_urls
@@ -290,26 +241,14 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
 @admin.register(ProviderKey)
 class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     form = ProviderKeyForm
-    list_display = ["__str__", masked_secret, "enabled", key_status, key_health, "last_used_at"]
+    list_display = ["__str__", masked_secret, "enabled", key_status, "last_used_at"]
     list_filter = ["provider", "status", "enabled"]
     search_fields = ["label", "provider__slug"]
     list_select_related = ["provider"]
-    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", key_health,
-              "last_used_at", "created_at"]  # fmt: skip
-    readonly_fields = [masked_secret, "status", "status_detail", key_health, "last_used_at", "created_at"]
-    actions = ["enable", "disable", "test_now", "clear_cooldown"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderKey]:
-        return super().get_queryset(request).annotate(**key_health_annotations())
-
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        refresh_quota_snapshot()
-        return super().changelist_view(request, extra_context)
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if object_id and request.method == "GET":
-            refresh_quota_snapshot()
-        return super().changeform_view(request, object_id, form_url, extra_context)
+    fields = ["provider", "label", "secret", masked_secret, "enabled", "status", "status_detail", "last_used_at",
+              "created_at"]  # fmt: skip
+    readonly_fields = [masked_secret, "status", "status_detail", "last_used_at", "created_at"]
+    actions = ["enable", "disable", "test_now"]
 
     @admin.action(description="Enable selected keys", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
@@ -325,17 +264,6 @@ class ProviderKeyAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     def test_now(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
         _report_key_tests(request, queryset.select_related("provider"))
 
-    @admin.action(description="Clear cooldown of selected keys (and re-enable keys marked invalid)",
-                  permissions=["change"])  # fmt: skip
-    def clear_cooldown(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
-        try:
-            count = provider_keys_cooldown_clear(keys=list(queryset.select_related("provider")))
-        except BACKEND_ERRORS as exc:
-            self.message_user(request, f"The quota store is unavailable ({type(exc).__name__}); try again.",
-                              messages.ERROR)  # fmt: skip
-            return
-        self.message_user(request, f"Cooldown cleared on {count} route(s); keys marked invalid are tried again.",
-                          messages.SUCCESS)  # fmt: skip
 
 
 @admin.register(UpstreamModel)
@@ -351,64 +279,16 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         (None, {"fields": ["provider", "model_id", "kind", "family", "dimensions", "context_window", "enabled"]}),
         ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
-        ("Quota now", {
-            "fields": ["quota_now"],
-            "description": "Each key's use of this model against the effective limit (the lower of the one "
-                           "configured above and one the provider reported), from the last quota snapshot.",
-        }),
-    ]  # fmt: skip
-    readonly_fields = ["quota_now"]
+    ]
     actions = ["enable", "disable"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[UpstreamModel]:
         # Also what the chain page's model picker (autocomplete) lists: each label names the provider.
         return super().get_queryset(request).select_related("provider")
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if object_id and request.method == "GET":
-            refresh_quota_snapshot()
-        return super().changeform_view(request, object_id, form_url, extra_context)
-
     @admin.display(description="route", ordering="provider__slug")
     def route_name(self, obj: UpstreamModel) -> str:
         return obj.route_name
-
-    @admin.display(description="by key")
-    def quota_now(self, obj: UpstreamModel):
-        rows = quota_windows_by_key(provider=obj.provider.slug, model=obj.model_id) if obj.pk else {}
-        if not rows:
-            return "No snapshot yet (see Quota windows: 'Refresh now')."
-
-        def cell(row: QuotaWindow | None):
-            if row is None:
-                return "—"
-            used = f"{row.used:,} / {row.limit:,}" if row.limit is not None else f"{row.used:,}"
-            if row.learned_limit is None:
-                return used
-            return format_html('{}<br><small style="opacity:.8">learned {}</small>', used, f"{row.learned_limit:,}")
-
-        def health(by_window: dict[str, QuotaWindow]):
-            # Every window row of a route carries the route's health.
-            row = next(iter(by_window.values()))
-            return health_badge(row.health, cooldown_until=row.cooldown_until, exhausted_until=row.exhausted_until)
-
-        windows = ("rpm", "rpd", "tpm", "tpd")
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td>" + "<td>{}</td>" * len(windows) + "<td>{}</td></tr>",
-            (
-                (label or "(keyless)", *(cell(by_window.get(w)) for w in windows), health(by_window))
-                for label, by_window in rows.items()
-            ),
-        )
-        url = reverse("admin:routing_quotawindow_changelist") + "?" + urlencode(
-            {"provider": obj.provider.slug, "model": obj.model_id}
-        )
-        return format_html(
-            "<table><thead><tr><th>key</th><th>RPM</th><th>RPD</th><th>TPM</th><th>TPD</th><th>health</th></tr>"
-            '</thead><tbody>{}</tbody></table><p><a href="{}">Quota windows of this model →</a></p>',
-            body, url,
-        )  # fmt: skip
 
     @admin.action(description="Enable selected models", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[UpstreamModel]) -> None:

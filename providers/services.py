@@ -466,3 +466,21 @@ def _set_enabled(objects: Iterable, enabled: bool) -> int:
             obj.save(update_fields=["enabled"])
             count += 1
     return count
+
+
+# --- what the router learns about a key while serving ----------------------------------------------
+
+
+def provider_key_mark_invalid(*, key_id: int, detail: str) -> None:
+    """The provider refused the key (401/403) while serving: the router leaves it out from now on.
+
+    A queryset update, so no post_save: the caller bumps the routing config itself, once.
+    """
+    ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
+
+
+async def provider_key_touch(*, key_id: int) -> None:
+    """Stamp the key's last use (for people: the caller decides how often)."""
+    from django.utils import timezone
+
+    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())

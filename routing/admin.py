@@ -164,4 +164,5 @@ class UserBudgetAdmin(admin.ModelAdmin):
         return ", ".join(obj.allowed_patterns) or "every one"
 
 
-from . import admin_quota  # noqa: E402, F401  (quota windows; kept in its own module)
+# Quota windows, and what routing adds to the provider admin; each kept in its own module.
+from . import admin_providers, admin_quota  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """The routing config (providers, keys, models, chains) as an immutable in-process snapshot.
 
 The hot path never queries the database for it: the snapshot is rebuilt only when the config version
-changes. Every save/delete of a provider, key, model or chain bumps the version (providers/signals.py),
+changes. Every save/delete of a provider, key, model or chain bumps the version (routing/signals.py),
 in Redis when REDIS_URL is set (shared by all gateway processes) or in a file under var/ for the embedded
 default (shared by daphne, the worker and manage.py commands). Processes look at the version at most
 once per CHECK_INTERVAL seconds.

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from analytics.sessions import session_log
 from routing.errors import GatewayError
 from routing.gating import Requirements, chat_requirements, model_can_serve, no_capable_model_message
 from routing.handoff import build_handoff
 from routing.router import StepGroup
 from routing.sessions import StickySession, get_session_store, session_key
+from routing.signals import session_served
 
 if TYPE_CHECKING:
     from providers.adapters.base import Target
@@ -91,7 +91,9 @@ class ChatPlan:
             reason = switch_reason(ctx, self.sticky)
             ctx.switched = f"{self.sticky.route_name} → {served.model.name}: {reason}"
             log.info("session %s… switched %s", self.session_key[:12], ctx.switched)
-        session_log(
+        # The admin's mirror of sessions belongs to analytics, which listens (routing imports nothing above it).
+        session_served.send(
+            sender=None,
             key=self.session_key,
             source=self.session_source,
             api_key_id=self.api_key_id,

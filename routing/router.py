@@ -283,10 +283,10 @@ async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: 
 
 @sync_to_async
 def _mark_key_invalid(key_id: int, detail: str) -> None:
-    from providers.models import ProviderKey
+    from providers.services import provider_key_mark_invalid
     from routing.config import bump_config_version
 
-    ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
+    provider_key_mark_invalid(key_id=key_id, detail=detail)
     bump_config_version()
 
 
@@ -299,11 +299,9 @@ async def _touch_key(key_id: int) -> None:
     if now - _touched.get(key_id, -1e9) < 60:
         return
     _touched[key_id] = now
-    from django.utils import timezone
+    from providers.services import provider_key_touch
 
-    from providers.models import ProviderKey
-
-    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())
+    await provider_key_touch(key_id=key_id)
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Literal
 
-from django.db.models import Case, Count, Max, OuterRef, Subquery, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from providers.models import ProviderKey
@@ -57,10 +71,50 @@ def _health_annotations(rows) -> dict[str, Subquery]:
     }
 
 
-def quota_windows_by_key(*, provider: str, model: str) -> dict[str, dict[str, QuotaWindow]]:
-    """The last snapshot of one model: key label → window (rpm, rpd, tpm, tpd) → row."""
+LiveWindows = Mapping[tuple[str, str, str, str], Mapping]  # what services_quota.quota_windows_current reads
+
+
+def live_health_annotations(windows: LiveWindows, *, per: Literal["key", "provider"]) -> dict[str, Case | Value]:
+    """The annotations of ``key_health_annotations`` / ``provider_health_annotations``, from live windows
+    (embedded mode, where no worker writes the snapshot) instead of QuotaWindow rows: literal values per key
+    or provider, so the page still costs one query and writes nothing."""
+    groups: dict[tuple[str, ...], list[Mapping]] = defaultdict(list)
+    for (provider, _model, key_label, window), values in windows.items():
+        if window == QuotaWindow.Window.RPM:  # the rpm row stands for the route
+            groups[(provider, key_label) if per == "key" else (provider,)].append(values)
+
+    def match(group: tuple[str, ...]) -> Q:
+        return Q(provider__slug=group[0], label=group[1]) if per == "key" else Q(slug=group[0])
+
+    def case(by_group: dict[tuple[str, ...], object], field, default=None) -> Case | Value:
+        whens = [When(match(g), then=Value(v, output_field=field)) for g, v in by_group.items() if v is not None]
+        fallback = Value(default, output_field=field)
+        return Case(*whens, default=fallback, output_field=field) if whens else fallback
+
+    def rank(health: str) -> int:
+        return _HEALTH_RANK.get(health, len(_HEALTH_RANK))
+
+    return {
+        "_health": case({g: min((r["health"] for r in rows), key=rank) for g, rows in groups.items()}, CharField()),
+        "_unhealthy": case({g: sum(r["health"] != HealthState.CLOSED for r in rows) for g, rows in groups.items()},
+                           IntegerField(), 0),  # fmt: skip
+        "_cooldown_until": case(
+            {g: max((r["cooldown_until"] for r in rows if r["cooldown_until"]), default=None) for g, rows in groups.items()},
+            DateTimeField(),
+        ),
+    }
+
+
+def quota_windows_by_key(*, provider: str, model: str, live: LiveWindows | None = None) -> dict[str, dict[str, QuotaWindow]]:
+    """One model's windows: key label → window (rpm, rpd, tpm, tpd) → row. From the last snapshot, or from
+    ``live`` windows (embedded mode) as rows that are never saved."""
+    if live is None:
+        rows = QuotaWindow.objects.filter(provider=provider, model=model).order_by("key_label", "window")
+    else:
+        rows = [QuotaWindow(provider=p, model=m, key_label=k, window=w, **values)
+                for (p, m, k, w), values in sorted(live.items()) if (p, m) == (provider, model)]  # fmt: skip
     by_key: dict[str, dict[str, QuotaWindow]] = defaultdict(dict)
-    for row in QuotaWindow.objects.filter(provider=provider, model=model).order_by("key_label", "window"):
+    for row in rows:
         by_key[row.key_label][row.window] = row
     return dict(by_key)
 

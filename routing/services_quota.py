@@ -1,15 +1,15 @@
-"""Quota and health upkeep, run by Celery beat (routing/tasks.py) and by the quota admin.
+"""Quota and health upkeep, run by Celery beat (routing/tasks.py; the schedule is in freellm/celery.py) and by
+the quota admin.
 
 - ``quota_windows_rollup``: the quota store's live counters → ``QuotaWindow`` rows for the admin.
 - ``quota_cooldowns_expire``: rows whose cooldown has passed show half-open; stale local state is purged.
   (Cooldowns themselves need no job: every reserve compares timestamps.)
 - ``provider_key_probe``: one cheap real call with a key (``providers.services.provider_key_test``), at
   most once per key per FREELLM_PROBE_INTERVAL; the outcome marks the key valid/invalid in the store.
-- ``request_logs_prune``: request logs older than FREELLM_LOG_RETENTION_DAYS.
-- ``ensure_periodic_tasks``: the beat schedule as django-celery-beat rows (editable in the admin).
 
 Without Redis the live quota state exists only inside the gateway process, so the worker cannot roll it
-up: there the quota admin rolls up in-process when it is opened, and the worker's rollup is skipped.
+up: there the quota windows page rolls up in-process when it is opened, the provider pages read the live
+state without writing (``quota_windows_current``), and the worker's rollup is skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from asgiref.sync import async_to_sync
@@ -76,14 +76,9 @@ def _dt(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 
 
-def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = False) -> int:
-    """Write the current usage vs limit of every route into QuotaWindow. Returns the rows written.
-
-    ``in_process``: called from the gateway process itself (the admin), where the local store lives.
-    """
-    if store is None and not quota_store_is_shared() and not in_process:
-        log.debug("quota rollup skipped: the quota state lives in the gateway process (no REDIS_URL)")
-        return 0
+def quota_windows_current(*, store: QuotaStore | None = None) -> dict[tuple[str, str, str, str], dict]:
+    """What a rollup would write now, read from the quota store and written nowhere: (provider, model, key
+    label, window) → QuotaWindow fields. Embedded mode's admin pages show this live (no write on a GET)."""
     routes = quota_routes()
 
     async def collect(s: QuotaStore) -> list[tuple[Route, RouteStatus]]:
@@ -126,6 +121,18 @@ def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = 
                 "exhausted_until": None,
                 "updated_at": now,
             }
+    return wanted
+
+
+def quota_windows_rollup(*, store: QuotaStore | None = None, in_process: bool = False) -> int:
+    """Write the current usage vs limit of every route into QuotaWindow. Returns the rows written.
+
+    ``in_process``: called from the gateway process itself (the admin), where the local store lives.
+    """
+    if store is None and not quota_store_is_shared() and not in_process:
+        log.debug("quota rollup skipped: the quota state lives in the gateway process (no REDIS_URL)")
+        return 0
+    wanted = quota_windows_current(store=store)
     fields = ["used", "limit", "configured_limit", "learned_limit", "health", "cooldown_until", "failures",
               "exhausted_until", "updated_at"]  # fmt: skip
     with transaction.atomic():
@@ -298,49 +305,3 @@ async def _probe_settle(route: Route, lease: Lease | None, result, s: QuotaStore
         else:
             await s.record(route, error.kind, retry_after=error.retry_after, headers=error.headers,
                            message=error.message)
-
-
-# --- request log pruning ---------------------------------------------------------------------------
-
-
-def request_logs_prune(*, keep_days: int | None = None, now: datetime | None = None, batch: int = 5000) -> int:
-    """Delete request logs older than ``keep_days`` in batches (short write locks). Returns rows deleted."""
-    from analytics.models import RequestLog
-
-    keep_days = settings.FREELLM_LOG_RETENTION_DAYS if keep_days is None else keep_days
-    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
-    deleted = 0
-    while True:
-        ids = list(RequestLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch])
-        if not ids:
-            return deleted
-        deleted += RequestLog.objects.filter(id__in=ids).delete()[0]
-
-
-# --- the beat schedule -----------------------------------------------------------------------------
-
-PERIODIC_TASKS = (
-    # name, task, every (seconds)
-    ("freellm: quota windows rollup", "routing.tasks.quota_windows_rollup", 60),
-    ("freellm: cooldown expiry", "routing.tasks.quota_cooldowns_expire", 30),
-    ("freellm: health probes", "routing.tasks.health_probe_sweep", None),  # FREELLM_PROBE_INTERVAL
-    ("freellm: prune request logs", "routing.tasks.request_logs_prune", 6 * 3600),
-    ("freellm: alerts", "analytics.tasks.alerts_evaluate", 60),  # analytics/tasks.py
-)
-
-
-def ensure_periodic_tasks() -> list[str]:
-    """Create the beat schedule's PeriodicTask rows if missing (idempotent; an admin's edits to existing
-    rows are kept). Returns the names created. Called by ``manage.py bootstrap``."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    created = []
-    for name, task, every in PERIODIC_TASKS:
-        if PeriodicTask.objects.filter(name=name).exists():
-            continue
-        schedule, _ = IntervalSchedule.objects.get_or_create(
-            every=every or settings.FREELLM_PROBE_INTERVAL, period=IntervalSchedule.SECONDS
-        )
-        PeriodicTask.objects.create(name=name, task=task, interval=schedule)
-        created.append(name)
-    return created

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers over routing/services_quota.py (scheduled by ensure_periodic_tasks)."""
+"""Celery tasks: thin wrappers over routing/services_quota.py (scheduled in freellm/celery.py)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,3 @@ def health_probe_sweep() -> list[int]:
 def probe_key(key_id: int) -> str | None:
     result = services_quota.provider_key_probe(key_id=key_id)
     return None if result is None else result.detail
-
-
-@shared_task(name="routing.tasks.request_logs_prune")
-def request_logs_prune() -> int:
-    from analytics.sessions import sticky_sessions_prune
-
-    # The sticky-session mirror ages out with the request log it sits beside.
-    return services_quota.request_logs_prune() + sticky_sessions_prune()

@@ -1,4 +1,4 @@
-"""Helpers shared by the native adapter tests (tests/test_adapter_*.py)."""
+"""Helpers shared by the native adapter tests (tests/providers/test_adapter_*.py)."""
 
 from __future__ import annotations
 

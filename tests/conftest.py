@@ -6,7 +6,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_analytics"]
+pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_team",
+                  "tests.fixtures_analytics"]
 
 REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
 

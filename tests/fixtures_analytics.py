@@ -1,11 +1,9 @@
-"""Analytics fixtures: team users with the real Staff/Members permissions, and request log rows."""
+"""Analytics fixtures: request log rows, one at a time or a realistic sample."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
-
-import pytest
 
 
 def make_log(**fields):
@@ -106,28 +104,3 @@ def sample_request_logs(*, now: datetime, hours: int = 48, per_hour: int = 40, u
             )
     RequestLog.objects.bulk_create(rows, batch_size=500)
     return len(rows)
-
-
-@pytest.fixture
-def team_groups(db):
-    from routing.services import team_groups_sync
-
-    return team_groups_sync()
-
-
-@pytest.fixture
-def staff_user(django_user_model, team_groups):
-    user = django_user_model.objects.create_user("sam-staff", password="pw", is_staff=True)
-    user.groups.add(team_groups["Staff"])
-    return user
-
-
-@pytest.fixture
-def member_user(django_user_model, team_groups):
-    """A team member (admin access, API keys) who was also given view_requestlog: sees own requests."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("mia-member", password="pw", is_staff=True)
-    user.groups.add(team_groups["Members"])
-    user.user_permissions.add(Permission.objects.get(codename="view_requestlog"))
-    return user

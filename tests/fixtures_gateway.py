@@ -53,10 +53,9 @@ def wait_until_idle(timeout: float = 10.0) -> None:
     import time
 
     from routing.api.exchange import background_idle
+    from tests.polling import wait_until
 
-    deadline = time.monotonic() + timeout
-    while not background_idle() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(background_idle, timeout=timeout)
     time.sleep(0.05)
 
 
@@ -104,3 +103,52 @@ def add_chain(name: str, routes: list[str], kind: str = "chat"):
         model = UpstreamModel.objects.get(provider__slug=slug, model_id=model_id)
         ChainEntry.objects.create(chain=chain, model=model, position=pos)
     return chain
+
+
+# Native providers behind the live gateway (Gemini, Cohere, Workers AI), shared by the api tests.
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def add_native(emulator, kind: str, key: str, slug: str | None = None) -> str:
+    """One native provider served by the emulator; returns its route name."""
+    slug = slug or kind
+    if kind == "gemini":
+        models = ["gemini-2.5-flash", {"model_id": "gemini-3-flash-preview", "supports_tools": True}]
+        add_provider(emulator, slug, [key], models, adapter="gemini", path=f"{slug}/v1beta")
+        return f"{slug}/gemini-2.5-flash"
+    if kind == "cohere":
+        add_provider(emulator, slug, [key], ["command-a-03-2025"], adapter="cohere", path=f"{slug}/v2")
+        return f"{slug}/command-a-03-2025"
+    add_provider(emulator, slug, [f"{ACCOUNT}:{key}"], ["@cf/meta/llama-3.3-70b-instruct-fp8-fast"],
+                 adapter="cloudflare", path=f"{slug}/client/v4")
+    return f"{slug}/@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+
+
+KINDS = ["openai", "gemini", "cohere", "cloudflare"]
+CAPABLE = {"supports_tools": True, "supports_json": True}
+
+
+def capable_route(emulator, kind: str) -> str:
+    """A provider of the given wire format whose model takes tools and JSON output; returns its route name."""
+    if kind == "openai":
+        add_provider(emulator, "groq", ["ok"], [{"model_id": "llama", **CAPABLE}])
+        return "groq/llama"
+    if kind == "gemini":
+        add_provider(emulator, "gemini", ["ok"], [{"model_id": "gemini-2.5-flash", **CAPABLE}], adapter="gemini",
+                     path="gemini/v1beta")
+        return "gemini/gemini-2.5-flash"
+    if kind == "cohere":
+        add_provider(emulator, "cohere", ["ok"], [{"model_id": "command-a-03-2025", **CAPABLE}], adapter="cohere",
+                     path="cohere/v2")
+        return "cohere/command-a-03-2025"
+    model = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+    add_provider(emulator, "cloudflare", [f"{ACCOUNT}:ok"], [{"model_id": model, **CAPABLE}], adapter="cloudflare",
+                 path="cloudflare/client/v4")
+    return f"cloudflare/{model}"

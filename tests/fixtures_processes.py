@@ -6,11 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,17 +42,19 @@ class GatewayProcess:
             [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), "freellm.asgi:application"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway process exited: {self.proc.stderr.read().decode()[-2000:]}")
+        def answers() -> bool:
             try:
                 httpx.get(f"{self.url}/v1/models", timeout=1)
-                return
+                return True
             except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gateway process did not start in 30 s")
+                return False
+
+        up = wait_until(answers, timeout=30, interval=0.2, alive=lambda: self.proc.poll() is None)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"gateway process exited: {self.proc.stderr.read().decode()[-2000:]}")
+        if not up:
+            self.stop()
+            raise RuntimeError("gateway process did not start in 30 s")
 
     def stop(self) -> None:
         self.proc.terminate()

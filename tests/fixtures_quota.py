@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from datetime import UTC, datetime
 
 import pytest
 import redis
+
+from tests.polling import wait_until
 
 
 class Clock:
@@ -76,15 +77,15 @@ class ThrowawayRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
             try:
-                client.ping()
-                return
+                return bool(client.ping())
             except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False
+
+        if not wait_until(answers, timeout=10, interval=0.05):
+            raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
 
     def kill(self) -> None:
         if self.proc is not None:

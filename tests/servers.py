@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import uvicorn
+
+from tests.polling import wait_until
 
 
 class ServerThread:
@@ -26,11 +27,8 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
+        if not wait_until(lambda: self.server.started, timeout=10, interval=0.01, alive=self.thread.is_alive):
+            raise RuntimeError("test server did not start")
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
 

@@ -7,10 +7,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from freellm.celery import ensure_periodic_tasks
 from providers.management.commands.import_config import import_file
 from providers.models import Provider
 from routing.services import first_admin_create, team_groups_sync
-from routing.services_quota import ensure_periodic_tasks
 
 # A request anyone can paste; `auto` is the chain name clients use when they do not care which model.
 CURL = (

@@ -38,16 +38,20 @@ def handoffs(messages: list[dict]) -> list[dict]:
 
 def wait_for_session_row(predicate, timeout: float = 5.0) -> StickySessionRow:
     """The admin mirror is written off the hot path: poll until it shows what the response already said."""
-    import time
+    from tests.polling import wait_until
 
-    deadline = time.monotonic() + timeout
-    while True:
-        row = StickySessionRow.objects.order_by("-last_used").first()
-        if row is not None and predicate(row):
-            return row
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session row never matched; last seen {row and vars(row)}")
-        time.sleep(0.05)
+    def latest() -> StickySessionRow | None:
+        return StickySessionRow.objects.order_by("-last_used").first()
+
+    def matching() -> StickySessionRow | None:
+        row = latest()
+        return row if row is not None and predicate(row) else None
+
+    row = wait_until(matching, timeout=timeout, interval=0.05)
+    if not row:
+        last = latest()
+        raise AssertionError(f"session row never matched; last seen {last and vars(last)}")
+    return row
 
 
 @pytest.fixture

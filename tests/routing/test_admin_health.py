@@ -260,3 +260,18 @@ def test_provider_list_shows_the_worst_route_state(client, staff_user, groq, loc
     assert 'href="/admin/routing/quotawindow/?provider=groq"' in groq_row
     calm_row = page.split(">calm</a>", 1)[1].split("</tr>", 1)[0]
     assert '<td class="field-provider_health">—</td>' in calm_row  # no key, no model: no routes
+
+
+def test_provider_pages_show_live_health_in_embedded_mode_without_writing(client, staff_user, groq, local_store):
+    """A page view is a GET: it reads the in-process quota state and writes no snapshot row."""
+    local_store.record_now(_route("busy", "llama"), ErrorKind.RATE_LIMITED, retry_after=90)
+    client.force_login(staff_user)
+    llama = UpstreamModel.objects.get(model_id="llama")
+    # The provider's worst state is its invalid key; the key and model pages show the busy key cooling down.
+    provider_list = client.get(reverse("admin:providers_provider_changelist")).content.decode()
+    assert "key invalid" in provider_list and "on 3 routes" in provider_list
+    for url in (reverse("admin:providers_provider_change", args=[groq.pk]), KEY_LIST,
+                reverse("admin:providers_upstreammodel_change", args=[llama.pk])):  # fmt: skip
+        assert "open: cooling down" in client.get(url).content.decode(), url
+
+    assert not QuotaWindow.objects.exists()

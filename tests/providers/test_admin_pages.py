@@ -31,7 +31,7 @@ def groq(db) -> Provider:
 
 @pytest.fixture
 def staff_client(client, staff_user, settings):
-    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # no in-process quota rollup on page views
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # pages show the (empty) snapshot, not the in-process state
     client.force_login(staff_user)
     return client
 

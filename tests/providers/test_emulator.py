@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.emulator import Emulator, parse_key
+from tests.polling import wait_until
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -24,15 +25,6 @@ def chat(emulator, key: str, model: str = "m", **extra) -> httpx.Response:
     )
 
 
-def wait_for(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_key_grammar():
     spec = parse_key("alice;429=3;fail=2:503;drop=4;slow=0.5;gap=0.1;rpm=30;tpm=6000;ctx=100;bogus=1")
 
@@ -41,7 +33,6 @@ def test_key_grammar():
     assert (spec.fail_count, spec.fail_status) == (2, 503)
     assert (spec.drop_after, spec.slow, spec.gap) == (4, 0.5, 0.1)
     assert (spec.rpm, spec.tpm, spec.ctx) == (30, 6000, 100)
-    assert parse_key("plain") == parse_key("plain")
     assert parse_key("plain").always_status is None
 
 
@@ -125,7 +116,7 @@ def test_hang_records_the_client_giving_up(emulator):
         httpx.post(emulator.base_url("groq") + "/chat/completions", headers={"Authorization": "Bearer h;hang"},
                    json={"model": "m", "messages": MESSAGES}, timeout=chat_timeout)
 
-    assert wait_for(lambda: emulator.calls[0].disconnected)
+    assert wait_until(lambda: emulator.calls[0].disconnected)
     assert emulator.calls[0].status == 499
 
 
@@ -141,7 +132,7 @@ def test_stream_disconnect_and_drop_are_recorded(emulator):
             list(response.iter_lines())
 
     left, dropped = emulator.calls
-    assert wait_for(lambda: left.disconnected) and not left.completed
+    assert wait_until(lambda: left.disconnected) and not left.completed
     assert dropped.dropped and not dropped.disconnected and dropped.chunks_sent == 1
 
 

@@ -10,35 +10,14 @@ import json
 
 import pytest
 
-from tests.fixtures_gateway import add_chain, add_provider
-from tests.test_native_adapters_gateway import ACCOUNT, WEATHER_TOOL
+from tests.fixtures_gateway import KINDS, WEATHER_TOOL, add_chain, add_provider, capable_route
 
-KINDS = ["openai", "gemini", "cohere", "cloudflare"]
-CAPABLE = {"supports_tools": True, "supports_json": True}
 SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
-
-
-def _capable_route(emulator, kind: str) -> str:
-    if kind == "openai":
-        add_provider(emulator, "groq", ["ok"], [{"model_id": "llama", **CAPABLE}])
-        return "groq/llama"
-    if kind == "gemini":
-        add_provider(emulator, "gemini", ["ok"], [{"model_id": "gemini-2.5-flash", **CAPABLE}], adapter="gemini",
-                     path="gemini/v1beta")
-        return "gemini/gemini-2.5-flash"
-    if kind == "cohere":
-        add_provider(emulator, "cohere", ["ok"], [{"model_id": "command-a-03-2025", **CAPABLE}], adapter="cohere",
-                     path="cohere/v2")
-        return "cohere/command-a-03-2025"
-    model = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
-    add_provider(emulator, "cloudflare", [f"{ACCOUNT}:ok"], [{"model_id": model, **CAPABLE}], adapter="cloudflare",
-                 path="cloudflare/client/v4")
-    return f"cloudflare/{model}"
 
 
 @pytest.fixture(params=KINDS)
 def kind(request, gateway, emulator):
-    add_chain("auto", [_capable_route(emulator, request.param)])
+    add_chain("auto", [capable_route(emulator, request.param)])
     return request.param
 
 

@@ -9,31 +9,7 @@ import pytest
 
 from tests.emulator import content
 from tests.emulator.gemini import SIGNATURE
-from tests.fixtures_gateway import add_chain, add_provider
-
-ACCOUNT = "0123456789abcdef0123456789abcdef"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
-
-def add_native(emulator, kind: str, key: str, slug: str | None = None) -> str:
-    """One native provider served by the emulator; returns its route name."""
-    slug = slug or kind
-    if kind == "gemini":
-        models = ["gemini-2.5-flash", {"model_id": "gemini-3-flash-preview", "supports_tools": True}]
-        add_provider(emulator, slug, [key], models, adapter="gemini", path=f"{slug}/v1beta")
-        return f"{slug}/gemini-2.5-flash"
-    if kind == "cohere":
-        add_provider(emulator, slug, [key], ["command-a-03-2025"], adapter="cohere", path=f"{slug}/v2")
-        return f"{slug}/command-a-03-2025"
-    add_provider(emulator, slug, [f"{ACCOUNT}:{key}"], ["@cf/meta/llama-3.3-70b-instruct-fp8-fast"],
-                 adapter="cloudflare", path=f"{slug}/client/v4")
-    return f"{slug}/@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+from tests.fixtures_gateway import ACCOUNT, WEATHER_TOOL, add_chain, add_native, add_provider
 
 
 @pytest.mark.parametrize("kind", ["gemini", "cohere", "cloudflare"])

@@ -24,7 +24,7 @@ MORE = 25
 @pytest.fixture
 def staff_client(client, staff_user, settings):
     """Staff logged in. The quota state is an in-process store, but REDIS_URL is set (to nothing that
-    listens) so pages do not roll it up first: the query count is the page's own."""
+    listens) so pages read the snapshot rather than the live state: the query count is the page's own."""
     from routing.quota import set_quota_store
 
     settings.REDIS_URL = "redis://127.0.0.1:9/0"

@@ -3,12 +3,11 @@ the requests it answered (found by tests/soak_production.py, which restarts a ga
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.fixtures_gateway import add_chain, add_provider
+from tests.polling import wait_until
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -56,9 +55,7 @@ def test_sigterm_during_a_request_cancels_it_and_logs_it(gateway_processes, emul
 
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(ask)
-        deadline = time.monotonic() + 10
-        while not emulator.calls and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: emulator.calls, timeout=10)
         gw.stop()  # a deploy: daphne closes the connection of every request in flight
         assert isinstance(answer.result(), str)  # the client saw the connection go
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.fixtures_gateway import add_chain, add_provider, wait_until_idle
-from tests.test_native_adapters_gateway import add_native
+from tests.fixtures_gateway import add_chain, add_native, add_provider, wait_until_idle
 
 TOKEN = "s3cr3t-TOKEN-4242"
 KINDS = ["openai", "gemini", "cohere", "cloudflare"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,16 +17,15 @@ import pytest
 from django.utils import timezone
 
 from tests.fixtures_quota import ThrowawayRedis
+from tests.polling import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wait_for(predicate, seconds: float, what: str, worker: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert worker.poll() is None, f"the worker died: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what} within {seconds:.0f} s: {log.read_text()[-3000:]}"
-        time.sleep(0.1)
+    done = wait_until(predicate, timeout=seconds, interval=0.1, alive=lambda: worker.poll() is None)
+    assert worker.poll() is None, f"the worker died: {log.read_text()[-3000:]}"
+    assert done, f"{what} within {seconds:.0f} s: {log.read_text()[-3000:]}"
 
 
 @pytest.mark.django_db(transaction=True)

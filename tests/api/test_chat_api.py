@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.fixtures_gateway import add_chain, add_provider
+from tests.polling import wait_until
 
 
 @pytest.fixture
@@ -189,7 +190,6 @@ def test_stream_failure_before_first_byte_fails_over(gateway, emulator):
 
 
 def test_client_disconnect_cancels_the_upstream_stream(gateway, emulator):
-    import time
 
     add_provider(emulator, "groq", ["a;gap=0.3"], ["llama"])
     add_chain("auto", ["groq/llama"])
@@ -197,10 +197,7 @@ def test_client_disconnect_cancels_the_upstream_stream(gateway, emulator):
         "model": "auto", "stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]},
         headers={"Authorization": f"Bearer {gateway.api_key}"}) as resp:
         next(resp.iter_lines())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not emulator.calls_for(provider="groq")[0].disconnected:
-        time.sleep(0.05)
-    assert emulator.calls_for(provider="groq")[0].disconnected
+    assert wait_until(lambda: emulator.calls_for(provider="groq")[0].disconnected, interval=0.05)
 
 
 def test_request_rejected_by_upstream_goes_back_without_failover(gateway, emulator):

@@ -15,7 +15,7 @@ from providers.catalog.table import END_MARKER, START_MARKER, providers_table, r
 from providers.models import ModelKind, Provider
 
 PROVIDERS = catalog_providers()
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BRIEF_PROVIDERS = {
     "gemini", "groq", "cerebras", "mistral", "openrouter", "modelscope", "cohere", "cloudflare", "nvidia",
     "huggingface", "zhipu", "siliconflow", "ollama", "llm7", "pollinations", "together",
@@ -44,8 +44,6 @@ def test_entry_is_complete_and_valid(entry):
     assert entry.adapter in Provider.Adapter.values
     assert entry.auth == ADAPTER_AUTH[entry.adapter] or (entry.keyless and entry.auth == "none")
     assert isinstance(entry.checked, date) and date(2025, 6, 1) <= entry.checked <= date(2027, 1, 1)
-    for value in (entry.account_rpm, entry.account_rpd):
-        assert value is None or (isinstance(value, int) and value >= 0)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in entry.headers.items())
     assert entry.models, "a provider without free models is no use"
     for model in entry.models:
@@ -53,11 +51,6 @@ def test_entry_is_complete_and_valid(entry):
         if model.kind == ModelKind.EMBEDDING:
             assert model.family, f"{model.id}: embedding models need a family"
             assert isinstance(model.dimensions, int) and model.dimensions > 0
-        for limit in ("rpm", "rpd", "tpm", "tpd"):
-            value = getattr(model.limits, limit)
-            assert value is None or (isinstance(value, int) and value >= 0), f"{model.id}.{limit}"
-        assert model.context_window is None or model.context_window > 0
-        assert model.auto_rank is None or model.kind == ModelKind.CHAT
 
 
 def test_auto_ranks_are_unique_so_the_default_chain_order_is_defined():

@@ -13,6 +13,7 @@ from django.db import connections
 
 from analytics.models import RequestLog
 from analytics.services import request_log_enqueue, request_logs_flush, request_logs_idle
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,10 +52,7 @@ async def _log_and_flush(**fields) -> None:
     request_log_enqueue(**fields)
     await request_logs_flush()
     # The task request_log_enqueue started may hold the batch; let it finish too.
-    for _ in range(200):
-        if request_logs_idle():
-            return
-        await asyncio.sleep(0.01)
+    await wait_until_async(request_logs_idle, timeout=2, interval=0.01)
 
 
 def _fields(user, **extra) -> dict:

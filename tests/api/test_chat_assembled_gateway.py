@@ -8,16 +8,14 @@ it, and an answer that breaks halfway fails over too (the client has seen nothin
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import openai
 import pytest
 
 from providers.adapters.base import Target, Timeouts
-from tests.fixtures_gateway import add_chain, add_provider
-from tests.test_chat_features_gateway import KINDS, _capable_route
-from tests.test_native_adapters_gateway import WEATHER_TOOL
+from tests.fixtures_gateway import KINDS, WEATHER_TOOL, add_chain, add_provider, capable_route
+from tests.polling import wait_until
 
 STORY = "one two three four five six seven eight nine ten"
 
@@ -32,14 +30,6 @@ def quota_store():
     set_quota_store(store)
     yield store
     set_quota_store(None)
-
-
-def eventually(check, timeout: float = 5.0) -> bool:
-    """The emulator notices a client that hung up at its next poll."""
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return check()
 
 
 def with_backup(emulator, key: str) -> None:
@@ -80,7 +70,8 @@ def test_a_hung_upstream_fails_over_after_the_first_token_timeout(gateway, emula
 
     assert raw.parse().choices[0].message.content == "Echo: hi"
     assert raw.headers["X-FreeLLM-Trail"] == "groq/llama/groq-0 -> timeout, backup/other/backup-0 -> ok"
-    assert eventually(lambda: emulator.calls_for(provider="groq")[0].disconnected)
+    # The emulator notices a client that hung up at its next poll.
+    assert wait_until(lambda: emulator.calls_for(provider="groq")[0].disconnected, interval=0.05)
 
 
 @pytest.mark.parametrize(("directive", "outcome"), [("drop=3", "connection"), ("midfail=3", "server_error")])
@@ -184,7 +175,7 @@ def _comparable(body: dict) -> dict:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tool_call"])
 def test_the_assembled_answer_is_the_providers_own_non_stream_answer(gateway, emulator, kind, tools):
-    route = _capable_route(emulator, kind)
+    route = capable_route(emulator, kind)
     add_chain("auto", [route])
     question = "call tool for Oslo" if tools else "hello there"
     request = {"messages": [{"role": "user", "content": question}], **({"tools": [WEATHER_TOOL]} if tools else {})}

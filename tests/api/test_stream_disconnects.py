@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import openai
 import pytest
 
 from tests.fixtures_gateway import add_chain, add_provider, wait_until_idle
+from tests.polling import wait_until
 
 STORY = "one two three four five six seven eight"
 
@@ -41,13 +41,6 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
     return received
 
 
-def _eventually(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return check()
-
-
 def _rows():
     from analytics.models import RequestLog
 
@@ -58,7 +51,7 @@ def _rows():
 def _assert_nothing_left_running():
     from routing.api.exchange import background_idle
 
-    assert _eventually(background_idle)
+    assert wait_until(background_idle, timeout=10)
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_leaving_after_headers_or_mid_stream_cancels_upstream_and_logs(slow_stre
     assert _read_until(sock, leave_after).startswith(b"HTTP/1.1 200")
     sock.close()
 
-    assert _eventually(lambda: emulator.calls[0].disconnected)
+    assert wait_until(lambda: emulator.calls[0].disconnected, timeout=10)
     assert not emulator.calls[0].completed
     [row] = _rows()
     assert (row.outcome, row.stream, row.provider, row.attempts) == ("cancelled", True, "groq", 1)
@@ -89,10 +82,10 @@ def test_leaving_while_failing_over_cancels_the_call_in_flight_and_logs(gateway,
     add_chain("auto", ["groq/llama", "gemini/flash"])
 
     sock = _open(gateway, {"model": "auto", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-    assert _eventually(lambda: len(emulator.calls) == 1)
+    assert wait_until(lambda: len(emulator.calls) == 1, timeout=10)
     sock.close()
 
-    assert _eventually(lambda: emulator.calls[0].disconnected)
+    assert wait_until(lambda: emulator.calls[0].disconnected, timeout=10)
     [row] = _rows()
     assert (row.outcome, row.status_code, row.stream) == ("cancelled", 499, stream)
     assert row.trail == [{"route": "groq/llama/groq-0", "outcome": "cancelled", "ms": row.trail[0]["ms"]}]

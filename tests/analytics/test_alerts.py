@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 from analytics.alerts import Event, alerts_evaluate, incident_notify
 from analytics.models import Incident, RequestLog
 from providers.models import Provider, ProviderKey, UpstreamModel
+from tests.polling import wait_until
 from tests.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -220,11 +220,9 @@ def test_a_real_celery_worker_notifies_once_with_retries_and_once_on_recovery(re
     broker = Celery(broker=redis_url)
 
     def wait_for(predicate, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not predicate():
+        if not wait_until(predicate, timeout=60, interval=0.1, alive=lambda: worker.poll() is None):
             assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, f"{what} within 60 s"
-            time.sleep(0.1)
+            raise AssertionError(f"{what} within 60 s")
 
     try:
         broker.send_task("analytics.tasks.alerts_evaluate")

@@ -215,3 +215,28 @@ def test_the_dashboard_shows_usage_against_each_limit(configured, staff_user, me
     assert "user alice" not in mine  # someone else's
     everyone = page(staff_user)
     assert "user mia-member" in everyone and "0 / 7 rpd" in everyone and "2 / 5 rpm" in everyone
+
+
+def test_budgets_hold_on_local_state_while_redis_is_down(configured):
+    import socket
+
+    from routing.quota import set_quota_store
+    from routing.quota.local import LocalQuotaStore
+    from routing.quota.redis import RedisQuotaStore
+    from routing.quota.resilient import ResilientQuotaStore
+
+    with socket.socket() as s:  # a port nobody listens on: the Redis server has died
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    store = ResilientQuotaStore(RedisQuotaStore(dead), LocalQuotaStore())
+    set_quota_store(store)
+    try:
+        client = _client(configured, _key(rpm=2))
+        _chat(client)
+        _chat(client)
+        with pytest.raises(openai.RateLimitError) as caught:
+            _chat(client)
+        assert "this key allows 2 requests per minute" in caught.value.message
+        assert store.degraded
+    finally:
+        set_quota_store(None)

@@ -90,6 +90,11 @@ def is_allowed(patterns: tuple[str, ...], name: str) -> bool:
     return not patterns or any(fnmatchcase(name, p) for p in patterns)
 
 
+def allows_name(api_key: ApiKey | None, name: str) -> bool:
+    """Whether every budget of ``api_key`` allows the chain or provider/model ``name`` (GET /v1/models)."""
+    return api_key is None or all(is_allowed(scope.allowed, name) for scope in scopes_of(api_key))
+
+
 def narrowed(scopes: tuple[Scope, ...], requested: str, resolution: Resolution) -> Resolution:
     """``resolution`` cut to what every scope allows, or a 403 naming what is allowed.
 

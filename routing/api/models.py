@@ -8,6 +8,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
+from routing.budgets import allows_name
 from routing.config import get_routing_config
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
@@ -17,13 +18,15 @@ router = Router(tags=["models"])
 
 @router.get("/models", summary="List the chains and models you may use")
 async def list_models(request: HttpRequest, available: bool = False):
-    return {"object": "list", "data": await model_entries(available=available)}
+    entries = await model_entries(available=available)
+    # Only what this key (and its user) may use.
+    return {"object": "list", "data": [e for e in entries if allows_name(request.auth, e["id"])]}
 
 
 @router.get("/models/{path:model}", summary="Describe one chain or model")
 async def retrieve_model(request: HttpRequest, model: str):
     for entry in await model_entries(available=False):
-        if entry["id"] == model:
+        if entry["id"] == model and allows_name(request.auth, model):
             return entry
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")

@@ -240,3 +240,11 @@ def test_budgets_hold_on_local_state_while_redis_is_down(configured):
         assert store.degraded
     finally:
         set_quota_store(None)
+
+
+def test_models_lists_only_what_the_key_may_use(configured):
+    client = _client(configured, _key(allowed_models=["fast", "cerebras/*"]))
+    assert sorted(m.id for m in client.models.list()) == ["cerebras/llama", "fast"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("smart")
+    assert len(list(_client(configured, configured.api_key).models.list())) == 5  # 2 chains, 3 models

@@ -18,11 +18,12 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler without the middleware stack, for /v1 only.
+    """Django's ASGI handler without the middleware stack, for the API's paths only (/v1, /v1beta, /api).
 
     The API authenticates by its own key and uses no session, CSRF, messages or clickjacking protection;
     each built-in middleware would cost thread hops per request (about 20-30% of the gateway's CPU in
@@ -47,7 +48,7 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
-    app = api_asgi_app if path.startswith("/v1/") or path in _OPS_PATHS else site_asgi_app
+    app = api_asgi_app if path.startswith(API_PATH_PREFIXES) or path in _OPS_PATHS else site_asgi_app
     await app(scope, receive, send)
 
 

@@ -51,6 +51,13 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 FREELLM_BIND = env.str("FREELLM_BIND", default="127.0.0.1")
 FREELLM_PORT = env.int("FREELLM_PORT", default=8000)
+# The URL clients reach this server at (the root, without /v1): what `manage.py client_config` and the
+# admin's "Connect a client" page put into the snippets. A wildcard bind address is no address to connect
+# to, so the default then names the loopback one.
+_connect_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(FREELLM_BIND, FREELLM_BIND)
+if ":" in _connect_host and not _connect_host.startswith("["):
+    _connect_host = f"[{_connect_host}]"
+FREELLM_PUBLIC_URL = env.str("FREELLM_PUBLIC_URL", default=f"http://{_connect_host}:{FREELLM_PORT}").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",
@@ -164,11 +171,21 @@ FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
 FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
+# Responses API answers stored with `store: true` (the default, as OpenAI) are kept this long (seconds).
+FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
+# with fewer than MIN_SAMPLES recent samples first this share of the time, to keep its stats fresh.
+FREELLM_STATS_HALF_LIFE = env.float("FREELLM_STATS_HALF_LIFE", default=600.0)
+FREELLM_EXPLORATION = env.float("FREELLM_EXPLORATION", default=0.05)
+FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", default=5)
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
+# Ollama's front door (/api/*): the username whose requests from this machine need no key (editors that
+# cannot send one); empty = every request needs a key. Only for a gateway not behind a proxy on this host.
+FREELLM_OLLAMA_KEYLESS_USER = env.str("FREELLM_OLLAMA_KEYLESS_USER", default="")
 # Tests set this so that a missing Redis/PostgreSQL is a failure, not a skip.
 FREELLM_REQUIRE_SERVICES = env.bool("FREELLM_REQUIRE_SERVICES", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from routing.api import ops
-from routing.api.app import api, unknown_endpoint
+from routing.api.app import api, gemini_api, ollama_api, unknown_endpoint
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,4 +14,10 @@ urlpatterns = [
     path("v1/", api.urls),
     # Anything else under /v1 answers in OpenAI's error shape, not Django's HTML 404.
     re_path(r"^v1/.*$", unknown_endpoint),
+    # The native front doors of Gemini (Google's SDKs, Gemini CLI) and Ollama (editors), each answering
+    # unknown paths in its own error shape too.
+    path("v1beta/", gemini_api.urls),
+    re_path(r"^v1beta/.*$", unknown_endpoint),
+    path("api/", ollama_api.urls),
+    re_path(r"^api/.*$", unknown_endpoint),
 ]

@@ -273,10 +273,11 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         "rpm", "rpd", "tpm", "tpd", "enabled",
     ]
     list_filter = ["provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "family"]
-    search_fields = ["model_id", "family", "provider__slug"]
+    search_fields = ["model_id", "canonical", "family", "provider__slug"]
     list_select_related = ["provider"]
     fieldsets = [
-        (None, {"fields": ["provider", "model_id", "kind", "family", "dimensions", "context_window", "enabled"]}),
+        (None, {"fields": ["provider", "model_id", "canonical", "kind", "family", "dimensions", "context_window",
+                           "enabled"]}),
         ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
     ]
@@ -343,12 +344,12 @@ class ChainEntryInline(SortableTabularInline):
 
 @admin.register(FallbackChain)
 class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
-    list_display = ["name", "kind", "enabled", "route_list", "description"]
-    list_filter = ["kind", "enabled"]
+    list_display = ["name", "kind", "strategy", "enabled", "route_list", "description"]
+    list_filter = ["kind", "strategy", "enabled"]
     search_fields = ["name", "description"]
     fieldsets = [
         (None, {
-            "fields": ["name", "kind", "description", "enabled"],
+            "fields": ["name", "kind", "strategy", "description", "enabled"],
             "description": "Clients send the chain's name as <code>model</code>; its models below are tried from "
                            "the top down. To reorder, drag a row by its striped title bar (or use the arrows to "
                            "move it to the top or bottom), then save.",

@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator
 
-from .models import ModelKind, Provider
+from .models import ChainStrategy, ModelKind, Provider
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
 AdapterName = Literal[tuple(Provider.Adapter.values)]  # type: ignore[valid-type]
+StrategyName = Literal[tuple(ChainStrategy.values)]  # type: ignore[valid-type]
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
@@ -63,6 +64,7 @@ class ModelSpec(_Spec):
     id: str = Field(min_length=1, max_length=200)
     kind: Kind = ModelKind.CHAT.value
     family: str = Field(default="", max_length=100)
+    canonical: str = Field(default="", max_length=200)
     dimensions: NonNegativeInt | None = None
     context_window: NonNegativeInt | None = None
     supports_tools: bool = Field(default=False, alias="tools")
@@ -76,6 +78,7 @@ class ModelSpec(_Spec):
         return {
             "kind": self.kind,
             "family": self.family,
+            "canonical": self.canonical,
             "dimensions": self.dimensions,
             "context_window": self.context_window,
             "supports_tools": self.supports_tools,
@@ -148,6 +151,7 @@ class ProviderSpec(_Spec):
 class ChainSpec(_Spec):
     name: str = Field(min_length=1, max_length=100)
     kind: Kind = ModelKind.CHAT.value
+    strategy: StrategyName = ChainStrategy.PRIORITY.value
     description: str = Field(default="", max_length=300)
     enabled: bool = True
     models: list[str] = Field(min_length=1)

@@ -96,6 +96,10 @@ class UpstreamModel(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    # One id for the same model across providers (Groq's llama-3.3-70b-versatile, NVIDIA's
+    # meta/llama-3.3-70b-instruct, ... are all llama-3.3-70b-instruct): requesting it routes among all of them.
+    canonical = models.CharField(max_length=200, blank=True, db_index=True,
+                                 help_text="Cross-provider id of this model, e.g. llama-3.3-70b-instruct.")
     # Per-key limits; empty means not documented.
     rpm = models.PositiveIntegerField(null=True, blank=True)
     rpd = models.PositiveIntegerField(null=True, blank=True)
@@ -118,9 +122,21 @@ class UpstreamModel(models.Model):
         return f"{self.provider.slug}/{self.model_id}"
 
 
+class ChainStrategy(models.TextChoices):
+    """How a chain orders its members (routing/strategies.py says how each is scored)."""
+
+    PRIORITY = "priority", "priority: the chain's order"
+    FASTEST = "fastest", "fastest: quickest expected answer"
+    RELIABLE = "reliable", "reliable: highest success rate"
+    BALANCED = "balanced", "balanced: reliability, speed and chain order"
+    HEADROOM = "headroom", "headroom: most quota left"
+
+
 class FallbackChain(models.Model):
     name = models.CharField(max_length=100, unique=True, help_text="What clients send as `model`.")
     kind = models.CharField(max_length=16, choices=ModelKind.choices, default=ModelKind.CHAT)
+    strategy = models.CharField(max_length=16, choices=ChainStrategy.choices, default=ChainStrategy.PRIORITY,
+                                help_text="How members are ordered; quota, health and capabilities still filter.")
     description = models.CharField(max_length=300, blank=True)
     enabled = models.BooleanField(default=True)
 

@@ -24,7 +24,16 @@ from .config_schema import (
     config_parse,
     config_sections,
 )
-from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
+from .models import (
+    ChainEntry,
+    ChainStrategy,
+    FallbackChain,
+    ModelKind,
+    Provider,
+    ProviderKey,
+    UpstreamModel,
+    mask_secret,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # Declarative config (manage.py import_config / export_config)
@@ -247,7 +256,7 @@ def _upsert_chain(spec: ChainSpec, models_by_route: dict[str, UpstreamModel], *,
     chain = _upsert(
         FallbackChain,
         {"name": spec.name},
-        {"kind": spec.kind, "description": spec.description, "enabled": spec.enabled},
+        {"kind": spec.kind, "strategy": spec.strategy, "description": spec.description, "enabled": spec.enabled},
         f"chain {spec.name}",
         report,
     )
@@ -298,6 +307,7 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
     chains = []
     for chain in FallbackChain.objects.prefetch_related("entries__model__provider"):
         chain_item: dict[str, Any] = {"name": chain.name, "kind": chain.kind}
+        _put_if(chain_item, "strategy", chain.strategy, default=ChainStrategy.PRIORITY)
         _put_if(chain_item, "description", chain.description)
         _put_if(chain_item, "enabled", chain.enabled, default=True)
         chain_item["models"] = [entry.model.route_name for entry in chain.entries.all()]
@@ -312,6 +322,7 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
 def _export_model(model: UpstreamModel) -> dict[str, Any]:
     item: dict[str, Any] = {"id": model.model_id, "kind": model.kind}
     _put_if(item, "family", model.family)
+    _put_if(item, "canonical", model.canonical)
     _put_if(item, "dimensions", model.dimensions)
     _put_if(item, "context_window", model.context_window)
     _put_if(item, "tools", model.supports_tools, default=False)

@@ -7,10 +7,13 @@ A new key is shown once, in a message; only its SHA-256 hash is stored and the h
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import path
 from django.utils.html import format_html
 
+from .admin_clients import connect_client_view
 from .budgets import user_budget_of
 from .models import ApiKey, Budget, UserBudget
 from .services import api_key_create, api_key_revoke
@@ -130,6 +133,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj: ApiKey) -> str:
         return "active" if obj.is_active else f"revoked {obj.revoked_at:%Y-%m-%d %H:%M}"
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_connect"
+        return [path("connect/", self.admin_site.admin_view(self.connect_view), name=name), *super().get_urls()]
+
+    def connect_view(self, request: HttpRequest):
+        """*Connect a client*: ready configs for the tools, for one of the user's own keys."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_create = self.has_add_permission(request)
+        if request.method == "POST" and not can_create:
+            raise PermissionDenied
+        response = connect_client_view(
+            request, context={**self.admin_site.each_context(request), "opts": self.opts}, can_create_keys=can_create
+        )
+        new_key = response.context_data["new_key"]
+        if new_key is not None:
+            # In the key's history like a key added on its own page.
+            self.log_addition(request, new_key, [{"added": {}}])
+        return response
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

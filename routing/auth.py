@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from django.http import HttpRequest
 
 from routing.models import ApiKey, hash_api_key
-from routing.selectors import api_key_authenticate
+from routing.selectors import api_key_authenticate, api_key_of_user
 
 # hash → (key, config version, cached at). Revoking a key bumps the config version, which drops the cache.
 _cache: dict[str, tuple[ApiKey, str, float]] = {}
@@ -24,7 +25,11 @@ def raw_key_from(request: HttpRequest) -> str | None:
 
 
 async def authenticate_request(request: HttpRequest) -> ApiKey | None:
-    raw = raw_key_from(request)
+    return await authenticate_key(raw_key_from(request))
+
+
+async def authenticate_key(raw: str | None) -> ApiKey | None:
+    """The active key ``raw`` is, or None; for front doors that find the key elsewhere (``x-goog-api-key``)."""
     if not raw:
         return None
     from routing.config import get_routing_config
@@ -39,10 +44,42 @@ async def authenticate_request(request: HttpRequest) -> ApiKey | None:
     if api_key is None:
         _cache.pop(digest, None)
         return None
-    if len(_cache) >= _MAX_ENTRIES:
-        _cache.clear()
-    _cache[digest] = (api_key, version, now)
+    _remember(digest, api_key, version, now)
     return api_key
 
 
+def _remember(cache_key: str, api_key: ApiKey, version: str, now: float) -> None:
+    if len(_cache) >= _MAX_ENTRIES:
+        _cache.clear()
+    _cache[cache_key] = (api_key, version, now)
 
+
+def is_from_this_machine(request: HttpRequest) -> bool:
+    """A direct connection from loopback. Anything that came through a proxy says so in a forwarding header
+    and is not "this machine", even when the proxy runs on it."""
+    if any(request.headers.get(h) for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP")):
+        return False
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def keyless_identity(username: str) -> ApiKey | None:
+    """Whom a keyless request is served as: the user's oldest active key, or (a user without one) an unsaved
+    key that names only the user, so the request log still says who it was. None for an unknown or inactive
+    user."""
+    from routing.config import get_routing_config
+
+    version = (await get_routing_config()).version
+    cache_key = "keyless:" + username
+    hit = _cache.get(cache_key)
+    now = time.monotonic()
+    if hit and hit[1] == version and now - hit[2] < CACHE_SECONDS:
+        return hit[0]
+    api_key = await api_key_of_user(username)
+    if api_key is None:
+        _cache.pop(cache_key, None)
+        return None
+    _remember(cache_key, api_key, version, now)
+    return api_key

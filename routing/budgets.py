@@ -98,11 +98,14 @@ def allows_name(api_key: ApiKey | None, name: str) -> bool:
 def narrowed(scopes: tuple[Scope, ...], requested: str, resolution: Resolution) -> Resolution:
     """``resolution`` cut to what every scope allows, or a 403 naming what is allowed.
 
-    A chain is allowed by its name. A model named directly (provider/model or a bare id) is allowed by the
+    A chain is allowed by its name (with or without a strategy suffix). A model named directly (provider/model or a bare id) is allowed by the
     name sent or by each candidate's provider/model name, so ``groq/*`` allows ``llama-3.1-8b`` on Groq
     and not on another provider that serves the same id."""
     for scope in scopes:
         if not scope.allowed or is_allowed(scope.allowed, requested):
+            continue
+        # "fast:cheapest" (a strategy suffix) is the chain "fast".
+        if resolution.chain is not None and is_allowed(scope.allowed, resolution.chain):
             continue
         if resolution.chain is None:
             models = tuple(m for m in resolution.models if is_allowed(scope.allowed, m.name))

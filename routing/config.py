@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -115,6 +115,7 @@ class ModelInfo:
     supports_json: bool
     limits: Limits
     keys: tuple[KeyInfo, ...]
+    canonical: str = ""  # the cross-provider id ("" when not set)
 
     @property
     def name(self) -> str:
@@ -142,6 +143,7 @@ class ChainInfo:
     name: str
     kind: str
     models: tuple[ModelInfo, ...]
+    strategy: str = "priority"  # providers.models.ChainStrategy
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class RoutingConfig:
     chains: dict[str, ChainInfo]
     by_name: dict[str, ModelInfo]  # "provider/model_id"
     by_model_id: dict[str, tuple[ModelInfo, ...]]  # bare upstream id → every provider serving it
+    # canonical id → every provider's spelling of it: in the order they first appear in the chains (the
+    # catalog ranks them there), then the rest in the order they were added.
+    by_canonical: dict[str, tuple[ModelInfo, ...]] = field(default_factory=dict)
 
     @property
     def models(self) -> tuple[ModelInfo, ...]:
@@ -193,6 +198,7 @@ def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[Model
                 supports_json=m.supports_json,
                 limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
                 keys=tuple(keys),
+                canonical=m.canonical,
             )
         )
     return models
@@ -219,8 +225,21 @@ def load_routing_config(version: str = "") -> RoutingConfig:
         members = tuple(
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
-        chains[chain.name] = ChainInfo(chain.name, chain.kind, members)
-    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()})
+        chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy)
+    return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()},
+                         _by_canonical(by_name.values(), chains.values()))
+
+
+def _by_canonical(models: Iterable[ModelInfo], chains: Iterable[ChainInfo]) -> dict[str, tuple[ModelInfo, ...]]:
+    rank: dict[str, int] = {}
+    for chain in chains:
+        for member in chain.models:
+            rank.setdefault(member.name, len(rank))
+    groups: dict[str, list[ModelInfo]] = defaultdict(list)
+    for model in sorted(models, key=lambda m: (rank.get(m.name, len(rank)), m.id)):
+        if model.canonical:
+            groups[model.canonical].append(model)
+    return {name: tuple(members) for name, members in groups.items()}
 
 
 class _State:

@@ -138,3 +138,27 @@ class QuotaWindow(models.Model):
     @property
     def usage_ratio(self) -> float | None:
         return None if not self.limit else self.used / self.limit
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for ``previous_response_id`` and GET/DELETE /v1/responses/{id}, when the
+    gateway runs without Redis (with Redis they live there, under a TTL). Pruned by the beat job once
+    ``expires_at`` has passed.
+
+    ``input_items`` are this request's own input; ``ancestry`` the ids of the earlier responses of the same
+    conversation, oldest first, so a continuation reads the whole history in one query.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+")
+    response = models.JSONField()
+    input_items = models.JSONField(default=list)
+    ancestry = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.id

@@ -30,12 +30,15 @@ from django.conf import settings
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
-from routing import metrics
+from providers.models import ChainStrategy as Strategy
+from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, DenyReason, Lease, Route
+from routing.stats import FAILURE_KINDS, get_stats_store
+from routing.strategies import SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,9 @@ class RequestContext:
     # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
+    # The attempt's first content from upstream (set by the caller's attempt function), for route stats.
+    first_token_at: float | None = None
+    strategy: str = ""  # how the chain was ordered, for X-FreeLLM-Strategy
 
     @property
     def attempts(self) -> int:
@@ -137,6 +143,8 @@ class Served:
     lease: Lease
     result: Any
     settled: bool = False
+    began: float = 0.0  # monotonic: the successful call started
+    first_token_at: float | None = None  # its first content (None: the whole answer came at once)
 
 
 # --- resolve ---------------------------------------------------------------------------------------
@@ -147,28 +155,64 @@ class Resolution:
     models: tuple[ModelInfo, ...]
     chain: str | None  # the chain name when the client asked for one
     explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
+    strategy: Strategy = Strategy.PRIORITY
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
-    if chain := cfg.chains.get(name):
+    """The models that may serve ``name``: a chain, a provider/model, a canonical id (the same model at every
+    provider that has it, like a chain of them) or a bare upstream id; ``name:fast`` and the like pick a
+    strategy for a chain or a canonical id."""
+    base, strategy = name, None
+    if name not in cfg.chains and name not in cfg.by_name and name not in cfg.by_model_id \
+            and name not in cfg.by_canonical:
+        prefix, _, suffix = name.rpartition(":")
+        if suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical):
+            base, strategy = prefix, SUFFIXES[suffix]
+    if chain := cfg.chains.get(base):
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
-        return Resolution(chain.models, chain.name, explicit=False)
-    if model := cfg.by_name.get(name):
+        return Resolution(chain.models, chain.name, explicit=False, strategy=strategy or Strategy(chain.strategy))
+    if model := cfg.by_name.get(base):
         models: tuple[ModelInfo, ...] = (model,)
-    elif name in cfg.by_model_id:
-        models = cfg.by_model_id[name]
+    elif base in cfg.by_canonical:
+        models = cfg.by_canonical[base]
+        _check_kind(name, models, kind)
+        return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=False,
+                          strategy=strategy or Strategy.PRIORITY)
+    elif base in cfg.by_model_id:
+        models = cfg.by_model_id[base]
     else:
         raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
                            param="model")
-    if all(m.kind != kind for m in models):
-        raise GatewayError(400, f"'{name}' is a {models[0].kind} model; it cannot serve {kind} requests",
-                           code="model_kind_mismatch", param="model")
+    _check_kind(name, models, kind)
     return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
 
 
+def _check_kind(name: str, models: tuple[ModelInfo, ...], kind: str) -> None:
+    if all(m.kind != kind for m in models):
+        raise GatewayError(400, f"'{name}' is a {models[0].kind} model; it cannot serve {kind} requests",
+                           code="model_kind_mismatch", param="model")
+
+
+# --- arrange: the chain's strategy orders its members ------------------------------------------------
+
+
+async def arrange(ctx: RequestContext, resolution: Resolution) -> Resolution:
+    """Order the resolved models by the chain's strategy (the trail's X-FreeLLM-Strategy says how)."""
+    if resolution.strategy == Strategy.PRIORITY or len(resolution.models) < 2:
+        return resolution
+    ordering = await strategies.order(resolution.models, resolution.strategy, stats_store=get_stats_store(),
+                                      quota_store=get_quota_store())
+    ctx.strategy = ordering.header()
+    return replace(resolution, models=ordering.models)
+
+
 # --- candidates ------------------------------------------------------------------------------------
+
+# The provider's trouble for this model, not the key's: its sibling keys would fail the same way.
+PROVIDER_FAILURES = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
+PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models skipped because of one
 
 _rotation = itertools.count()
 
@@ -197,19 +241,29 @@ async def execute(
     *,
     skip: Callable[[ModelInfo], str | None] | None = None,
 ) -> Served:
-    """Walk the models in order and their keys until one serves. Raises GatewayError when none can."""
+    """Walk the models in order and their keys until one serves. Raises GatewayError when none can.
+
+    A 429 or an auth error is the key's: a sibling key is tried. A 5xx or a timeout is the provider's for
+    that model: its other keys are skipped for this request. A connection error is the provider's as a
+    whole: all its models are skipped for this request."""
     store = get_quota_store()
+    down: set[str] = set()  # providers that refused the connection
     for model in models:
         if skip and (reason := skip(model)):
             ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), reason,
                                           StepGroup.NOT_CAPABLE))
+            continue
+        if model.provider.slug in down:
+            ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), PROVIDER_DOWN,
+                                          StepGroup.FAILING))
             continue
         try:
             adapter = get_adapter(model.provider.adapter)
         except KeyError:
             log.error("provider %s uses unknown adapter %r", model.provider.slug, model.provider.adapter)
             continue
-        for key in await ordered_keys(model):
+        keys = await ordered_keys(model)
+        for index, key in enumerate(keys):
             if ctx.attempts >= settings.FREELLM_MAX_ATTEMPTS or ctx.remaining() <= 0:
                 raise exhausted_error(ctx, budget_spent=True)
             route = model.route(key)
@@ -221,6 +275,7 @@ async def execute(
             timeouts = default_timeouts()
             timeouts = replace(timeouts, first_token=max(0.1, min(timeouts.first_token, ctx.remaining())))
             began = time.monotonic()
+            ctx.first_token_at = None
             try:
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
@@ -233,6 +288,12 @@ async def execute(
                     raise client_error(exc, ctx) from None
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
                     break  # this model can't serve this request with any key
+                if exc.kind in PROVIDER_FAILURES:
+                    if exc.kind == ErrorKind.CONNECTION:
+                        down.add(model.provider.slug)
+                    for sibling in keys[index + 1:]:
+                        ctx.trail.append(Step.skipped(model.route(sibling), PROVIDER_DOWN, StepGroup.FAILING))
+                    break
                 continue
             except BaseException as exc:
                 # Cancelled (client left) or a bug: the call may have reached upstream; count it.
@@ -243,7 +304,8 @@ async def execute(
                 raise
             ctx.trail.append(Step(route, "ok", True, ms=int((time.monotonic() - began) * 1000)))
             metrics.upstream_calls_total.labels(route.provider, route.model, "ok").inc()
-            return Served(model, key, route, lease, result)
+            first = ctx.first_token_at if ctx.first_token_at and ctx.first_token_at >= began else None
+            return Served(model, key, route, lease, result, began=began, first_token_at=first)
     raise exhausted_error(ctx)
 
 
@@ -260,6 +322,7 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
         metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
         metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
     headers = getattr(served.result, "headers", None)
+    _observe(served, usage, error)
     if error is None:
         await store.record(served.route, None, headers=headers)
     else:
@@ -277,8 +340,19 @@ async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: 
     else:
         await store.settle(lease, 0)
     await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+    if exc.kind in FAILURE_KINDS:
+        get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
         await _mark_key_invalid(key.id, exc.message)
+
+
+def _observe(served: Served, usage: Usage | None, error: UpstreamError | None) -> None:
+    """The route's stats: a served answer counts as a success unless it broke on the way. Time to first
+    token is the call's start to its first content; tokens per second are counted after that."""
+    route, now = served.route, time.monotonic()
+    first = served.first_token_at or now
+    get_stats_store().observe(route.provider, route.model, route.key, ok=error is None, ttft=first - served.began,
+                              tokens=usage.completion_tokens if usage else 0, gen_seconds=now - first)
 
 
 @sync_to_async

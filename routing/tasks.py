@@ -36,3 +36,10 @@ def health_probe_sweep() -> list[int]:
 def probe_key(key_id: int) -> str | None:
     result = services_quota.provider_key_probe(key_id=key_id)
     return None if result is None else result.detail
+
+
+@shared_task(name="routing.tasks.stored_responses_prune")
+def stored_responses_prune() -> int:
+    from .stored_responses import stored_responses_prune as prune
+
+    return prune()

@@ -65,9 +65,11 @@ def reset_shared_state() -> None:
 
     from routing.quota import set_quota_store
     from routing.sessions import reset_session_store
+    from routing.stats import reset_stats_store
 
     set_quota_store(None)
     reset_session_store()
+    reset_stats_store()
     if settings.REDIS_URL:
         import redis
 
@@ -103,6 +105,17 @@ def add_chain(name: str, routes: list[str], kind: str = "chat"):
         model = UpstreamModel.objects.get(provider__slug=slug, model_id=model_id)
         ChainEntry.objects.create(chain=chain, model=model, position=pos)
     return chain
+
+
+def reorder_chain(name: str, routes: list[str]) -> None:
+    """Change a chain's order through the ORM, as the admin does (the save bumps the config version)."""
+    from providers.models import ChainEntry
+
+    for position, route in enumerate(routes):
+        slug, model_id = route.split("/", 1)
+        entry = ChainEntry.objects.get(chain__name=name, model__provider__slug=slug, model__model_id=model_id)
+        entry.position = position
+        entry.save()
 
 
 # Native providers behind the live gateway (Gemini, Cohere, Workers AI), shared by the api tests.

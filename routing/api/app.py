@@ -1,5 +1,10 @@
-"""The NinjaAPI that serves every surface, and its error handlers: each error goes out in the request's
-dialect (routing.api.dialects), logged when it stopped a request that named a model."""
+"""The NinjaAPIs that serve every surface, and their error handlers: each error goes out in the request's
+dialect (routing.api.dialects), logged when it stopped a request that named a model.
+
+    api           /v1/      OpenAI's surfaces (and the other dialects that live under /v1)
+    gemini_api    /v1beta/  Google's Gemini API
+    ollama_api    /api/     Ollama's REST API
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import embeddings, exchange, freellm, media, models, openai_chat
+from . import embeddings, exchange, freellm, gemini, media, models, ollama, openai_chat, responses
 from .dialects import error_response
+
+# Paths served by the API handler (freellm/asgi.py: no middleware stack); everything else is the site's.
+API_PATH_PREFIXES = ("/v1/", gemini.PREFIX, ollama.PREFIX)
 
 api = NinjaAPI(
     title="freellm",
@@ -23,11 +31,19 @@ api = NinjaAPI(
     auth=exchange.UnifiedKeyAuth(),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, embeddings, models, media, freellm):
+for surface in (openai_chat, responses, embeddings, models, media, freellm):
     api.add_router("/", surface.router)
 
+# The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,
+# since their reference is Google's and Ollama's.
+gemini_api = NinjaAPI(title="freellm: Gemini API", version="v1beta", urls_namespace="v1beta", docs_url=None,
+                      openapi_url=None, auth=gemini.GoogleKeyAuth(), parser=exchange.JsonBodyParser())
+gemini_api.add_router("/", gemini.router)
+ollama_api = NinjaAPI(title="freellm: Ollama API", version="ollama", urls_namespace="ollama", docs_url=None,
+                      openapi_url=None, auth=ollama.OllamaAuth(), parser=exchange.JsonBodyParser())
+ollama_api.add_router("/", ollama.router)
 
-@api.exception_handler(GatewayError)
+
 def _gateway_error(request, exc: GatewayError):
     ctx = getattr(request, "freellm_ctx", None)
     if ctx is not None:
@@ -37,7 +53,6 @@ def _gateway_error(request, exc: GatewayError):
     return exchange.with_trail(error_response(request, exc), ctx)
 
 
-@api.exception_handler(AuthenticationError)
 def _auth_error(request, exc):
     return error_response(request, GatewayError(
         401, "Invalid or missing API key. Send `Authorization: Bearer <key>`.", code="invalid_api_key"))
@@ -47,7 +62,6 @@ def _auth_error(request, exc):
 _REQUEST_PARTS = ("body", "query", "form", "file", "path", "header", "cookie")
 
 
-@api.exception_handler(ValidationError)
 def _validation_error(request, exc: ValidationError):
     first = exc.errors[0] if exc.errors else {}
     loc = [str(p) for p in first.get("loc", ())]
@@ -63,7 +77,6 @@ def _validation_error(request, exc: ValidationError):
                                                 param=param, code="invalid_value"))
 
 
-@api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     message = str(exc)
     # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.
@@ -72,9 +85,15 @@ def _http_error(request, exc: HttpError):
     return error_response(request, GatewayError(exc.status_code, message))
 
 
-@api.exception_handler(RequestDataTooBig)
 def _too_big(request, exc):
     return error_response(request, GatewayError(413, "Request body is too large.", code="request_too_large"))
+
+
+for _instance in (api, gemini_api, ollama_api):
+    for _exc_class, _handler in ((GatewayError, _gateway_error), (AuthenticationError, _auth_error),
+                                 (ValidationError, _validation_error), (HttpError, _http_error),
+                                 (RequestDataTooBig, _too_big)):
+        _instance.add_exception_handler(_exc_class, _handler)
 
 
 @csrf_exempt

@@ -147,7 +147,7 @@ async def _budget_finish(request: HttpRequest, ctx, usage: Usage | None) -> None
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
     """Resolve ``model`` for ``kind`` and run ``call`` through the router: (ctx, served), not yet settled."""
     ctx = context(request, kind, model, est_tokens)
-    resolution = router.resolve(await get_routing_config(), model, kind)
+    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), model, kind))
     return ctx, await execute(request, ctx, resolution, call)
 
 
@@ -185,7 +185,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
                                code="invalid_value")
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
-    resolution = router.resolve(await get_routing_config(), body["model"], "chat")
+    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), body["model"], "chat"))
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
@@ -197,7 +197,7 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            primed = await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+            primed = await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
             return await _assembled(ctx, primed)
 
         served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
@@ -206,14 +206,14 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         return ChatResult(ctx, served, completion=served.result.body)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(adapter, target, plan.body_for(target), timeouts)
+        return await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
 
     served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
     await plan.settle(ctx, served)
     return ChatResult(ctx, served)
 
 
-async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
+async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
     stream = await adapter.chat_stream(get_client(), target, body, timeouts)
     chunks = stream.chunks().__aiter__()
@@ -224,6 +224,7 @@ async def _primed_stream(adapter, target, body, timeouts) -> tuple[UpstreamStrea
                 buffered.append(chunk)
                 if _has_content(chunk):
                     break
+        ctx.first_token_at = time.monotonic()
     except TimeoutError:
         await stream.aclose()
         raise UpstreamError(ErrorKind.TIMEOUT, "no first token in time") from None
@@ -397,6 +398,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     # Failover only inside the requested model's family: a vector from another family would be garbage.
     resolution, family = embedding_resolution(await get_routing_config(), body["model"])
+    resolution = await router.arrange(ctx, resolution)
 
     async def call(adapter, target, timeouts):
         return await adapter.embeddings(get_client(), target, body, timeouts)
@@ -421,6 +423,8 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
         response["X-FreeLLM-Provider"] = served.model.provider.slug
         response["X-FreeLLM-Model"] = served.model.model_id
     response["X-FreeLLM-Attempts"] = str(ctx.attempts)
+    if ctx.strategy:
+        response["X-FreeLLM-Strategy"] = ctx.strategy
     response["X-FreeLLM-Trail"] = ctx.trail_header()
     if ctx.switched:
         response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router
 
 from routing.budgets import allows_name
-from routing.config import get_routing_config
+from routing.config import ModelInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
 
@@ -33,7 +34,8 @@ async def retrieve_model(request: HttpRequest, model: str):
 
 
 async def model_entries(*, available: bool) -> list[dict[str, Any]]:
-    """Chains first, then models; with ``available`` only those with a healthy key and quota now."""
+    """Chains first, then models; with ``available`` only those with a healthy key and quota now. A model
+    with a canonical id is listed once under it, with every provider's spelling in ``providers``."""
     cfg = await get_routing_config()
     store = get_quota_store()
     created = int(time.time())
@@ -52,8 +54,53 @@ async def model_entries(*, available: bool) -> list[dict[str, Any]]:
         if not available or await usable(chain.models):
             data.append({"id": chain.name, "object": "model", "created": created, "owned_by": "freellm",
                          "kind": chain.kind, "chain": [m.name for m in chain.models]})
+    for canonical, members in cfg.by_canonical.items():
+        if not available or await usable(members):
+            windows = [m.context_window for m in members if m.context_window]
+            data.append({"id": canonical, "object": "model", "created": created, "owned_by": "freellm",
+                         "kind": members[0].kind, "context_window": min(windows) if windows else None,
+                         "providers": [m.name for m in members]})
     for m in cfg.models:
+        if m.canonical:
+            continue
         if not available or await usable((m,)):
             data.append({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.slug,
                          "kind": m.kind, "context_window": m.context_window})
     return data
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A chain or a model as the native front doors (Gemini, Ollama) describe it, from its models."""
+
+    name: str
+    kind: str
+    owner: str  # the provider's slug, or "freellm" for a chain
+    models: tuple[ModelInfo, ...]
+
+    @property
+    def context_window(self) -> int | None:
+        # A chain serves up to its largest model: gating routes a long prompt past the smaller ones.
+        return max((m.context_window for m in self.models if m.context_window), default=None)
+
+    @property
+    def supports_tools(self) -> bool:
+        return any(m.supports_tools for m in self.models)
+
+    @property
+    def supports_vision(self) -> bool:
+        return any(m.supports_vision for m in self.models)
+
+    @property
+    def description(self) -> str:
+        if self.owner == "freellm":
+            return f"freellm chain over {', '.join(m.name for m in self.models) or 'no models yet'}"
+        return f"{self.models[0].model_id} from {self.owner}, through freellm"
+
+
+async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[Listed]:
+    """Chains first, then models, of the given kinds."""
+    cfg = await get_routing_config()
+    out = [Listed(c.name, c.kind, "freellm", c.models) for c in cfg.chains.values() if c.kind in kinds]
+    out.extend(Listed(m.name, m.kind, m.provider.slug, (m,)) for m in cfg.models if m.kind in kinds)
+    return out

@@ -104,6 +104,7 @@ def test_allowed_chains_and_patterns(configured):
     client = _client(configured, _key(allowed_models=["fast", "cerebras/*"]))
     assert _chat(client, "fast").choices[0].message.content
     assert _chat(client, "cerebras/llama").choices[0].message.content
+    assert _chat(client, "fast:reliable").choices[0].message.content  # the chain, with a strategy
     for refused in ("smart", "groq/mixtral"):
         with pytest.raises(openai.PermissionDeniedError) as caught:
             _chat(client, refused)

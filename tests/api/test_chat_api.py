@@ -83,7 +83,8 @@ def test_rate_limited_route_is_skipped_without_calling_it_again(gateway, emulato
 
 
 def test_keys_of_one_model_are_tried_before_the_next_model(gateway, emulator):
-    add_provider(emulator, "groq", ["a;500", "b"], ["llama"])
+    # A 429 is the key's own: its sibling has quota of its own.
+    add_provider(emulator, "groq", ["a;429", "b"], ["llama"])
     add_provider(emulator, "gemini", ["ok"], ["flash"])
     add_chain("auto", ["groq/llama", "gemini/flash"])
     raw = gateway.openai().chat.completions.with_raw_response.create(
@@ -212,7 +213,7 @@ def test_request_rejected_by_upstream_goes_back_without_failover(gateway, emulat
 
 def test_attempts_stop_at_the_configured_maximum(gateway, emulator, settings):
     settings.FREELLM_MAX_ATTEMPTS = 2
-    add_provider(emulator, "groq", ["a;500", "b;500", "c;500"], ["llama"])
+    add_provider(emulator, "groq", ["a;429", "b;429", "c;429"], ["llama"])
     add_provider(emulator, "gemini", ["ok"], ["flash"])
     add_chain("auto", ["groq/llama", "gemini/flash"])
     with pytest.raises(openai.APIStatusError) as err:

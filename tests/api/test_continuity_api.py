@@ -8,20 +8,9 @@ import pytest
 from analytics.models import StickySession as StickySessionRow
 from routing.handoff import HANDOFF_MARKER
 from routing.tokens import estimate_tokens
-from tests.fixtures_gateway import add_chain, add_provider
+from tests.fixtures_gateway import add_chain, add_provider, reorder_chain
 
 SYSTEM = {"role": "system", "content": "You are a concise travel planner."}
-
-
-def reorder_chain(name: str, routes: list[str]) -> None:
-    """Change a chain's order through the ORM, as the admin does (the save bumps the config version)."""
-    from providers.models import ChainEntry
-
-    for position, route in enumerate(routes):
-        slug, model_id = route.split("/", 1)
-        entry = ChainEntry.objects.get(chain__name=name, model__provider__slug=slug, model__model_id=model_id)
-        entry.position = position
-        entry.save()
 
 
 def set_key(slug: str, secret: str) -> None:

@@ -15,6 +15,9 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     never answers; the handler waits until the client gives up (disconnects) and records that.
 ``fail=N:STATUS``
     the first N calls with this key fail with STATUS (429s carry ``Retry-After: 1``), then it succeeds.
+``every=N:STATUS``
+    every Nth call with this key fails with STATUS (default 500): a flaky upstream that the breaker, which
+    opens only on consecutive failures, never takes out.
 ``drop=N``
     a stream ends abruptly after N content chunks: the connection is closed without the final events.
 ``midfail=N``
@@ -39,7 +42,7 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
 No key at all → 401, except under a provider path segment starting with ``keyless`` (a keyless provider
 such as Pollinations), where a call without a key behaves like a plain succeeding key. A model id starting with ``missing`` → 404 ``model_not_found``.
 Unknown directives are ignored, so a key is never rejected for its spelling.
-Precedence: no key, 401/403, hang, fail=N, 429, 5xx, missing model, ctx, rpm/tpm; ``slow`` delays whatever
+Precedence: no key, 401/403, hang, fail=N, every=N, 429, 5xx, missing model, ctx, rpm/tpm; ``slow`` delays whatever
 the answer is (errors included); ``gap`` and ``drop`` shape a successful stream.
 
 How a route handler uses the engine
@@ -95,6 +98,8 @@ class KeySpec:
     hang: bool = False
     fail_count: int = 0
     fail_status: int = 500
+    every: int = 0
+    every_status: int = 500
     drop_after: int | None = None
     midfail_after: int | None = None
     slow: float = 0.0
@@ -127,6 +132,10 @@ def parse_key(raw: str) -> KeySpec:
                 count, _, status = value.partition(":")
                 spec["fail_count"] = int(count)
                 spec["fail_status"] = int(status or 500)
+            elif word == "every":
+                count, _, status = value.partition(":")
+                spec["every"] = int(count)
+                spec["every_status"] = int(status or 500)
             elif word == "drop":
                 spec["drop_after"] = int(value)
             elif word == "midfail":
@@ -342,6 +351,8 @@ class Engine:
             self._attempts[spec.raw] = attempt
         if attempt <= spec.fail_count:
             return self._status_error(error, spec.fail_status, retry_after=1.0, model=model)
+        if spec.every and attempt % spec.every == 0:
+            return self._status_error(error, spec.every_status, retry_after=1.0, model=model)
         if spec.always_status is not None:
             return self._status_error(error, spec.always_status, retry_after=spec.retry_after, model=model)
         if model and model.startswith("missing"):

@@ -83,7 +83,7 @@ def test_chain_page_explains_order_and_saves_a_new_order(staff_client, groq):
 
     # What the drag-and-drop widget posts after dragging qwen above llama.
     response = staff_client.post(url, {
-        "name": "auto", "kind": "chat", "description": "", "enabled": "on",
+        "name": "auto", "kind": "chat", "strategy": "priority", "description": "", "enabled": "on",
         "entries-TOTAL_FORMS": "2", "entries-INITIAL_FORMS": "2",
         "entries-0-id": first.pk, "entries-0-chain": chain.pk, "entries-0-model": llama.pk, "entries-0-position": "2",
         "entries-1-id": second.pk, "entries-1-chain": chain.pk, "entries-1-model": qwen.pk, "entries-1-position": "1",

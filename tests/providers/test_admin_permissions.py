@@ -265,7 +265,7 @@ def test_chain_admin_refuses_an_embedding_family_mix(team, provider):
     b = UpstreamModel.objects.create(provider=provider, model_id="embed-b", kind="embedding", family="fam-b")
     client = client_for(team.staff)
     data = {
-        "name": "embed", "kind": "embedding", "description": "", "enabled": "on",
+        "name": "embed", "kind": "embedding", "strategy": "priority", "description": "", "enabled": "on",
         "entries-TOTAL_FORMS": "2", "entries-INITIAL_FORMS": "0", "entries-MIN_NUM_FORMS": "0", "entries-MAX_NUM_FORMS": "1000",
         "entries-0-model": a.pk, "entries-0-position": "1",
         "entries-1-model": b.pk, "entries-1-position": "2",

@@ -23,7 +23,8 @@ async def test_one_client_per_loop_and_url(redis_url):
     first = redis_client(redis_url)
     assert redis_client(redis_url) is first
     assert await first.ping()
-    other_db = redis_url.rsplit("/", 1)[0] + "/15"
+    base, _, db = redis_url.rpartition("/")
+    other_db = f"{base}/{14 if db == '15' else 15}"
     assert redis_client(other_db) is not first
 
     # Another event loop (a thread's async_to_sync, a management command) gets a client of its own.

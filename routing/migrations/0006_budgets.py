@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0004_quotawindow_health_choices'),
+        ('routing', '0005_storedresponse'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

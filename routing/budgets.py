@@ -62,24 +62,31 @@ def budget_route(provider: str, row_id: int, budget: Budget) -> Route:
 
 
 def user_budget_of(user) -> Budget | None:
-    """The user's UserBudget row, or None (loaded with the key by the auth selector: no query then)."""
+    """The user's UserBudget row, or None. Loaded with the key by the auth selector, so no query then."""
     try:
         return user.budget
     except ObjectDoesNotExist:
         return None
 
 
-def scopes_of(api_key: ApiKey) -> tuple[Scope, ...]:
-    """The budgets of a key, worked out once per cached ApiKey instance."""
+async def scopes_of(api_key: ApiKey) -> tuple[Scope, ...]:
+    """The budgets of a key, worked out once per cached ApiKey instance (routing.auth)."""
     cached = getattr(api_key, "_freellm_scopes", None)
     if cached is not None:
         return cached
+    from routing.models import UserBudget
+
+    user = api_key.user
+    if type(user).budget.is_cached(user):
+        user_budget = user_budget_of(user)
+    else:
+        # A key found another way than the auth selector (the keyless identity): one query, then cached.
+        user_budget = await UserBudget.objects.filter(user_id=api_key.user_id).afirst()
     scopes = []
-    if api_key.has_budget:
+    if api_key.id is not None and api_key.has_budget:
         scopes.append(Scope("this key", budget_route(KEY_PROVIDER, api_key.id, api_key), api_key.allowed_patterns))
-    user_budget = user_budget_of(api_key.user)
     if user_budget is not None and user_budget.has_budget:
-        subject = f"the user {api_key.user.get_username()}"
+        subject = f"the user {user.get_username()}"
         scopes.append(Scope(subject, budget_route(USER_PROVIDER, api_key.user_id, user_budget),
                             user_budget.allowed_patterns))
     api_key._freellm_scopes = tuple(scopes)
@@ -90,9 +97,9 @@ def is_allowed(patterns: tuple[str, ...], name: str) -> bool:
     return not patterns or any(fnmatchcase(name, p) for p in patterns)
 
 
-def allows_name(api_key: ApiKey | None, name: str) -> bool:
-    """Whether every budget of ``api_key`` allows the chain or provider/model ``name`` (GET /v1/models)."""
-    return api_key is None or all(is_allowed(scope.allowed, name) for scope in scopes_of(api_key))
+def allows_name(scopes: tuple[Scope, ...], name: str) -> bool:
+    """Whether every one of a key's ``scopes`` allows the chain or provider/model ``name`` (GET /v1/models)."""
+    return all(is_allowed(scope.allowed, name) for scope in scopes)
 
 
 def narrowed(scopes: tuple[Scope, ...], requested: str, resolution: Resolution) -> Resolution:
@@ -146,7 +153,7 @@ async def admit(api_key: ApiKey | None, requested: str, resolution: Resolution,
     admission = Admission()
     if api_key is None:
         return resolution, admission
-    scopes = scopes_of(api_key)
+    scopes = await scopes_of(api_key)
     if not scopes:
         return resolution, admission
     resolution = narrowed(scopes, requested, resolution)

@@ -9,7 +9,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
-from routing.budgets import allows_name
+from routing.budgets import allows_name, scopes_of
 from routing.config import ModelInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
@@ -21,13 +21,15 @@ router = Router(tags=["models"])
 async def list_models(request: HttpRequest, available: bool = False):
     entries = await model_entries(available=available)
     # Only what this key (and its user) may use.
-    return {"object": "list", "data": [e for e in entries if allows_name(request.auth, e["id"])]}
+    scopes = await scopes_of(request.auth)
+    return {"object": "list", "data": [e for e in entries if allows_name(scopes, e["id"])]}
 
 
 @router.get("/models/{path:model}", summary="Describe one chain or model")
 async def retrieve_model(request: HttpRequest, model: str):
+    scopes = await scopes_of(request.auth)
     for entry in await model_entries(available=False):
-        if entry["id"] == model and allows_name(request.auth, model):
+        if entry["id"] == model and allows_name(scopes, model):
             return entry
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")

@@ -76,7 +76,7 @@ def test_the_users_budget_applies_across_all_their_keys(configured):
 
 
 def test_tokens_per_day_are_settled_with_the_real_usage(configured):
-    from routing.budgets import scopes_of
+    from routing.budgets import KEY_PROVIDER, budget_route
     from routing.models import ApiKey, hash_api_key
     from routing.quota import get_quota_store
 
@@ -87,7 +87,7 @@ def test_tokens_per_day_are_settled_with_the_real_usage(configured):
     key = ApiKey.objects.select_related("user").get(key_hash=hash_api_key(raw))
     from asgiref.sync import async_to_sync
 
-    status = async_to_sync(get_quota_store().status)(scopes_of(key)[0].route)
+    status = async_to_sync(get_quota_store().status)(budget_route(KEY_PROVIDER, key.id, key))
     # The reservation (prompt estimate + FREELLM_OUTPUT_RESERVE) was replaced by what the answer used.
     assert status.used["tpd"] == answer.usage.total_tokens
     assert status.used["rpd"] == 1
@@ -249,3 +249,37 @@ def test_models_lists_only_what_the_key_may_use(configured):
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("smart")
     assert len(list(_client(configured, configured.api_key).models.list())) == 5  # 2 chains, 3 models
+
+
+def test_other_dialects_get_the_budget_errors_in_their_own_shape(configured):
+    import ollama
+
+    raw = _key(rpm=1, allowed_models=["fast"])
+    responses = _client(configured, raw)
+    assert responses.responses.create(model="fast", input="hi").output_text
+    with pytest.raises(openai.RateLimitError) as caught:
+        responses.responses.create(model="fast", input="hi")
+    assert "this key allows 1 requests per minute" in caught.value.message
+
+    native = ollama.Client(host=configured.url, headers={"Authorization": f"Bearer {raw}"}, timeout=30)
+    with pytest.raises(ollama.ResponseError) as caught:
+        native.chat(model="fast", messages=HI, stream=False)
+    assert caught.value.status_code == 429 and "this key allows 1 requests per minute" in caught.value.error
+    with pytest.raises(ollama.ResponseError) as caught:
+        native.chat(model="smart", messages=HI, stream=False)
+    assert caught.value.status_code == 403 and "it may use only: fast" in caught.value.error
+
+
+def test_the_keyless_ollama_user_is_held_to_their_budget(configured, settings):
+    import ollama
+    from django.contrib.auth import get_user_model
+
+    from routing.services import user_budget_set
+
+    settings.FREELLM_OLLAMA_KEYLESS_USER = "alice"
+    user_budget_set(user=get_user_model().objects.get(username="alice"), rpm=1)
+    native = ollama.Client(host=configured.url, timeout=30)  # no key: served as alice from this machine
+    native.chat(model="fast", messages=HI, stream=False)
+    with pytest.raises(ollama.ResponseError) as caught:
+        native.chat(model="fast", messages=HI, stream=False)
+    assert caught.value.status_code == 429 and "the user alice allows 1 requests per minute" in caught.value.error

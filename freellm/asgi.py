@@ -18,6 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
+from freellm.cors import CorsMiddleware  # noqa: E402
 from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
@@ -38,7 +39,10 @@ class ApiASGIHandler(ASGIHandler):
         self._middleware_chain = dialect_error_responses(convert_exception_to_response(self._get_response_async))
 
 
-api_asgi_app = ApiASGIHandler()
+api_handler = ApiASGIHandler()
+# Browsers may call every API surface (/v1, /v1beta, /api) from other origins (CORS); the admin and the ops
+# endpoints never (a page open in a browser on the gateway's machine must not read the loopback-only /metrics).
+api_asgi_app = CorsMiddleware(api_handler)
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
@@ -48,7 +52,12 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
-    app = api_asgi_app if path.startswith(API_PATH_PREFIXES) or path in _OPS_PATHS else site_asgi_app
+    if path.startswith(API_PATH_PREFIXES):
+        app = api_asgi_app
+    elif path in _OPS_PATHS:
+        app = api_handler
+    else:
+        app = site_asgi_app
     await app(scope, receive, send)
 
 

@@ -175,6 +175,9 @@ FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
 FREELLM_RESPONSES_TTL = env.int("FREELLM_RESPONSES_TTL", default=30 * 24 * 3600)
 FREELLM_CONTEXT_HANDOFF = env.bool("FREELLM_CONTEXT_HANDOFF", default=True)
 FREELLM_LEASE_TTL = env.int("FREELLM_LEASE_TTL", default=120)
+# Browser origins allowed to call the API surfaces (freellm/cors.py): "*" (any: the API takes bearer keys, no
+# cookies), a comma list of origins such as https://app.example.com, or empty for no CORS. Never the admin.
+FREELLM_CORS_ORIGINS = env.list("FREELLM_CORS_ORIGINS", default=["*"])
 # Route stats (routing/stats.py) fade with this half-life; strategies (routing/strategies.py) put a member
 # with fewer than MIN_SAMPLES recent samples first this share of the time, to keep its stats fresh.
 FREELLM_STATS_HALF_LIFE = env.float("FREELLM_STATS_HALF_LIFE", default=600.0)

@@ -10,12 +10,18 @@ pages show only the masked tail (``…abcd``). Change history records field name
 from __future__ import annotations
 
 import yaml
-from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
+from adminsortable2.admin import (
+    CustomInlineFormSet,
+    SortableAdminBase,
+    SortableAdminMixin,
+    SortableTabularInline,
+)
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count, QuerySet
+from django.db.models.signals import post_save
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
@@ -23,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from .models import ChainEntry, FallbackChain, ModelKind, Provider, ProviderKey, UpstreamModel
+from .models import ChainEntry, FallbackChain, ModelAlias, ModelKind, Provider, ProviderKey, UpstreamModel
 from .services import (
     KeyTestResult,
     config_export,
@@ -272,13 +278,15 @@ class UpstreamModelAdmin(admin.ModelAdmin):
         "route_name", "kind", "family", "context_window", "supports_tools", "supports_vision", "supports_json",
         "rpm", "rpd", "tpm", "tpd", "enabled",
     ]
-    list_filter = ["provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "family"]
+    list_filter = [
+        "provider", "kind", "enabled", "supports_tools", "supports_vision", "supports_json", "supports_fim", "family",
+    ]
     search_fields = ["model_id", "canonical", "family", "provider__slug"]
     list_select_related = ["provider"]
     fieldsets = [
         (None, {"fields": ["provider", "model_id", "canonical", "kind", "family", "dimensions", "context_window",
                            "enabled"]}),
-        ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json"]}),
+        ("Capabilities", {"fields": ["supports_tools", "supports_vision", "supports_json", "supports_fim"]}),
         ("Limits per key (empty = unknown)", {"fields": ["rpm", "rpd", "tpm", "tpd"]}),
     ]
     actions = ["enable", "disable"]
@@ -363,3 +371,27 @@ class FallbackChainAdmin(SortableAdminBase, admin.ModelAdmin):
     @admin.display(description="models, in order")
     def route_list(self, obj: FallbackChain) -> str:
         return " → ".join(entry.model.route_name for entry in obj.entries.all())
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(SortableAdminMixin, admin.ModelAdmin):
+    list_display = ["pattern", "target", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["pattern", "target"]
+    fieldsets = [
+        (None, {
+            "fields": ["pattern", "target", "enabled"],
+            "description": "A requested <code>model</code> that is no chain, provider/model or model id is "
+                           "matched against the aliases from the top down; the first match is served by its "
+                           "target. Drag rows in the list to reorder them.",
+        }),
+    ]  # fmt: skip
+
+    def _update_order(self, updated_items, extra_model_filters):
+        # Dragging reorders with bulk_update, which sends no post_save: send it, so that what listens (the
+        # routing config) hears of the new order as of any other edit.
+        updated = super()._update_order(updated_items, extra_model_filters)
+        for alias in ModelAlias.objects.filter(pk__in=[pk for pk, _ in updated_items]):
+            post_save.send(ModelAlias, instance=alias, created=False, update_fields=["position"], raw=False,
+                           using=alias._state.db)
+        return updated

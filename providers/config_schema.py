@@ -70,6 +70,8 @@ class ModelSpec(_Spec):
     supports_tools: bool = Field(default=False, alias="tools")
     supports_vision: bool = Field(default=False, alias="vision")
     supports_json: bool = Field(default=False, alias="json")
+    # Fill in the middle on /fim/completions: legacy completions go there natively.
+    supports_fim: bool = Field(default=False, alias="fim")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     enabled: bool = True
 
@@ -84,6 +86,7 @@ class ModelSpec(_Spec):
             "supports_tools": self.supports_tools,
             "supports_vision": self.supports_vision,
             "supports_json": self.supports_json,
+            "supports_fim": self.supports_fim,
             "rpm": self.limits.rpm,
             "rpd": self.limits.rpd,
             "tpm": self.limits.tpm,
@@ -157,9 +160,17 @@ class ChainSpec(_Spec):
     models: list[str] = Field(min_length=1)
 
 
+class AliasSpec(_Spec):
+    pattern: str = Field(min_length=1, max_length=200)  # fnmatch, case-sensitive
+    target: str = Field(min_length=1, max_length=300)  # a chain name or a provider/model route
+    enabled: bool = True
+
+
 class ConfigSpec(_Spec):
     providers: list[ProviderSpec] = Field(default_factory=list)
     chains: list[ChainSpec] = Field(default_factory=list)
+    # In order: the first pattern that matches a requested name the config does not know wins.
+    aliases: list[AliasSpec] = Field(default_factory=list)
     # The registered sections present in the file (name → parsed value), see ConfigSection.
     _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
 

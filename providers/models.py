@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from .crypto import EncryptedTextField
@@ -96,6 +97,11 @@ class UpstreamModel(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    supports_fim = models.BooleanField(
+        default=False, verbose_name="supports fill-in-the-middle",
+        help_text="The provider serves this model on /fim/completions (Mistral's codestral): legacy completions "
+                  "(POST /v1/completions) go there natively instead of as a chat prompt.",
+    )
     # One id for the same model across providers (Groq's llama-3.3-70b-versatile, NVIDIA's
     # meta/llama-3.3-70b-instruct, ... are all llama-3.3-70b-instruct): requesting it routes among all of them.
     canonical = models.CharField(max_length=200, blank=True, db_index=True,
@@ -159,3 +165,36 @@ class ChainEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain.name}#{self.position}: {self.model}"
+
+
+class ModelAlias(models.Model):
+    """A name pattern clients send that the config does not know (``claude-*``, ``gpt-5-codex``), served by a
+    chain or one provider/model. Aliases are tried in ``position`` order, the first match wins, and an exact
+    chain or model name always beats them (routing.router.resolve)."""
+
+    pattern = models.CharField(
+        max_length=200, unique=True,
+        help_text="fnmatch pattern, case-sensitive: * any run of characters, ? one character, [abc] one of them.",
+    )
+    target = models.CharField(max_length=300, help_text="A chain name or a provider/model route.")
+    position = models.PositiveIntegerField(default=0, db_index=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.pattern} → {self.target}"
+
+    def clean(self) -> None:
+        if self.target and not alias_target_stored(self.target):
+            raise ValidationError({"target": f"'{self.target}' is neither a chain nor a provider/model route."})
+
+
+def alias_target_stored(target: str) -> bool:
+    """Whether an alias target names a stored chain or provider/model (enabled or not)."""
+    if FallbackChain.objects.filter(name=target).exists():
+        return True
+    slug, sep, model_id = target.partition("/")
+    return bool(sep) and UpstreamModel.objects.filter(provider__slug=slug, model_id=model_id).exists()

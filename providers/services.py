@@ -16,6 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
 from .config_schema import (
+    AliasSpec,
     ChainSpec,
     ConfigError,
     ConfigSpec,
@@ -28,10 +29,12 @@ from .models import (
     ChainEntry,
     ChainStrategy,
     FallbackChain,
+    ModelAlias,
     ModelKind,
     Provider,
     ProviderKey,
     UpstreamModel,
+    alias_target_stored,
     mask_secret,
 )
 
@@ -56,7 +59,7 @@ class ImportReport:
 def config_import(
     *, data: Any, prune: bool = False, dry_run: bool = False, environ: Mapping[str, str] | None = None
 ) -> ImportReport:
-    """Upsert providers, keys, models and chains from a loaded config file, all or nothing.
+    """Upsert providers, keys, models, chains and aliases from a loaded config file, all or nothing.
 
     Idempotent: importing the same file twice changes nothing the second time. What the file does not
     list is left alone unless ``prune``. Raises ``ConfigError`` (nothing written) when the file is wrong.
@@ -86,6 +89,12 @@ def config_apply(
             for chain in FallbackChain.objects.exclude(name__in=[c.name for c in spec.chains]):
                 report.add(f"- chain {chain.name}")
                 chain.delete()
+        for position, alias_spec in enumerate(spec.aliases, start=1):
+            _upsert_alias(alias_spec, position, report=report)
+        if prune:
+            for alias in ModelAlias.objects.exclude(pattern__in=[a.pattern for a in spec.aliases]):
+                report.add(f"- alias {alias.pattern}")
+                alias.delete()
         for name, value in spec.sections.items():
             config_sections[name].apply(value, prune=prune, report=report)
         if dry_run:
@@ -150,9 +159,22 @@ def _check_config(spec: ConfigSpec, *, prune: bool, environ: Mapping[str, str]) 
                 embedding_routes.append((route, family))
         if conflict := embedding_family_conflict(embedding_routes):
             problems.append(f"{path}.models: {conflict}")
+    _duplicates(problems, "aliases", [a.pattern for a in spec.aliases], "alias pattern", "pattern")
+    chain_names = {c.name for c in spec.chains}
+    for a_index, alias in enumerate(spec.aliases):
+        if not _alias_target_known(alias.target, chain_names, declared, prune):
+            problems.append(f"aliases[{a_index}].target: {alias.target!r} is neither a chain nor a "
+                            "<provider>/<model id> defined under providers or chains")
     if problems:
         raise ConfigError(problems)
     return secrets
+
+
+def _alias_target_known(target: str, chain_names: set[str], declared: Mapping[str, ModelSpec], prune: bool) -> bool:
+    if target in chain_names or target in declared:
+        return True
+    # With --prune only what the file defines survives, so the database cannot satisfy a reference.
+    return not prune and alias_target_stored(target)
 
 
 def embedding_family_conflict(routes: Iterable[tuple[str, str]]) -> str | None:
@@ -276,6 +298,17 @@ def _upsert_chain(spec: ChainSpec, models_by_route: dict[str, UpstreamModel], *,
             report.add(f"~ chain {spec.name}: models → {', '.join(spec.models)}")
 
 
+def _upsert_alias(spec: AliasSpec, position: int, *, report: ImportReport) -> None:
+    # The file's order is the matching order.
+    _upsert(
+        ModelAlias,
+        {"pattern": spec.pattern},
+        {"target": spec.target, "position": position, "enabled": spec.enabled},
+        f"alias {spec.pattern}",
+        report,
+    )
+
+
 @sensitive_variables()
 def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
     """Everything import_config reads, in the same format; secrets only when asked for."""
@@ -312,7 +345,12 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         _put_if(chain_item, "enabled", chain.enabled, default=True)
         chain_item["models"] = [entry.model.route_name for entry in chain.entries.all()]
         chains.append(chain_item)
-    exported: dict[str, Any] = {"providers": providers, "chains": chains}
+    aliases = []
+    for alias in ModelAlias.objects.all():
+        alias_item: dict[str, Any] = {"pattern": alias.pattern, "target": alias.target}
+        _put_if(alias_item, "enabled", alias.enabled, default=True)
+        aliases.append(alias_item)
+    exported: dict[str, Any] = {"providers": providers, "chains": chains, "aliases": aliases}
     for name, section in config_sections.items():
         if value := section.export():
             exported[name] = value
@@ -328,6 +366,7 @@ def _export_model(model: UpstreamModel) -> dict[str, Any]:
     _put_if(item, "tools", model.supports_tools, default=False)
     _put_if(item, "vision", model.supports_vision, default=False)
     _put_if(item, "json", model.supports_json, default=False)
+    _put_if(item, "fim", model.supports_fim, default=False)
     limits = {name: getattr(model, name) for name in ("rpm", "rpd", "tpm", "tpd") if getattr(model, name) is not None}
     _put_if(item, "limits", limits)
     _put_if(item, "enabled", model.enabled, default=True)

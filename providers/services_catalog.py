@@ -47,6 +47,7 @@ MODEL_FIELDS = (
     "supports_tools",
     "supports_vision",
     "supports_json",
+    "supports_fim",
     "rpm",
     "rpd",
     "tpm",
@@ -434,8 +435,9 @@ def _sync_model(
     dirty: list[str] = []
     target = f"model {model.model_id}"
     for name in MODEL_FIELDS:
-        new = new_record[name]
         current = getattr(model, name)
+        # A record written by an older catalog lacks the fields added since: nothing to say about those.
+        new = new_record.get(name, current)
         verdict = _merge(current, record.get(name, _UNSET), new)
         if verdict == "update":
             if retiring and name == "enabled":

@@ -1,7 +1,7 @@
-"""The routing config (providers, keys, models, chains) as an immutable in-process snapshot.
+"""The routing config (providers, keys, models, chains, aliases) as an immutable in-process snapshot.
 
 The hot path never queries the database for it: the snapshot is rebuilt only when the config version
-changes. Every save/delete of a provider, key, model or chain bumps the version (routing/signals.py),
+changes. Every save/delete of a provider, key, model, chain or alias bumps the version (routing/signals.py),
 in Redis when REDIS_URL is set (shared by all gateway processes) or in a file under var/ for the embedded
 default (shared by daphne, the worker and manage.py commands). Processes look at the version at most
 once per CHECK_INTERVAL seconds.
@@ -9,6 +9,7 @@ once per CHECK_INTERVAL seconds.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections import defaultdict
@@ -116,6 +117,7 @@ class ModelInfo:
     limits: Limits
     keys: tuple[KeyInfo, ...]
     canonical: str = ""  # the cross-provider id ("" when not set)
+    supports_fim: bool = False  # served on /fim/completions (fill in the middle) as well
 
     @property
     def name(self) -> str:
@@ -147,6 +149,15 @@ class ChainInfo:
 
 
 @dataclass(frozen=True)
+class AliasInfo:
+    pattern: str  # fnmatch pattern, matched case-sensitively against the requested name
+    target: str  # a chain name or a provider/model route
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     version: str
     chains: dict[str, ChainInfo]
@@ -155,6 +166,7 @@ class RoutingConfig:
     # canonical id → every provider's spelling of it: in the order they first appear in the chains (the
     # catalog ranks them there), then the rest in the order they were added.
     by_canonical: dict[str, tuple[ModelInfo, ...]] = field(default_factory=dict)
+    aliases: tuple[AliasInfo, ...] = ()  # in order: the first that matches a name nothing else knows wins
 
     @property
     def models(self) -> tuple[ModelInfo, ...]:
@@ -196,6 +208,7 @@ def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[Model
                 supports_tools=m.supports_tools,
                 supports_vision=m.supports_vision,
                 supports_json=m.supports_json,
+                supports_fim=m.supports_fim,
                 limits=Limits(rpm=m.rpm, rpd=m.rpd, tpm=m.tpm, tpd=m.tpd),
                 keys=tuple(keys),
                 canonical=m.canonical,
@@ -206,7 +219,7 @@ def model_infos(keys_by_provider: Mapping[int, Sequence[KeyInfo]]) -> list[Model
 
 def load_routing_config(version: str = "") -> RoutingConfig:
     """Build the snapshot of everything enabled. Keys that failed auth are left out."""
-    from providers.models import FallbackChain, ProviderKey
+    from providers.models import FallbackChain, ModelAlias, ProviderKey
 
     keys_by_provider: dict[int, list[KeyInfo]] = defaultdict(list)
     for key in ProviderKey.objects.filter(enabled=True, provider__enabled=True).exclude(
@@ -226,8 +239,9 @@ def load_routing_config(version: str = "") -> RoutingConfig:
             by_name[e.model.route_name] for e in chain.entries.all() if e.model.route_name in by_name
         )
         chains[chain.name] = ChainInfo(chain.name, chain.kind, members, chain.strategy)
+    aliases = tuple(AliasInfo(a.pattern, a.target) for a in ModelAlias.objects.filter(enabled=True))
     return RoutingConfig(version, chains, by_name, {k: tuple(v) for k, v in by_model_id.items()},
-                         _by_canonical(by_name.values(), chains.values()))
+                         _by_canonical(by_name.values(), chains.values()), aliases)
 
 
 def _by_canonical(models: Iterable[ModelInfo], chains: Iterable[ChainInfo]) -> dict[str, tuple[ModelInfo, ...]]:

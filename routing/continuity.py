@@ -21,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from routing.errors import GatewayError
-from routing.gating import Requirements, chat_requirements, model_can_serve, no_capable_model_message
+from routing.gating import (
+    Requirements,
+    chat_requirements,
+    context_overflow_error,
+    model_can_serve,
+    no_capable_model_message,
+    too_small,
+)
 from routing.handoff import build_handoff
 from routing.router import StepGroup
-from routing.sessions import StickySession, get_session_store, session_key
+from routing.sessions import SessionSource, StickySession, get_session_store, session_key
 from routing.signals import session_served
 
 if TYPE_CHECKING:
@@ -113,18 +120,32 @@ async def chat_plan(
     api_key_id: int | None,
     resolution: Resolution,
     requested: str,
+    ctx: RequestContext | None = None,
+    conversation_sessions: bool = True,
 ) -> ChatPlan:
-    """Gate the resolved models (422 when none can serve) and put the session's sticky model first."""
+    """Gate the resolved models (400 when no window holds the request, 422 when none can serve it for
+    another reason) and put the session's sticky model first. ``ctx`` learns what the request needs of a
+    context window, for the router's own context-overflow error. Without ``conversation_sessions`` only a
+    session the client names (X-Session-Id, ``user``) is sticky: for stateless requests such as editor
+    completions, whose every prompt would otherwise open a session of its own."""
     requirements = chat_requirements(body)
+    if ctx is not None:
+        ctx.context_tokens = requirements.total_tokens
     # An empty chain is not a capability problem: the router reports it as having no usable upstream.
     if resolution.models and all(model_can_serve(m, requirements) for m in resolution.models):
+        if all(too_small(m, requirements) for m in resolution.models):
+            raise context_overflow_error(requested, requirements.total_tokens,
+                                         {m.name: m.context_window for m in resolution.models})
         raise GatewayError(
             422, no_capable_model_message(requested, requirements, resolution.models), code="no_capable_model"
         )
     plan = ChatPlan(body=body, resolution=resolution, requirements=requirements, api_key_id=api_key_id)
     if resolution.explicit:
         return plan
-    plan.session_key, plan.session_source = session_key(headers=headers, body=body, api_key_id=api_key_id)
+    key, source = session_key(headers=headers, body=body, api_key_id=api_key_id)
+    if source == SessionSource.CONVERSATION and not conversation_sessions:
+        return plan
+    plan.session_key, plan.session_source = key, source
     store = get_session_store()
     sticky = await store.get(plan.session_key)
     if sticky is None:
@@ -148,8 +169,9 @@ def switch_reason(ctx: RequestContext, sticky: StickySession) -> str:
     for step in ctx.trail:
         if (step.route.provider, step.route.model) != (sticky.provider, sticky.model):
             continue
-        # "no vision" says more than "not capable"; "rate-limited" more than "rpm".
-        if step.group == StepGroup.NOT_CAPABLE:
+        # "no vision" says more than "not capable"; "rate-limited" more than "rpm"; a window that was too
+        # small says its size.
+        if step.group == StepGroup.NOT_CAPABLE or (step.group == StepGroup.CONTEXT_TOO_SMALL and not step.called):
             reason = step.reason
         else:
             reason = step.group or step.reason or step.outcome

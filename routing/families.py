@@ -80,8 +80,8 @@ def family_resolution(
                 family,
             )
         return replace(resolution, models=members), family
-    if name in cfg.by_name:
-        return resolution, family  # provider/model: that model and nothing else
+    if name in cfg.by_name or (resolution.alias and resolution.explicit):
+        return resolution, family  # provider/model (or an alias of one): that model and nothing else
     # A bare model id: every provider of its family may serve it, the providers of that id first.
     rest = tuple(m for m in _in_family(cfg.models, family) if m not in resolution.models)
     own = tuple(m for m in resolution.models if family_of(m) == family)

@@ -4,6 +4,9 @@ A request with images goes only to vision models, with tools only to tool-capabl
 ``response_format`` only to models that honour it, and only to models whose context window holds the
 estimated prompt (plus the completion the client asked for). Unknown context windows are not held against
 a model: the upstream's own context-length error still fails over.
+
+When nothing can serve: 400 ``context_length_exceeded`` (OpenAI's code) if every model's window is too small,
+else 422 ``no_capable_model`` (vision, tools, JSON mode, or a mix).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from routing.errors import GatewayError
 from routing.tokens import estimate_request_tokens
 
 
@@ -75,6 +79,9 @@ def _has_image(message: Mapping[str, Any]) -> bool:
     return any(isinstance(part, Mapping) and part.get("type") in _IMAGE_PART_TYPES for part in content)
 
 
+_CONTEXT_REASON = "context window"
+
+
 def model_can_serve(model: Capabilities, req: Requirements) -> str | None:
     """None when the model can take the request, else why not (short, shown in trails and errors)."""
     if req.needs_vision and not model.supports_vision:
@@ -83,9 +90,41 @@ def model_can_serve(model: Capabilities, req: Requirements) -> str | None:
         return "no tool calling"
     if req.needs_json and not model.supports_json:
         return "no JSON mode"
-    if model.context_window and req.total_tokens > model.context_window:
-        return f"context window {model.context_window:,} < ~{req.total_tokens:,} tokens"
+    if too_small(model, req):
+        return f"{_CONTEXT_REASON} {model.context_window:,} < ~{req.total_tokens:,} tokens"
     return None
+
+
+def too_small(model: Capabilities, req: Requirements) -> bool:
+    """The model's (known) context window cannot hold the request."""
+    return bool(model.context_window) and req.total_tokens > model.context_window
+
+
+def is_context_reason(reason: str) -> bool:
+    """Whether a reason from model_can_serve is the context window (a 400 for the client, not a 422)."""
+    return reason.startswith(_CONTEXT_REASON)
+
+
+def context_overflow_error(requested: str, need_tokens: int, windows: Mapping[str, int | None]) -> GatewayError:
+    """The 400 of a request no model's context window holds, in OpenAI's shape and code, so clients that key
+    on ``context_length_exceeded`` (LangChain, LiteLLM, coding agents) trim the conversation and retry.
+
+    ``windows``: each model checked → its context window (None when not configured)."""
+    known = {name: window for name, window in windows.items() if window}
+    checked = f"{len(windows)} model{'s' if len(windows) != 1 else ''} checked for '{requested}'"
+    if known:
+        name, largest = max(known.items(), key=lambda item: item[1])
+        largest_text = f"the largest context window of the {checked} is {largest:,} tokens ({name})"
+    else:
+        largest_text = f"none of the {checked} has a configured context window, and each refused it as too long"
+    return GatewayError(
+        400,
+        f"This request (estimated ~{need_tokens:,} tokens, prompt and requested completion) is longer than the "
+        f"context window of every model that could serve it: {largest_text}. Shorten the conversation or ask "
+        "for fewer max_tokens.",
+        code="context_length_exceeded",
+        param="messages",
+    )
 
 
 def no_capable_model_message(requested: str, req: Requirements, models: Iterable[Capabilities]) -> str:

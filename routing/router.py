@@ -1,6 +1,7 @@
 """The router, a short pipeline read top to bottom:
 
-    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id)
+    resolve     the requested name → the ordered models that may serve it (chain, provider/model, bare id,
+                else the first alias pattern that matches it)
     candidates  each model's usable keys, most quota headroom first, rotating among equals
     reserve     atomically take the request + estimated tokens from the quota store (refused while cooling)
     call        the adapter does the HTTP call (streams: until the first content chunk; plain chat: the whole
@@ -34,6 +35,7 @@ from providers.models import ChainStrategy as Strategy
 from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
+from routing.gating import context_overflow_error, is_context_reason
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, DenyReason, Lease, Route
@@ -77,6 +79,7 @@ _ERROR_GROUPS = {
     ErrorKind.RATE_LIMITED: StepGroup.RATE_LIMITED,
     ErrorKind.SERVER: StepGroup.FAILING,
     ErrorKind.CONNECTION: StepGroup.FAILING,
+    ErrorKind.EMPTY: StepGroup.FAILING,
     ErrorKind.TIMEOUT: StepGroup.TIMED_OUT,
     ErrorKind.AUTH: StepGroup.KEY_INVALID,
     ErrorKind.NOT_FOUND: StepGroup.MODEL_UNAVAILABLE,
@@ -95,10 +98,12 @@ class Step:
     retry_after: float | None = None
     ms: int = 0
     reason: str = ""  # skipped: the DenyReason, or what the model lacks (gating)
+    window: int | None = None  # the model's context window, on the steps that found it too small
 
     @classmethod
-    def skipped(cls, route: Route, reason: str, group: StepGroup, retry_after: float | None = None) -> Step:
-        return cls(route, f"skipped:{reason}", False, group, retry_after, reason=reason)
+    def skipped(cls, route: Route, reason: str, group: StepGroup, retry_after: float | None = None, *,
+                window: int | None = None) -> Step:
+        return cls(route, f"skipped:{reason}", False, group, retry_after, reason=reason, window=window)
 
     def __str__(self) -> str:
         return f"{self.route} -> {self.outcome}"
@@ -111,7 +116,10 @@ class RequestContext:
     est_tokens: int  # prompt estimate + output reserve, what reserve() takes
     stream: bool = False  # the client asked for a stream (chat), for the request log
     prompt_tokens: int = 0  # prompt estimate alone, for streams that end without usage
+    context_tokens: int = 0  # what the request needs of a context window (gating's estimate); 0: est_tokens
     session_id: str = ""  # the sticky-session key (routing.continuity), for the request log
+    chain: str = ""  # the chain the requested name resolved to ("" for a model), for X-FreeLLM-Chain
+    alias: str = ""  # the alias pattern that resolved it, for X-FreeLLM-Alias
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
@@ -153,38 +161,54 @@ class Served:
 @dataclass(frozen=True)
 class Resolution:
     models: tuple[ModelInfo, ...]
-    chain: str | None  # the chain name when the client asked for one
+    chain: str | None  # the chain name when the client asked for one (or an alias pointing at one)
     explicit: bool  # provider/model or a bare id: no stickiness, no silent reroute to other models
     strategy: Strategy = Strategy.PRIORITY
+    alias: str | None = None  # the alias pattern the requested name matched, when it was resolved by one
 
 
 def resolve(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     """The models that may serve ``name``: a chain, a provider/model, a canonical id (the same model at every
     provider that has it, like a chain of them) or a bare upstream id; ``name:fast`` and the like pick a
-    strategy for a chain or a canonical id."""
+    strategy for a chain or a canonical id. A name none of these knows goes by the first alias whose pattern
+    matches it (its target: a chain or a provider/model)."""
+    if _known(cfg, name):
+        return _resolve_known(cfg, name, kind)
+    alias = next((a for a in cfg.aliases if a.matches(name)), None)
+    if alias is None:
+        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    if not _known(cfg, alias.target):
+        raise GatewayError(404, f"The model '{name}' matches the alias '{alias.pattern}', whose target "
+                                f"'{alias.target}' does not exist or is disabled", code="model_not_found",
+                           param="model")
+    return replace(_resolve_known(cfg, alias.target, kind), alias=alias.pattern)
+
+
+def _known(cfg: RoutingConfig, name: str) -> bool:
+    if name in cfg.chains or name in cfg.by_name or name in cfg.by_model_id or name in cfg.by_canonical:
+        return True
+    prefix, _, suffix = name.rpartition(":")
+    return suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical)
+
+
+def _resolve_known(cfg: RoutingConfig, name: str, kind: str) -> Resolution:
     base, strategy = name, None
     if name not in cfg.chains and name not in cfg.by_name and name not in cfg.by_model_id \
             and name not in cfg.by_canonical:
         prefix, _, suffix = name.rpartition(":")
-        if suffix in SUFFIXES and (prefix in cfg.chains or prefix in cfg.by_canonical):
-            base, strategy = prefix, SUFFIXES[suffix]
+        base, strategy = prefix, SUFFIXES[suffix]
     if chain := cfg.chains.get(base):
         if chain.kind != kind:
             raise GatewayError(400, f"'{name}' is a {chain.kind} chain; it cannot serve {kind} requests",
                                code="model_kind_mismatch", param="model")
         return Resolution(chain.models, chain.name, explicit=False, strategy=strategy or Strategy(chain.strategy))
-    if model := cfg.by_name.get(base):
-        models: tuple[ModelInfo, ...] = (model,)
-    elif base in cfg.by_canonical:
+    if base in cfg.by_canonical and base not in cfg.by_name:
         models = cfg.by_canonical[base]
         _check_kind(name, models, kind)
         return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=False,
                           strategy=strategy or Strategy.PRIORITY)
-    elif base in cfg.by_model_id:
-        models = cfg.by_model_id[base]
-    else:
-        raise GatewayError(404, f"The model '{name}' does not exist or is disabled", code="model_not_found",
-                           param="model")
+    models = (cfg.by_name[base],) if base in cfg.by_name else cfg.by_model_id[base]
     _check_kind(name, models, kind)
     return Resolution(tuple(m for m in models if m.kind == kind), None, explicit=True)
 
@@ -250,8 +274,10 @@ async def execute(
     down: set[str] = set()  # providers that refused the connection
     for model in models:
         if skip and (reason := skip(model)):
+            too_small = is_context_reason(reason)
             ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), reason,
-                                          StepGroup.NOT_CAPABLE))
+                                          StepGroup.CONTEXT_TOO_SMALL if too_small else StepGroup.NOT_CAPABLE,
+                                          window=model.context_window if too_small else None))
             continue
         if model.provider.slug in down:
             ctx.trail.append(Step.skipped(Route(model.provider.slug, model.model_id, "*"), PROVIDER_DOWN,
@@ -280,7 +306,8 @@ async def execute(
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, StepGroup.FAILING), exc.retry_after,
-                            int((time.monotonic() - began) * 1000))
+                            int((time.monotonic() - began) * 1000),
+                            window=model.context_window if exc.kind == ErrorKind.CONTEXT_LENGTH else None)
                 ctx.trail.append(step)
                 metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
                 await _settle_failure(store, lease, route, key, exc)
@@ -403,7 +430,14 @@ def exhausted_error(ctx: RequestContext, *, budget_spent: bool = False) -> Gatew
         headers["Retry-After"] = str(soonest)
     if budget_spent:
         message += f" (stopped after {ctx.attempts} attempts / {settings.FREELLM_TIME_BUDGET:g}s budget)"
-    if set(groups) <= _TEMPORARY | {StepGroup.KEY_INVALID, StepGroup.NOT_CAPABLE} and groups.keys() & _TEMPORARY:
+    if set(groups) == {StepGroup.CONTEXT_TOO_SMALL}:
+        # Every model was too small for it (gated out, or the upstream said so): OpenAI's 400, which clients
+        # answer by trimming the conversation.
+        windows = {f"{s.route.provider}/{s.route.model}": s.window for s in steps}
+        return context_overflow_error(ctx.requested, ctx.context_tokens or ctx.est_tokens, windows)
+    # Only waiting helps: some routes are out for now, the others could not serve it at all.
+    unusable = {StepGroup.KEY_INVALID, StepGroup.NOT_CAPABLE, StepGroup.CONTEXT_TOO_SMALL}
+    if set(groups) <= _TEMPORARY | unusable and groups.keys() & _TEMPORARY:
         return GatewayError(429, message, code="all_routes_exhausted", headers=headers)
     if set(groups) <= {StepGroup.NOT_CAPABLE, StepGroup.CONTEXT_TOO_SMALL, StepGroup.MODEL_UNAVAILABLE}:
         return GatewayError(422, message, code="no_capable_model")

@@ -1,7 +1,7 @@
 """Routing's signals: the receivers that keep the routing config current, and what routing tells the layers
 above it.
 
-Any change to providers, keys, models, chains or API keys bumps the routing-config version (see
+Any change to providers, keys, models, chains, aliases or API keys bumps the routing-config version (see
 routing.config). The receivers live here, beside the cache they invalidate, and are connected by
 ``RoutingConfig.ready``: providers, at the ground, knows nothing of routing.
 
@@ -32,12 +32,12 @@ def bump_routing_config(sender, **kwargs) -> None:
 
 
 def connect_config_receivers() -> None:
-    from providers.models import ChainEntry, FallbackChain, Provider, ProviderKey, UpstreamModel
+    from providers.models import ChainEntry, FallbackChain, ModelAlias, Provider, ProviderKey, UpstreamModel
 
     from .models import ApiKey, UserBudget
 
     # ApiKey too: a revoked or deleted key must stop working in every process (it lives in the auth cache), and
     # so must the budgets that come with it (the key's own and its user's).
-    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ApiKey, UserBudget):
+    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ModelAlias, ApiKey, UserBudget):
         post_save.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}")
         post_delete.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}-del")

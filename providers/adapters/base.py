@@ -50,6 +50,7 @@ class ErrorKind(StrEnum):
     CONTEXT_LENGTH = "context_length"  # prompt too long for this model: rule it out for the request
     BAD_REQUEST = "bad_request"  # the request itself is wrong: back to the client, no failover
     BLOCKED = "content_blocked"  # safety filter refused: back to the client
+    EMPTY = "empty_answer"  # no content, no tool call and no reasoning: a broken answer, fail over like a 5xx
 
     @property
     def fails_over(self) -> bool:
@@ -131,6 +132,11 @@ class Adapter:
 
     async def chat_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
         raise _unsupported(self, "streaming chat")
+
+    async def fim_stream(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamStream:
+        """Fill in the middle: ``request`` is ``{"prompt", "suffix"?, "max_tokens"?, "temperature"?, "top_p"?,
+        "stop"?}``; the stream yields ``chat.completion.chunk`` dicts whose content is the missing middle."""
+        raise _unsupported(self, "fill-in-the-middle completions")
 
     async def embeddings(self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts) -> UpstreamResponse:
         raise _unsupported(self, "embeddings")

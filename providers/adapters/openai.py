@@ -69,6 +69,17 @@ class OpenAIAdapter(Adapter):
     async def chat_stream(
         self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts
     ) -> UpstreamStream:
+        return await self._stream(client, target, "/chat/completions", request, timeouts)
+
+    async def fim_stream(
+        self, client: httpx.AsyncClient, target: Target, request: dict, timeouts: Timeouts
+    ) -> UpstreamStream:
+        # Mistral's codestral (and servers copying it): POST /fim/completions, chunks shaped like chat's.
+        return await self._stream(client, target, "/fim/completions", request, timeouts)
+
+    async def _stream(
+        self, client: httpx.AsyncClient, target: Target, path: str, request: dict, timeouts: Timeouts
+    ) -> UpstreamStream:
         body = _prepared(request, target)
         body["stream"] = True
         if "stream_options" not in target.drop_params:
@@ -76,7 +87,7 @@ class OpenAIAdapter(Adapter):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         response = await transport.open_stream(
             client,
-            _url(target, "/chat/completions"),
+            _url(target, path),
             provider=target.provider,
             timeouts=timeouts,
             to_error=lambda r: _error_from_response(r, target),

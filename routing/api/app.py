@@ -16,7 +16,18 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from routing.errors import GatewayError
 
-from . import embeddings, exchange, freellm, gemini, media, models, ollama, openai_chat, responses
+from . import (
+    completions,
+    embeddings,
+    exchange,
+    freellm,
+    gemini,
+    media,
+    models,
+    ollama,
+    openai_chat,
+    responses,
+)
 from .dialects import error_response
 
 # Paths served by the API handler (freellm/asgi.py: no middleware stack); everything else is the site's.
@@ -31,7 +42,7 @@ api = NinjaAPI(
     auth=exchange.UnifiedKeyAuth(),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, responses, embeddings, models, media, freellm):
+for surface in (openai_chat, responses, completions, embeddings, models, media, freellm):
     api.add_router("/", surface.router)
 
 # The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,

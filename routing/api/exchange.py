@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,9 +31,18 @@ from pydantic import BaseModel, ConfigDict
 import freellm.background
 from analytics.services import request_log_enqueue
 from freellm.background import spawn
-from providers.adapters.base import ErrorKind, UpstreamError, UpstreamResponse, UpstreamStream, Usage
+from providers.adapters.base import (
+    Adapter,
+    ErrorKind,
+    Target,
+    Timeouts,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamStream,
+    Usage,
+)
 from providers.adapters.transport import CompletionAssembler, usage_dict
-from routing import budgets, continuity, metrics, router
+from routing import budgets, continuity, metrics, router, toolcalls
 from routing.auth import authenticate_request
 from routing.config import get_routing_config
 from routing.errors import GatewayError
@@ -147,8 +156,15 @@ async def _budget_finish(request: HttpRequest, ctx, usage: Usage | None) -> None
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
     """Resolve ``model`` for ``kind`` and run ``call`` through the router: (ctx, served), not yet settled."""
     ctx = context(request, kind, model, est_tokens)
-    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), model, kind))
+    resolution = await router.arrange(ctx, resolved(ctx, router.resolve(await get_routing_config(), model, kind)))
     return ctx, await execute(request, ctx, resolution, call)
+
+
+def resolved(ctx: router.RequestContext, resolution: router.Resolution) -> router.Resolution:
+    """Note on ``ctx`` which chain (and alias) the requested name resolved to, for the trail headers."""
+    ctx.chain = resolution.chain or ""
+    ctx.alias = resolution.alias or ""
+    return resolution
 
 
 async def finish(request: HttpRequest, ctx, served: router.Served, usage: Usage | None) -> None:
@@ -173,11 +189,24 @@ class ChatResult:
         return self.served.result
 
 
+# (adapter, target, the chat body for that target, timeouts) → the opened upstream stream of chat chunks.
+UpstreamOpener = Callable[[Adapter, Target, dict[str, Any], Timeouts], Awaitable[UpstreamStream]]
+
+
+async def open_chat_stream(adapter: Adapter, target: Target, body: dict[str, Any],
+                           timeouts: Timeouts) -> UpstreamStream:
+    return await adapter.chat_stream(get_client(), target, body, timeouts)
+
+
 async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, stream: bool,
-               session_user: str | None = None) -> ChatResult:
+               session_user: str | None = None, opener: UpstreamOpener = open_chat_stream,
+               conversation_sessions: bool = True) -> ChatResult:
     """Route one chat request (an OpenAI chat-completions body; ``stream`` and ``stream_options`` are the
     exchange's business and are not sent upstream as given). ``session_user`` keys the sticky session when
-    the dialect has its own notion of a user (Anthropic's metadata.user_id)."""
+    the dialect has its own notion of a user (Anthropic's metadata.user_id). ``opener`` calls the upstream
+    when a dialect has a native endpoint for some models (legacy completions: fill in the middle); whatever
+    it opens must stream chat.completion.chunk dicts. ``conversation_sessions=False``: sticky only when the
+    client names its session (X-Session-Id, ``user``), for requests that are not conversations."""
     request.freellm_dialect = dialect
     for i, message in enumerate(body["messages"]):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -185,20 +214,31 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
                                code="invalid_value")
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
-    resolution = await router.arrange(ctx, router.resolve(await get_routing_config(), body["model"], "chat"))
+    resolution = await router.arrange(
+        ctx, resolved(ctx, router.resolve(await get_routing_config(), body["model"], "chat")))
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
-    # Gating (422 before any call), the session's sticky model first, a handoff for whoever takes over.
+    # Gating (400/422 before any call), the session's sticky model first, a handoff for whoever takes over.
     plan = await continuity.chat_plan(body=upstream, headers=request.headers, api_key_id=_api_key_id(request),
-                                      resolution=resolution, requested=body["model"])
+                                      resolution=resolution, requested=body["model"], ctx=ctx,
+                                      conversation_sessions=conversation_sessions)
+    # What free models get wrong (text tool calls, double-encoded arguments, inline <think>, empty answers) is
+    # put right here, before any dialect sees the answer; an empty one fails over like a 5xx.
+    tools = toolcalls.tool_spec(upstream)
 
     if not stream:
         # Upstream streams even here: a hung provider is caught by the first-token and idle timeouts while a
         # slow but steady answer runs on, bounded only by the time budget.
         async def call(adapter, target, timeouts):
-            primed = await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
-            return await _assembled(ctx, primed)
+            primed = await _primed_stream(ctx, opener(adapter, target, plan.body_for(target), timeouts), timeouts)
+            answer = await _assembled(ctx, primed)
+            try:
+                answer.body = toolcalls.rescue_completion(answer.body, tools)
+            except UpstreamError as exc:
+                exc.spent = answer.usage
+                raise
+            return answer
 
         served = await execute(request, ctx, plan.resolution, call, skip=plan.skip)
         await plan.settle(ctx, served)
@@ -206,24 +246,37 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
         return ChatResult(ctx, served, completion=served.result.body)
 
     async def open_stream(adapter, target, timeouts):
-        return await _primed_stream(ctx, adapter, target, plan.body_for(target), timeouts)
+        return await _primed_stream(ctx, opener(adapter, target, plan.body_for(target), timeouts), timeouts,
+                                    rescuer=toolcalls.StreamRescuer(tools))
 
     served = await execute(request, ctx, plan.resolution, open_stream, skip=plan.skip)
     await plan.settle(ctx, served)
     return ChatResult(ctx, served)
 
 
-async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[UpstreamStream, Any, list[dict]]:
-    """Open the stream and read up to the first content chunk, so failover stays invisible until then."""
-    stream = await adapter.chat_stream(get_client(), target, body, timeouts)
+async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Timeouts, *,
+                         rescuer: toolcalls.StreamRescuer | None = None) -> tuple[UpstreamStream, Any, list[dict]]:
+    """Open the stream and read up to the first content chunk, so failover stays invisible until then.
+
+    With a ``rescuer`` (streams to the client) the chunks pass through it: the answer has begun with the
+    upstream's first real output even while the rescuer holds it back (a possible text tool call), and an
+    answer that ends with nothing in it fails here, before the first byte."""
+    stream = await opening
     chunks = stream.chunks().__aiter__()
+    batches = _rescued(chunks, rescuer) if rescuer is not None else None
     buffered: list[dict] = []
     try:
         async with asyncio.timeout(timeouts.first_token):
-            async for chunk in chunks:
-                buffered.append(chunk)
-                if _has_content(chunk):
-                    break
+            if batches is None:
+                async for chunk in chunks:
+                    buffered.append(chunk)
+                    if _has_content(chunk):
+                        break
+            else:
+                async for batch in batches:
+                    buffered.extend(batch)
+                    if rescuer.begun or rescuer.finished:
+                        break
         ctx.first_token_at = time.monotonic()
     except TimeoutError:
         await stream.aclose()
@@ -231,7 +284,20 @@ async def _primed_stream(ctx, adapter, target, body, timeouts) -> tuple[Upstream
     except BaseException:
         await stream.aclose()
         raise
-    return stream, chunks, buffered
+    return stream, (chunks if batches is None else _flattened(batches)), buffered
+
+
+async def _rescued(chunks: AsyncIterator[dict], rescuer: toolcalls.StreamRescuer) -> AsyncIterator[list[dict]]:
+    """Per upstream chunk, what the rescuer sends in its place (often nothing while it holds text back)."""
+    async for chunk in chunks:
+        yield rescuer.feed(chunk)
+    yield rescuer.close()
+
+
+async def _flattened(batches: AsyncIterator[list[dict]]) -> AsyncIterator[dict]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
 
 
 async def _assembled(ctx: router.RequestContext, primed) -> UpstreamResponse:
@@ -324,6 +390,26 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         for choice in chunk.get("choices") or ():
             text_chars += len((choice.get("delta") or {}).get("content") or "")
 
+    spawned = False
+
+    def settle_and_log() -> None:
+        """Once: close upstream at once (no tokens burnt for nobody), settle and log, even when the client left.
+        Started before the last event goes out, so whoever reads the end of the stream finds the work under
+        way (background_idle) rather than not yet begun."""
+        nonlocal spawned
+        if spawned:
+            return
+        spawned = True
+
+        async def work():
+            await stream.aclose()
+            final = usage or estimated_usage(ctx, text_chars)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            await _budget_finish(request, ctx, final)
+            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
+
+        spawn(work())
+
     try:
         ctx.first_byte_at = time.monotonic()
         if data := encoder.start():
@@ -340,25 +426,21 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             account(item)
             if data := encoder.chunk(item):
                 yield data
-        if data := encoder.finish(usage or estimated_usage(ctx, text_chars)):
+        data = encoder.finish(usage or estimated_usage(ctx, text_chars))
+        settle_and_log()
+        if data:
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
         error, status, outcome = exc, 502, "incomplete"
-        yield encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        data = encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
+        settle_and_log()
+        yield data
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise
     finally:
-        # Close upstream at once (no tokens burnt for nobody) and settle even when the client left.
-        async def settle_and_log():
-            await stream.aclose()
-            final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
-            await _budget_finish(request, ctx, final)
-            log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
-
-        spawn(settle_and_log())
+        settle_and_log()
 
 
 async def _with_keepalive(chunks, seconds: float | None) -> AsyncIterator[dict | None]:
@@ -398,7 +480,7 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     ctx = context(request, "embedding", body["model"], estimate_tokens(body["input"]))
     # Failover only inside the requested model's family: a vector from another family would be garbage.
     resolution, family = embedding_resolution(await get_routing_config(), body["model"])
-    resolution = await router.arrange(ctx, resolution)
+    resolution = await router.arrange(ctx, resolved(ctx, resolution))
 
     async def call(adapter, target, timeouts):
         return await adapter.embeddings(get_client(), target, body, timeouts)
@@ -413,7 +495,8 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
 
 def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult | None,
                served: router.Served | None = None) -> HttpResponse:
-    """The X-FreeLLM-* headers: who answered, how many calls it took, every route looked at, a switch."""
+    """The X-FreeLLM-* headers: who answered, how many calls it took, every route looked at, the chain that
+    served (and the alias that led to it), a switch."""
     if isinstance(ctx, ChatResult):
         ctx, served = ctx.ctx, ctx.served
     if ctx is None:
@@ -426,6 +509,10 @@ def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult |
     if ctx.strategy:
         response["X-FreeLLM-Strategy"] = ctx.strategy
     response["X-FreeLLM-Trail"] = ctx.trail_header()
+    if ctx.chain:
+        response["X-FreeLLM-Chain"] = continuity.switch_header_value(ctx.chain)
+    if ctx.alias:
+        response["X-FreeLLM-Alias"] = continuity.switch_header_value(ctx.alias)
     if ctx.switched:
         response[continuity.SWITCH_HEADER] = continuity.switch_header_value(ctx.switched)
     return response

@@ -25,12 +25,17 @@ async def list_models(request: HttpRequest, available: bool = False):
     return {"object": "list", "data": [e for e in entries if allows_name(scopes, e["id"])]}
 
 
-@router.get("/models/{path:model}", summary="Describe one chain or model")
+@router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
 async def retrieve_model(request: HttpRequest, model: str):
     scopes = await scopes_of(request.auth)
-    for entry in await model_entries(available=False):
-        if entry["id"] == model and allows_name(scopes, model):
-            return entry
+    entries = {entry["id"]: entry for entry in await model_entries(available=False)}
+    if model in entries and allows_name(scopes, model):
+        return entries[model]
+    # A name only an alias knows (clients check the model they were configured with): its target, so named.
+    cfg = await get_routing_config()
+    alias = next((a for a in cfg.aliases if a.matches(model)), None)
+    if alias is not None and alias.target in entries and allows_name(scopes, alias.target):
+        return {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")
 

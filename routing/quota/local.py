@@ -42,7 +42,7 @@ from .learning import WINDOWS, Observation, effective_limits, observe
 
 # Errors after which the upstream evidently works (it understood and answered the request).
 _ANSWERED = (ErrorKind.BAD_REQUEST, ErrorKind.BLOCKED, ErrorKind.CONTEXT_LENGTH)
-_FAILURES = (ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION)
+_FAILURES = (ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY)
 
 
 @dataclass

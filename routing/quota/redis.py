@@ -370,6 +370,7 @@ _OUTCOMES = {
     ErrorKind.SERVER: _Outcome.FAILURE,
     ErrorKind.TIMEOUT: _Outcome.FAILURE,
     ErrorKind.CONNECTION: _Outcome.FAILURE,
+    ErrorKind.EMPTY: _Outcome.FAILURE,
     ErrorKind.AUTH: _Outcome.AUTH,
 }
 

@@ -69,6 +69,7 @@ def test_openapi_describes_every_endpoint_and_how_to_authenticate(gateway):
     operations = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
     assert operations == {
         ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
         ("POST", "/v1/responses"),
         ("GET", "/v1/responses/{response_id}"),
         ("DELETE", "/v1/responses/{response_id}"),

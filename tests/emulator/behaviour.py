@@ -38,6 +38,20 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     before the content; ``gap`` paces them like any other chunk.
 ``echo``
     error messages quote the key back, as some providers do (to test that the gateway never passes it on).
+``textcall=STYLE``
+    (OpenAI wire) a tool call is written as text in the answer instead of ``tool_calls``, the way free models
+    do: ``hermes`` ``<tool_call>{"name", "arguments"}</tool_call>``, ``function`` ``<function=name>{...}
+    </function>``, ``params`` Qwen3-Coder's ``<tool_call><function=name><parameter=k>v</parameter>...``,
+    ``kimi`` ``<|tool_call_begin|>functions.name:0<|tool_call_argument_begin|>{...}<|tool_call_end|>``,
+    ``deepseek`` ``<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`` + a fenced JSON block, ``json`` a bare
+    ``{"name", "arguments"}`` object, ``args`` the bare arguments object. Text may come before it
+    (``textcall=hermes:lead`` adds "I will call the tool.").
+``doubleargs``
+    (OpenAI wire) a real tool call's ``arguments`` are JSON-encoded twice (a JSON string holding the object).
+``thinktag``
+    (OpenAI wire) the answer opens with an inline ``<think>…</think>`` block, as DeepSeek-R1 and Qwen3 write.
+``empty``
+    (OpenAI wire) the answer has no content, no tool call and no reasoning (status 200, finish ``stop``).
 
 No key at all → 401, except under a provider path segment starting with ``keyless`` (a keyless provider
 such as Pollinations), where a call without a key behaves like a plain succeeding key. A model id starting with ``missing`` → 404 ``model_not_found``.
@@ -109,6 +123,11 @@ class KeySpec:
     ctx: int | None = None
     echo: bool = False
     think: int = 0
+    textcall: str | None = None
+    textcall_lead: bool = False
+    doubleargs: bool = False
+    thinktag: bool = False
+    empty: bool = False
 
 
 def parse_key(raw: str) -> KeySpec:
@@ -126,8 +145,12 @@ def parse_key(raw: str) -> KeySpec:
                 spec["always_status"] = int(word)
             elif word == "hang":
                 spec["hang"] = True
-            elif word == "echo":
-                spec["echo"] = True
+            elif word in ("echo", "doubleargs", "thinktag", "empty"):
+                spec[word] = True
+            elif word == "textcall":
+                style, _, lead = value.partition(":")
+                spec["textcall"] = style or "hermes"
+                spec["textcall_lead"] = lead == "lead"
             elif word == "fail":
                 count, _, status = value.partition(":")
                 spec["fail_count"] = int(count)

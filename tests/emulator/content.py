@@ -114,6 +114,40 @@ def example_arguments(schema: dict | None) -> dict:
     return arguments
 
 
+def fim_text(prompt: str, suffix: str | None) -> str:
+    """The emulator's fill-in-the-middle answer (``/fim/completions``): names the edges it was given."""
+    if suffix:
+        return f"MIDDLE({prompt[-8:]}|{suffix[:8]})"
+    return f"CONTINUED({prompt[-8:]})"
+
+
+THINK_TAG_TEXT = "Let me think about this."
+TOOL_CALL_LEAD = "I will call the tool."
+
+
+def tool_call_text(style: str, name: str, arguments: dict) -> str:
+    """A tool call written as text, the way models without native tool calling (or served without a tool
+    parser) write it; see the ``textcall=`` key directive."""
+    args = json.dumps(arguments)
+    if style == "function":
+        return f"<function={name}>{args}</function>"
+    if style == "params":
+        params = "".join(f"<parameter={key}>\n{value if isinstance(value, str) else json.dumps(value)}\n"
+                         "</parameter>\n" for key, value in arguments.items())
+        return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
+    if style == "kimi":
+        return (f"<|tool_calls_section_begin|><|tool_call_begin|>functions.{name}:0<|tool_call_argument_begin|>"
+                f"{args}<|tool_call_end|><|tool_calls_section_end|>")
+    if style == "deepseek":
+        return (f"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n{args}\n```"
+                "<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
+    if style == "json":
+        return json.dumps({"name": name, "arguments": arguments})
+    if style == "args":
+        return args
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
 def split_chunks(text: str, minimum: int = MIN_STREAM_CHUNKS) -> list[str]:
     """Split text into at least ``minimum`` non-empty pieces (word boundaries when there are enough words).
 

@@ -94,7 +94,22 @@ def routes(engine: Engine) -> list[Route]:
                     "arguments": json.dumps(content.example_arguments(function.get("parameters"))),
                 },
             }
-        text = None if tool_call else content.reply_text(messages, json_mode=json_mode)
+        spec = decision.spec
+        if tool_call and spec and spec.textcall:
+            # Written as text instead of a tool call, as free models often do.
+            function = tool_call["function"]
+            text = content.tool_call_text(spec.textcall, function["name"], json.loads(function["arguments"]))
+            if spec.textcall_lead:
+                text = f"{content.TOOL_CALL_LEAD}\n{text}"
+            tool_call = None
+        else:
+            text = None if tool_call else content.reply_text(messages, json_mode=json_mode)
+        if tool_call and spec and spec.doubleargs:
+            tool_call["function"]["arguments"] = json.dumps(tool_call["function"]["arguments"])
+        if text is not None and spec and spec.thinktag:
+            text = f"<think>{content.THINK_TAG_TEXT}</think>\n\n{text}"
+        if spec and spec.empty:
+            text, tool_call = "", None
         completion_tokens = content.estimate_tokens(tool_call["function"]["arguments"] if tool_call else text)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -139,7 +154,7 @@ def routes(engine: Engine) -> list[Route]:
             }]})))
             for piece in content.split_chunks(arguments):
                 frames.append(_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
-        else:
+        elif text:
             frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
         tail = [_sse(chunk({}, finish_reason))]
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -151,6 +166,43 @@ def routes(engine: Engine) -> list[Route]:
         # OpenRouter's shape for a failure after the status line: an error object in a data event.
         failure = [_sse({"error": {"code": 502, "message": "Upstream provider failed mid-stream."}})]
         return engine.stream(decision, frames, tail, error_frames=failure)
+
+    async def fim_completions(request: Request) -> Response:
+        """Mistral's fill in the middle: ``prompt`` (+ ``suffix``) in, chat-shaped answer or chunks out."""
+        body = await _json_body(request)
+        if body is None:
+            engine.record(request, provider=provider_of(request), key=bearer_key(request), model=None, body=None)
+            return _bad_request("We could not parse the JSON body of your request.")
+        model, prompt, suffix = body.get("model"), body.get("prompt"), body.get("suffix")
+        stream = bool(body.get("stream"))
+        prompt_tokens = content.estimate_tokens(f"{prompt or ''}{suffix or ''}")
+        decision = await engine.admit(request, provider=provider_of(request), key=bearer_key(request), model=model,
+                                      body=body, est_tokens=prompt_tokens, stream=stream)
+        if decision.action in (ERROR, GONE):
+            return error_response(decision)
+        if not model or not isinstance(prompt, str) or "messages" in body:
+            decision.finish(400)
+            return _bad_request("'model' and 'prompt' are required; 'messages' is not a FIM field.")
+        text = content.fim_text(prompt, suffix)
+        completion_tokens = content.estimate_tokens(text)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        fim_id, created = _chat_id(model), int(time.time())
+        if not stream:
+            return engine.json(decision, {
+                "id": fim_id, "object": "chat.completion", "created": created, "model": model, "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            })
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
+            return {"id": fim_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+        frames = [_sse(chunk({"role": "assistant", "content": ""}))]
+        frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
+        # Mistral sends the usage on the last chunk, stream_options or not.
+        tail = [_sse(chunk({}, "stop", usage=usage)), b"data: [DONE]\n\n"]
+        return engine.stream(decision, frames, tail)
 
     async def embeddings(request: Request) -> Response:
         body = await _json_body(request)
@@ -282,6 +334,7 @@ def routes(engine: Engine) -> list[Route]:
     return [
         Route("/_emulator/tiny.png", tiny_png, methods=["GET"]),
         Route("/{prefix:path}/chat/completions", chat_completions, methods=["POST"]),
+        Route("/{prefix:path}/fim/completions", fim_completions, methods=["POST"]),
         Route("/{prefix:path}/embeddings", embeddings, methods=["POST"]),
         Route("/{prefix:path}/images/generations", images, methods=["POST"]),
         Route("/{prefix:path}/audio/transcriptions", transcriptions, methods=["POST"]),

@@ -107,4 +107,4 @@ def test_bad_users_sections_are_refused_whole(budgets, write_config):
 def test_unknown_top_level_field_names_the_users_section(write_config, db):
     with pytest.raises(CommandError) as caught:
         import_(write_config({"userz": []}))
-    assert "userz: unknown field (allowed: providers, chains, users)" in str(caught.value)
+    assert "userz: unknown field (allowed: providers, chains, aliases, users)" in str(caught.value)

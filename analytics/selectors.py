@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import Count, F, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber, TruncDate, TruncHour
@@ -318,3 +318,70 @@ def routes_health() -> HealthReport:
 
 def _seconds_left(until: float | None, now: float) -> int | None:
     return max(0, math.ceil(until - now)) if until else None
+
+
+# --- for scripts and agents (the MCP tools) ---------------------------------------------------------------
+
+
+def _usage_totals(rows: QuerySet[RequestLog]) -> dict[str, int]:
+    totals = rows.aggregate(requests=Count("pk"), prompt_tokens=Sum("prompt_tokens"),
+                            completion_tokens=Sum("completion_tokens"),
+                            failed=Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)))  # fmt: skip
+    totals = {name: value or 0 for name, value in totals.items()}
+    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+    return totals
+
+
+def usage_summary(*, api_key_id: int, per_user: bool, now: datetime | None = None) -> dict:
+    """Requests and tokens today and this month (UTC, as the budgets count days) of one key; with ``per_user``
+    also every user's, busiest first."""
+    now = now or timezone.now()
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    rows = RequestLog.objects.filter(created_at__gte=month)
+    key_rows = rows.filter(api_key_id=api_key_id)
+    summary = {"since": {"today": day.isoformat(), "month": month.isoformat()},
+               "key": {"today": _usage_totals(key_rows.filter(created_at__gte=day)), "month": _usage_totals(key_rows)}}  # fmt: skip
+    if per_user:
+        users = []
+        for user_id, username in rows.order_by().values_list("user_id", "user__username").distinct():
+            user_rows = rows.filter(user_id=user_id)
+            users.append({"user": username, "today": _usage_totals(user_rows.filter(created_at__gte=day)),
+                          "month": _usage_totals(user_rows)})
+        users.sort(key=lambda u: (-u["month"]["requests"], u["user"] or ""))
+        summary["users"] = users
+    return summary
+
+
+def request_log_of(*, request_id: str, user) -> RequestLog | None:
+    """The row of one request by its X-FreeLLM-Request-Id, if ``user`` may see it (staff: any; others: their own)."""
+    rows = RequestLog.objects.filter(request_id=request_id)
+    if not user_sees_all_requests(user):
+        rows = rows.filter(user=user)
+    return rows.first()
+
+
+def request_log_json(row: RequestLog) -> dict:
+    """One request as scripts read it: what was asked, who answered, every route tried, tokens and timings."""
+    return {
+        "id": row.request_id,
+        "created_at": row.created_at.isoformat(),
+        "endpoint": row.endpoint,
+        "dialect": row.dialect,
+        "requested_model": row.requested_model,
+        "provider": row.provider or None,
+        "model": row.model or None,
+        "key": row.key_label if row.provider else None,
+        "stream": row.stream,
+        "status": row.status_code,
+        "outcome": row.outcome,
+        "attempts": row.attempts,
+        "trail": row.trail,
+        "usage": {"prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                  "total_tokens": row.prompt_tokens + row.completion_tokens},
+        "latency_ms": row.latency_ms,
+        "first_token_ms": row.first_token_ms,
+        "session_id": row.session_id or None,
+        "switched": row.switched or None,
+        "error": row.error or None,
+    }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 
@@ -13,12 +14,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
 from freellm.cors import CorsMiddleware  # noqa: E402
+from routing.api import mcp  # noqa: E402
 from routing.api.app import API_PATH_PREFIXES  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
 
@@ -38,6 +42,51 @@ class ApiASGIHandler(ASGIHandler):
         # ASGI only (always async): errors answered outside the API's handlers still come in the dialect's shape.
         self._middleware_chain = dialect_error_responses(convert_exception_to_response(self._get_response_async))
 
+    async def __call__(self, scope, receive, send):
+        # No ThreadSensitiveContext: Django's would start (and stop) a thread per request for the sync signal
+        # receivers below. The API's rare ORM calls (an uncached key) share asgiref's one sync thread with the
+        # background writers, whose tasks close their connections when done (freellm.background).
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        """Django 5.2's ASGIHandler.handle less two thread hops per request: no request_started signal (its
+        receivers reset DB connections and the query log, which the API's event-loop thread has none of),
+        and the response closed in this thread (request_finished runs where nothing is initialized)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client disconnected during send_response
+            return response
+
+        # As Django does: whichever ends first, the view or a client disconnect.
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not tasks[1].cancelled():
+            tasks[1].result().close()
+        body_file.close()
+
 
 api_handler = ApiASGIHandler()
 # Browsers may call every API surface (/v1, /v1beta, /api) from other origins (CORS); the admin and the ops
@@ -52,6 +101,10 @@ _OPS_PATHS = frozenset(("/livez", "/readyz", "/metrics"))
 
 async def http_app(scope, receive, send):
     path = scope["path"]
+    if path == "/mcp":
+        # The MCP server (routing.api.mcp): the SDK's own ASGI transport, authenticated by the unified key.
+        await mcp.application(scope, receive, send)
+        return
     if path.startswith(API_PATH_PREFIXES):
         app = api_asgi_app
     elif path in _OPS_PATHS:

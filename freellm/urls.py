@@ -3,10 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path, re_path
 
-from routing.api import ops
+from routing.api import ops, playground
 from routing.api.app import api, gemini_api, ollama_api, unknown_endpoint
 
 urlpatterns = [
+    # The playground (routing.api.playground) sends through the router, so it lives with the API package.
+    path("admin/playground/", admin.site.admin_view(playground.playground_page), name="admin_playground"),
+    path("admin/playground/send", playground.playground_send, name="admin_playground_send"),
     path("admin/", admin.site.urls),
     path("livez", ops.livez),
     path("readyz", ops.readyz),

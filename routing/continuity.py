@@ -91,8 +91,7 @@ class ChatPlan:
         if self.sticky is None:
             session = await store.set(self.session_key, provider=provider, model=model)
         elif (self.sticky.provider, self.sticky.model) == (provider, model):
-            await store.touch(self.session_key)
-            session = await store.get(self.session_key) or self.sticky
+            session = await store.touch(self.session_key) or self.sticky
         else:
             session = await store.record_switch(self.session_key, provider=provider, model=model)
             reason = switch_reason(ctx, self.sticky)

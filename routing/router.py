@@ -241,6 +241,30 @@ PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models sk
 _rotation = itertools.count()
 
 
+# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact: a key that
+# ran out is refused there and the next one tried), so a view up to HEADROOM_SECONDS old spares a quota-store
+# round trip per key and request.
+HEADROOM_SECONDS = 1.0
+_headroom: dict[str, tuple[float, float]] = {}
+
+
+async def _headroom_of(store, route: Route) -> float:
+    now = time.monotonic()
+    seen = _headroom.get(route.id)
+    if seen is not None and now - seen[1] < HEADROOM_SECONDS:
+        return seen[0]
+    value = await store.headroom(route)
+    if len(_headroom) > 50_000:
+        _headroom.clear()
+    _headroom[route.id] = (value, now)
+    return value
+
+
+def forget_headroom() -> None:
+    """Drop the view (a test starting afresh)."""
+    _headroom.clear()
+
+
 async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
     """Most headroom first; among equals, rotate so load spreads over a provider's keys."""
     keys = list(model.keys)
@@ -248,7 +272,7 @@ async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
         return keys
     store = get_quota_store()
     turn = next(_rotation)
-    headrooms = await asyncio.gather(*(store.headroom(model.route(key)) for key in keys))
+    headrooms = await asyncio.gather(*(_headroom_of(store, model.route(key)) for key in keys))
     ranked = sorted(
         range(len(keys)), key=lambda i: (-round(headrooms[i], 1), (i - turn) % len(keys))
     )
@@ -344,29 +368,27 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     served.settled = True
     store = get_quota_store()
     tokens = usage.total_tokens if usage and usage.total_tokens else fallback_tokens
-    await store.settle(served.lease, tokens)
     if usage is not None:
         metrics.tokens_total.labels(served.route.provider, "prompt").inc(usage.prompt_tokens)
         metrics.tokens_total.labels(served.route.provider, "completion").inc(usage.completion_tokens)
-    headers = getattr(served.result, "headers", None)
     _observe(served, usage, error)
     if error is None:
-        await store.record(served.route, None, headers=headers)
+        await store.finish(served.lease, tokens, served.route, None, headers=getattr(served.result, "headers", None))
     else:
-        await store.record(served.route, error.kind, retry_after=error.retry_after, headers=error.headers,
-                           message=error.message)
+        await store.finish(served.lease, tokens, served.route, error.kind, retry_after=error.retry_after,
+                           headers=error.headers, message=error.message)
     if served.key.id is not None:
         await _touch_key(served.key.id)
 
 
 async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
-    if exc.spent is not None:
-        await store.settle(lease, exc.spent.total_tokens)  # broke mid-answer: the provider counted it
-    elif exc.kind == ErrorKind.CONNECTION:
+    if exc.kind == ErrorKind.CONNECTION and exc.spent is None:
         await store.release(lease)  # never reached the provider
+        await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
     else:
-        await store.settle(lease, 0)
-    await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+        # A call that broke mid-answer spent what the provider counted; any other failure spent nothing.
+        await store.finish(lease, exc.spent.total_tokens if exc.spent is not None else 0, route, exc.kind,
+                           retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
     if exc.kind in FAILURE_KINDS:
         get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:

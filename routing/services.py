@@ -58,6 +58,23 @@ def user_budget_set(*, user: AbstractBaseUser, rpm: int | None = None, rpd: int 
     return budget_set(budget=budget, rpm=rpm, rpd=rpd, tpd=tpd, allowed_models=allowed_models)
 
 
+# The key the admin's playground sends its requests with, one per user (routing/api/playground.py).
+PLAYGROUND_KEY_NAME = "playground"
+
+
+def api_key_playground_get_or_create(*, user: AbstractBaseUser) -> ApiKey:
+    """The user's active playground key, created on first use. Its secret is never shown or needed: the
+    playground authenticates by the admin session; the key makes its requests count as the user's (limits,
+    request log) and tells them apart from the user's tools."""
+    keys = ApiKey.objects.select_related("user").filter(user=user, name=PLAYGROUND_KEY_NAME, revoked_at__isnull=True)
+    api_key = keys.order_by("pk").first()
+    if api_key is None:
+        created, _ = api_key_create(user=user, name=PLAYGROUND_KEY_NAME)
+        # Read back with its user as a plain row (``user`` may be the request's lazy user object).
+        api_key = keys.get(pk=created.pk)
+    return api_key
+
+
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     """Revoke for good; revoking twice keeps the first revocation time."""
     if api_key.revoked_at is None:

@@ -107,8 +107,8 @@ class StickySessionStore(ABC):
         """Bind the session to a model (first answer). Keeps created/switches of an existing session."""
 
     @abstractmethod
-    async def touch(self, key: str) -> None:
-        """The session was used again: slide its TTL."""
+    async def touch(self, key: str) -> StickySession | None:
+        """The session was used again: slide its TTL. Returns it as it is now (None: it had expired)."""
 
     @abstractmethod
     async def record_switch(self, key: str, *, provider: str, model: str) -> StickySession:
@@ -158,12 +158,14 @@ class LocalSessionStore(StickySessionStore):
         self._put(key, session, now)
         return StickySession(**asdict(session))
 
-    async def touch(self, key: str) -> None:
+    async def touch(self, key: str) -> StickySession | None:
         now = time.time()
         session = self._live(key, now)
-        if session is not None:
-            session.last_used = now
-            self._put(key, session, now)
+        if session is None:
+            return None
+        session.last_used = now
+        self._put(key, session, now)
+        return StickySession(**asdict(session))
 
     async def record_switch(self, key: str, *, provider: str, model: str) -> StickySession:
         now = time.time()
@@ -178,19 +180,33 @@ class LocalSessionStore(StickySessionStore):
         self._items.pop(key, None)
 
 
+# Slide a session's TTL and read it back, in one round trip; nothing for a session that has expired.
+_TOUCH = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'last_used', ARGV[2])
+  return redis.call('HGETALL', KEYS[1])
+end
+return {}
+"""
+
+
 class RedisSessionStore(StickySessionStore):
     """One Redis hash per session at ``freellm:sess:<key>``; the key's own TTL does the expiry."""
 
     def __init__(self, client) -> None:
         # A client with decode_responses (routing.redis.redis_client): answers are str.
         self._client = client
+        self._touch = client.register_script(_TOUCH)
 
     @staticmethod
     def _key(key: str) -> str:
         return REDIS_KEY_PREFIX + key
 
     async def get(self, key: str) -> StickySession | None:
-        raw = await self._client.hgetall(self._key(key))
+        return self._session(await self._client.hgetall(self._key(key)))
+
+    @staticmethod
+    def _session(raw: dict[str, str]) -> StickySession | None:
         if not raw or "provider" not in raw:
             return None
         return StickySession(
@@ -218,11 +234,11 @@ class RedisSessionStore(StickySessionStore):
             _, _, switches, _, created = await pipe.execute()
         return StickySession(provider, model, int(switches), float(created), now)
 
-    async def touch(self, key: str) -> None:
-        name = self._key(key)
-        # EXPIRE answers whether the key exists, so an expired session is not resurrected as a bare hash.
-        if await self._client.expire(name, _ttl()):
-            await self._client.hset(name, "last_used", time.time())
+    async def touch(self, key: str) -> StickySession | None:
+        # One round trip. EXPIRE answers whether the key exists, so an expired session is not resurrected
+        # as a bare hash.
+        raw = await self._touch(keys=[self._key(key)], args=[_ttl(), time.time()])
+        return self._session(dict(zip(raw[::2], raw[1::2], strict=True)))
 
     async def drop(self, key: str) -> None:
         await self._client.delete(self._key(key))
@@ -252,8 +268,8 @@ class DegradingSessionStore(StickySessionStore):
     async def set(self, key: str, *, provider: str, model: str) -> StickySession:
         return await self._call("set", key, provider=provider, model=model)
 
-    async def touch(self, key: str) -> None:
-        await self._call("touch", key)
+    async def touch(self, key: str) -> StickySession | None:
+        return await self._call("touch", key)
 
     async def record_switch(self, key: str, *, provider: str, model: str) -> StickySession:
         return await self._call("record_switch", key, provider=provider, model=model)

@@ -64,10 +64,12 @@ def reset_shared_state() -> None:
     from django.conf import settings
 
     from routing.quota import set_quota_store
+    from routing.router import forget_headroom
     from routing.sessions import reset_session_store
     from routing.stats import reset_stats_store
 
     set_quota_store(None)
+    forget_headroom()
     reset_session_store()
     reset_stats_store()
     if settings.REDIS_URL:

@@ -43,6 +43,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import orjson
 
 from .base import (
     Adapter,
@@ -383,7 +384,7 @@ class CloudflareAdapter(Adapter):
                         done = True
                         break
                     try:
-                        event = json.loads(sse.data)
+                        event = orjson.loads(sse.data)
                     except ValueError:
                         raise UpstreamError(ErrorKind.SERVER, "Workers AI sent a stream event that is not JSON") from None
                     if not isinstance(event, dict):

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from .base import (
     Adapter,
@@ -373,7 +374,7 @@ class CohereAdapter(Adapter):
                     if sse.data.strip() == "[DONE]":
                         break
                     try:
-                        event = json.loads(sse.data)
+                        event = orjson.loads(sse.data)
                     except ValueError:
                         raise UpstreamError(ErrorKind.SERVER, "Cohere sent a stream event that is not JSON") from None
                     if sse.event == "error" or event.get("type") == "error":

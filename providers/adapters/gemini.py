@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from .base import (
     Adapter,
@@ -505,7 +506,7 @@ class GeminiAdapter(Adapter):
             try:
                 async for event in sse_events(response, timeouts, PROVIDER):
                     try:
-                        data = json.loads(event.data)
+                        data = orjson.loads(event.data)
                     except ValueError:
                         raise UpstreamError(ErrorKind.SERVER, "Gemini sent a stream event that is not JSON") from None
                     if isinstance(data, dict) and "error" in data:

@@ -6,12 +6,12 @@ headers, parameters to drop), streaming, and reading each provider's error diale
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from . import transport
 from .base import (
@@ -208,7 +208,7 @@ async def _stream_chunks(response: httpx.Response, target: Target, timeouts: Tim
                 finished = True
                 break
             try:
-                chunk = json.loads(event.data)
+                chunk = orjson.loads(event.data)
             except ValueError:
                 raise UpstreamError(ErrorKind.SERVER, f"{_where(target)}: unreadable stream event") from None
             if not isinstance(chunk, dict):

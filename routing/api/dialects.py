@@ -25,6 +25,8 @@ class Dialect(StrEnum):
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
     OLLAMA = "ollama"
+    # Not a wire: the admin's playground (routing/api/playground.py), so the request log tells its rows apart.
+    PLAYGROUND = "playground"
 
 
 ErrorRenderer = Callable[[GatewayError], HttpResponse]

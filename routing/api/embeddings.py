@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from ninja import Router
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -30,4 +30,4 @@ class EmbeddingRequest(exchange.OpenSchema):
 @router.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest, payload: EmbeddingRequest):
     answer, ctx, served = await exchange.embeddings(request, payload.to_upstream(), dialect=Dialect.OPENAI)
-    return exchange.with_trail(JsonResponse(answer), ctx, served)
+    return exchange.with_trail(exchange.json_response(answer), ctx, served)

@@ -16,12 +16,12 @@ of them copies failover, priming, settling or logging.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja.parser import Parser
@@ -72,12 +72,13 @@ MAX_JSON_DEPTH = 64
 
 
 class JsonBodyParser(Parser):
-    """json.loads with a nesting limit: a deeper body is refused before any code walks it."""
+    """orjson with a nesting limit: a deeper body is refused before any code walks it. orjson also refuses
+    what json would let through to the upstream: NaN/Infinity and lone surrogates (invalid UTF-8)."""
 
     def parse_body(self, request: HttpRequest) -> Any:
         too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
         try:
-            data = json.loads(request.body)
+            data = orjson.loads(request.body)
         except RecursionError:
             raise too_deep from None
         if _nested_deeper_than(data, MAX_JSON_DEPTH):
@@ -491,6 +492,11 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
 
 
 # --- what the response says ------------------------------------------------------------------------------
+
+
+def json_response(data: Any, *, status: int = 200) -> HttpResponse:
+    """A JSON answer serialised by orjson (several times faster than json on completions and vectors)."""
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
 
 
 def with_trail(response: HttpResponse, ctx: router.RequestContext | ChatResult | None,

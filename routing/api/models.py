@@ -19,10 +19,7 @@ router = Router(tags=["models"])
 
 @router.get("/models", summary="List the chains and models you may use")
 async def list_models(request: HttpRequest, available: bool = False):
-    entries = await model_entries(available=available)
-    # Only what this key (and its user) may use.
-    scopes = await scopes_of(request.auth)
-    return {"object": "list", "data": [e for e in entries if allows_name(scopes, e["id"])]}
+    return {"object": "list", "data": await entries_for(request.auth, available=available)}
 
 
 @router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
@@ -111,3 +108,11 @@ async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[
     out = [Listed(c.name, c.kind, "freellm", c.models) for c in cfg.chains.values() if c.kind in kinds]
     out.extend(Listed(m.name, m.kind, m.provider.slug, (m,)) for m in cfg.models if m.kind in kinds)
     return out
+
+
+async def entries_for(api_key, *, available: bool = False) -> list[dict[str, Any]]:
+    """``model_entries`` of what ``api_key`` may use (GET /v1/models, the MCP tools and the playground list
+    these): narrowed by the key's and its user's allowed chains and models (routing.budgets)."""
+    entries = await model_entries(available=available)
+    scopes = await scopes_of(api_key) if api_key is not None else ()
+    return [e for e in entries if allows_name(scopes, e["id"])]

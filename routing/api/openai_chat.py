@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+import orjson
+from django.http import HttpRequest
 from ninja import Router
 from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
@@ -47,13 +47,13 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
     stream = bool(body.get("stream"))
     result = await exchange.chat(request, body, dialect=Dialect.OPENAI, stream=stream)
     if not stream:
-        return exchange.with_trail(JsonResponse(result.completion), result)
+        return exchange.with_trail(exchange.json_response(result.completion), result)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return exchange.stream_response(request, result, OpenAIChatEncoder(include_usage=include_usage))
 
 
 def sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 class OpenAIChatEncoder:

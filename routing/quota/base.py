@@ -139,6 +139,21 @@ class QuotaStore(ABC):
     ) -> None:
         """Outcome of an attempt: None for success, else the error kind; headers/message feed limit learning."""
 
+    async def finish(
+        self,
+        lease: Lease,
+        used_tokens: int,
+        route: Route,
+        error: ErrorKind | None,
+        *,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str = "",
+    ) -> None:
+        """``settle`` then ``record``: how every answered call ends. A backend may do both in one round trip."""
+        await self.settle(lease, used_tokens)
+        await self.record(route, error, retry_after=retry_after, headers=headers, message=message)
+
     @abstractmethod
     async def status(self, route: Route) -> RouteStatus: ...
 

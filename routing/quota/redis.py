@@ -453,11 +453,14 @@ class RedisQuotaStore(QuotaStore):
     def _client(self) -> aioredis.Redis:
         return redis_client(self.url)
 
-    async def _run(self, script: str, keys: list[str], args: list) -> object:
-        client = self._client()
+    def _scripts_of(self, client: aioredis.Redis) -> _Scripts:
         if self._scripts is None:
             self._scripts = _Scripts(client)
-        return await getattr(self._scripts, script)(keys=keys, args=args, client=client)
+        return self._scripts
+
+    async def _run(self, script: str, keys: list[str], args: list) -> object:
+        client = self._client()
+        return await getattr(self._scripts_of(client), script)(keys=keys, args=args, client=client)
 
     async def aclose(self) -> None:
         """Close this event loop's connections (tests; short-lived loops of sync callers)."""
@@ -502,6 +505,30 @@ class RedisQuotaStore(QuotaStore):
         headers: Mapping[str, str] | None = None,
         message: str = "",
     ) -> None:
+        keys, args = self._record_call(route, error, retry_after, headers, message)
+        await self._run("record", keys, args)
+
+    async def finish(
+        self,
+        lease: Lease,
+        used_tokens: int,
+        route: Route,
+        error: ErrorKind | None,
+        *,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str = "",
+    ) -> None:
+        # Both scripts in one pipeline: one round trip where settle and record took two.
+        keys, args = self._record_call(route, error, retry_after, headers, message)
+        scripts = self._scripts_of(self._client())
+        async with self._client().pipeline(transaction=False) as pipe:
+            await scripts.settle(keys=[f"{PREFIX}lease:{lease.id}"], args=[max(0, int(used_tokens))], client=pipe)
+            await scripts.record(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+
+    def _record_call(self, route: Route, error: ErrorKind | None, retry_after: float | None,
+                     headers: Mapping[str, str] | None, message: str) -> tuple[list[str], list]:
         now = self.now()
         tz = route.daily_reset_tz
         day = policy.day_id(now, tz)
@@ -527,7 +554,7 @@ class RedisQuotaStore(QuotaStore):
             _limit_arg(route.limits.rpd), _limit_arg(route.limits.tpd),
             "" if error is None else error.value, "" if error is None else message[:LAST_ERROR_CHARS],
         ]  # fmt: skip
-        await self._run("record", keys, args)
+        return keys, args
 
     async def _inspect(self, route: Route) -> _Inspection:
         now = self.now()

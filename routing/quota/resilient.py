@@ -92,6 +92,24 @@ class ResilientQuotaStore(QuotaStore):
     ) -> None:
         return await self._call("record", route, error, retry_after=retry_after, headers=headers, message=message)
 
+    async def finish(
+        self,
+        lease: Lease,
+        used_tokens: int,
+        route: Route,
+        error: ErrorKind | None,
+        *,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str = "",
+    ) -> None:
+        if self.fallback.owns(lease):
+            # Reserved while Redis was away: settle where it was charged, record where health lives now.
+            await self.fallback.settle(lease, used_tokens)
+            return await self.record(route, error, retry_after=retry_after, headers=headers, message=message)
+        return await self._call("finish", lease, used_tokens, route, error, retry_after=retry_after,
+                                headers=headers, message=message)
+
     async def status(self, route: Route) -> RouteStatus:
         return await self._call("status", route)
 

@@ -83,9 +83,10 @@ async def test_local_store_set_switch_touch_drop():
     assert (first.provider, first.model, first.switches) == ("groq", "llama", 0)
     switched = await store.record_switch("k", provider="cerebras", model="gpt-oss")
     assert (switched.provider, switched.switches, switched.created) == ("cerebras", 1, first.created)
-    await store.touch("k")
+    touched = await store.touch("k")
     got = await store.get("k")
     assert got.model == "gpt-oss" and got.last_used >= switched.last_used
+    assert touched == got
     await store.drop("k")
     assert await store.get("k") is None
 
@@ -119,12 +120,14 @@ async def test_redis_store_round_trip_and_ttl(redis_url):
         assert (got.provider, got.model, got.switches) == ("cerebras", "gpt-oss", 1)
         # Sliding: a touch puts the full TTL back.
         await client.expire(REDIS_KEY_PREFIX + "k", 5)
-        await store.touch("k")
+        touched = await store.touch("k")
         assert await client.ttl(REDIS_KEY_PREFIX + "k") > 1700
+        # ...and answers the session as it is now, in the same round trip.
+        assert (touched.provider, touched.switches) == ("cerebras", 1) and touched.last_used >= got.last_used
         await store.drop("k")
         assert await store.get("k") is None
         # Touching a session that is gone must not resurrect it.
-        await store.touch("k")
+        assert await store.touch("k") is None
         assert not await client.exists(REDIS_KEY_PREFIX + "k")
     finally:
         await client.aclose()

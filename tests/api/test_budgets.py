@@ -283,3 +283,24 @@ def test_the_keyless_ollama_user_is_held_to_their_budget(configured, settings):
     with pytest.raises(ollama.ResponseError) as caught:
         native.chat(model="fast", messages=HI, stream=False)
     assert caught.value.status_code == 429 and "the user alice allows 1 requests per minute" in caught.value.error
+
+
+def test_the_mcp_list_models_tool_shows_only_what_the_key_may_use(configured):
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    raw = _key(allowed_models=["fast", "cerebras/*"])
+
+    async def listed() -> set[str]:
+        async with (
+            httpx.AsyncClient(headers={"Authorization": f"Bearer {raw}"}, timeout=30) as http,
+            streamable_http_client(f"{configured.url}/mcp", http_client=http) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool("list_models", {})
+        return {m["id"] for m in result.structuredContent["models"]}
+
+    assert asyncio.run(listed()) == {"fast", "cerebras/llama"}

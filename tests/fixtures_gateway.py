@@ -22,6 +22,16 @@ class Gateway:
         kwargs.setdefault("max_retries", 0)
         return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
 
+    def anthropic(self, **kwargs):
+        """The anthropic SDK at the server root, as Claude Code's ANTHROPIC_BASE_URL; the unified key goes as
+        x-api-key, or as `Authorization: Bearer` with ``auth_token=`` (ANTHROPIC_AUTH_TOKEN)."""
+        import anthropic
+
+        kwargs.setdefault("max_retries", 0)
+        if "auth_token" not in kwargs:
+            kwargs.setdefault("api_key", self.api_key)
+        return anthropic.Anthropic(base_url=self.url, **kwargs)
+
 
 @pytest.fixture(scope="session")
 def _gateway_server():

@@ -304,6 +304,8 @@ class _ChoiceParts:
         self.fields: dict[str, list[Any]] = {}  # message field → its fragments in stream order
         self.tool_calls: dict[int, _ToolCallParts] = {}
         self.finish_reason: str | None = None
+        # vLLM-based servers name the stop sequence (or token id) that ended the answer.
+        self.stop_reason: str | int | None = None
         self.logprobs: list[Any] = []
 
     def feed(self, choice: dict) -> int:
@@ -322,6 +324,8 @@ class _ChoiceParts:
                 added += len(value) if isinstance(value, str) else 0
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
+        if choice.get("stop_reason") is not None:
+            self.stop_reason = choice["stop_reason"]
         if choice.get("logprobs"):
             self.logprobs.append(choice["logprobs"])
         return added
@@ -351,8 +355,11 @@ class _ChoiceParts:
         if calls:
             message["tool_calls"] = calls
         finish_reason = self.finish_reason or ("tool_calls" if calls else "stop")
-        return {"index": index, "message": message, "finish_reason": finish_reason,
-                "logprobs": _combined(self.logprobs)}
+        choice = {"index": index, "message": message, "finish_reason": finish_reason,
+                  "logprobs": _combined(self.logprobs)}
+        if self.stop_reason is not None:
+            choice["stop_reason"] = self.stop_reason
+        return choice
 
 
 class _ToolCallParts:

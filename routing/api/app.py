@@ -17,6 +17,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from routing.errors import GatewayError
 
 from . import (
+    anthropic,
     completions,
     embeddings,
     exchange,
@@ -42,7 +43,7 @@ api = NinjaAPI(
     auth=exchange.UnifiedKeyAuth(),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, responses, completions, embeddings, models, media, freellm):
+for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic, freellm):
     api.add_router("/", surface.router)
 
 # The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,

@@ -368,6 +368,12 @@ class StreamEncoder(Protocol):
     def keepalive(self) -> bytes: ...
 
 
+def sse_event(name: str, data: Any) -> bytes:
+    """One named server-sent event (``event: <name>``, then the JSON ``data``), as Anthropic's and the
+    Responses API's streams are written."""
+    return f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
 def stream_response(request: HttpRequest, result: ChatResult, encoder: StreamEncoder, *,
                     content_type: str = "text/event-stream") -> StreamingHttpResponse:
     response = StreamingHttpResponse(_relay(request, result, encoder), content_type=content_type)

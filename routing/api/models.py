@@ -1,4 +1,5 @@
-"""GET /v1/models and /v1/models/{id}: the chains and models a key may use."""
+"""GET /v1/models and /v1/models/{id}: the chains and models a key may use, in OpenAI's shape or, for a
+request that carries ``anthropic-version`` (the Anthropic SDKs, Claude Code), in Anthropic's."""
 
 from __future__ import annotations
 
@@ -14,25 +15,33 @@ from routing.config import ModelInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
 
+from . import anthropic
+
 router = Router(tags=["models"])
 
 
 @router.get("/models", summary="List the chains and models you may use")
-async def list_models(request: HttpRequest, available: bool = False):
-    return {"object": "list", "data": await entries_for(request.auth, available=available)}
+async def list_models(request: HttpRequest, available: bool = False, limit: int | None = None,
+                      after_id: str | None = None, before_id: str | None = None):
+    entries = await entries_for(request.auth, available=available)
+    if anthropic.wants_anthropic_shape(request):
+        return anthropic.model_page(entries, limit=limit, after_id=after_id, before_id=before_id)
+    return {"object": "list", "data": entries}
 
 
 @router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
 async def retrieve_model(request: HttpRequest, model: str):
+    as_anthropic = anthropic.wants_anthropic_shape(request)
     scopes = await scopes_of(request.auth)
     entries = {entry["id"]: entry for entry in await model_entries(available=False)}
     if model in entries and allows_name(scopes, model):
-        return entries[model]
+        return anthropic.model_info(entries[model]) if as_anthropic else entries[model]
     # A name only an alias knows (clients check the model they were configured with): its target, so named.
     cfg = await get_routing_config()
     alias = next((a for a in cfg.aliases if a.matches(model)), None)
     if alias is not None and alias.target in entries and allows_name(scopes, alias.target):
-        return {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
+        entry = {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
+        return anthropic.model_info(entry) if as_anthropic else entry
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
                        param="model")
 

@@ -640,7 +640,7 @@ class ResponsesEncoder:
     def _event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
-        return f"event: {kind}\ndata: ".encode() + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        return exchange.sse_event(kind, payload)
 
     def _open(self, kind: str, item_id: str, **fields: Any) -> _OpenItem:
         item = _OpenItem(kind, self._next_index, item_id, **fields)

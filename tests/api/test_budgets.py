@@ -304,3 +304,16 @@ def test_the_mcp_list_models_tool_shows_only_what_the_key_may_use(configured):
         return {m["id"] for m in result.structuredContent["models"]}
 
     assert asyncio.run(listed()) == {"fast", "cerebras/llama"}
+
+
+def test_the_anthropic_dialect_gets_its_own_429(configured):
+    import anthropic
+
+    raw = _key(rpm=1)
+    client = anthropic.Anthropic(base_url=configured.url, api_key=raw, max_retries=0)
+    client.messages.create(model="fast", max_tokens=20, messages=HI)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="fast", max_tokens=20, messages=HI)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    assert "this key allows 1 requests per minute" in caught.value.body["error"]["message"]
+    assert caught.value.response.headers["Retry-After"]

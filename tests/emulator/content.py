@@ -76,6 +76,16 @@ def reply_text(messages: list[dict], *, json_mode: bool = False) -> str:
     return text
 
 
+def cut_at_stop(text: str, stop: Any) -> tuple[str, str | None]:
+    """The text up to the first of the ``stop`` sequences it contains, and that sequence (None if none)."""
+    stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str) and s]
+    found = [(text.find(s), s) for s in stops if s in text]
+    if not found:
+        return text, None
+    position, sequence = min(found)
+    return text[:position], sequence
+
+
 def wants_tool(messages: list[dict], tools: list[dict] | None, tool_choice: Any) -> bool:
     """A tool call is returned when tools are offered and either the last message says "call tool" or
     ``tool_choice`` demands one (``"required"`` or a named function); ``"none"`` forbids it."""

@@ -108,6 +108,10 @@ def routes(engine: Engine) -> list[Route]:
             tool_call["function"]["arguments"] = json.dumps(tool_call["function"]["arguments"])
         if text is not None and spec and spec.thinktag:
             text = f"<think>{content.THINK_TAG_TEXT}</think>\n\n{text}"
+        # As vLLM-based servers do: the answer ends before a stop sequence, and the choice names it.
+        stopped_by = None
+        if text is not None and body.get("stop"):
+            text, stopped_by = content.cut_at_stop(text, body["stop"])
         if spec and spec.empty:
             text, tool_call = "", None
         completion_tokens = content.estimate_tokens(tool_call["function"]["arguments"] if tool_call else text)
@@ -132,6 +136,8 @@ def routes(engine: Engine) -> list[Route]:
                 "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
                 "usage": usage,
             }
+            if stopped_by:
+                answer["choices"][0]["stop_reason"] = stopped_by
             return engine.json(decision, answer)
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
@@ -156,7 +162,10 @@ def routes(engine: Engine) -> list[Route]:
                 frames.append(_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
         elif text:
             frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
-        tail = [_sse(chunk({}, finish_reason))]
+        last = chunk({}, finish_reason)
+        if stopped_by:
+            last["choices"][0]["stop_reason"] = stopped_by
+        tail = [_sse(last)]
         if (body.get("stream_options") or {}).get("include_usage"):
             tail.append(_sse({
                 "id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,

@@ -32,6 +32,13 @@ def test_the_openai_sdk_snippet_answers(served):
     assert printed.getvalue() == "Echo: Say hello\n"
 
 
+def test_the_anthropic_sdk_snippet_answers(served):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(only_block("anthropic-sdk", served), "<anthropic-sdk snippet>", "exec"), {})
+    assert printed.getvalue() == "Echo: Say hello\n"
+
+
 def test_the_curl_snippet_answers(served):
     done = subprocess.run(["bash", "-c", only_block("curl", served).rstrip() + " --silent --show-error --fail"],
                           capture_output=True, text=True, timeout=30)  # fmt: skip

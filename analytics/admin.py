@@ -31,7 +31,7 @@ from . import (
     dashboard,
     selectors,
 )
-from .models import RequestLog
+from .models import Incident, RequestLog
 from .services import request_log_stats
 
 # The admin index gets a panel linking the dashboard and the live feed.
@@ -287,3 +287,24 @@ def _step_outcome(outcome: str):
 def _step_ms(step: dict) -> str:
     ms = step.get("ms")
     return f"{ms} ms" if ms else "—"
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """What the alert rules found (analytics/alerts.py): open ones are also the banner on every admin page."""
+
+    list_display = ["summary", "rule", "state", "first_seen", "last_seen", "resolved_at", "notified"]
+    list_filter = ["state", "rule"]
+    search_fields = ["key", "summary"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="webhook told", boolean=True)
+    def notified(self, obj: Incident) -> bool | None:
+        if obj.notified_at is None:
+            return None
+        return obj.state == Incident.State.OPEN or obj.recovery_notified_at is not None

@@ -252,6 +252,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES
 # --- Operations --------------------------------------------------------------------------------------
 # /metrics from other addresses than loopback needs `Authorization: Bearer <this>`; unset, it is a 404 there.
 FREELLM_METRICS_TOKEN = env.str("FREELLM_METRICS_TOKEN", default="")
+# Alerts (analytics/alerts.py): a Slack-compatible incoming webhook, told once per incident and once on recovery;
+# a route alerts when this share of its calls failed over the window (with at least that many calls).
+FREELLM_ALERT_WEBHOOK = env.str("FREELLM_ALERT_WEBHOOK", default="")
+FREELLM_ALERT_WINDOW = env.int("FREELLM_ALERT_WINDOW", default=900)
+FREELLM_ALERT_FAILURE_RATE = env.float("FREELLM_ALERT_FAILURE_RATE", default=0.5)
+FREELLM_ALERT_MIN_CALLS = env.int("FREELLM_ALERT_MIN_CALLS", default=5)
 # Every process's counters are files in one folder, added up per scrape (prometheus_client's multiprocess
 # mode). Set before anything imports prometheus_client; `./dev run` empties it at start.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "metrics"))

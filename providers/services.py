@@ -25,6 +25,7 @@ from .config_schema import (
     ModelSpec,
     ProviderSpec,
     config_parse,
+    config_sections,
 )
 from .models import (
     ChainEntry,
@@ -96,6 +97,8 @@ def config_apply(
             for alias in ModelAlias.objects.exclude(pattern__in=[a.pattern for a in spec.aliases]):
                 report.add(f"- alias {alias.pattern}")
                 alias.delete()
+        for name, value in spec.sections.items():
+            config_sections[name].apply(value, prune=prune, report=report)
         if dry_run:
             transaction.set_rollback(True)
     return report
@@ -356,7 +359,11 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         alias_item: dict[str, Any] = {"pattern": alias.pattern, "target": alias.target}
         _put_if(alias_item, "enabled", alias.enabled, default=True)
         aliases.append(alias_item)
-    return {"providers": providers, "chains": chains, "aliases": aliases}
+    exported: dict[str, Any] = {"providers": providers, "chains": chains, "aliases": aliases}
+    for name, section in config_sections.items():
+        if value := section.export():
+            exported[name] = value
+    return exported
 
 
 def _export_model(model: UpstreamModel) -> dict[str, Any]:

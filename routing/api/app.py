@@ -22,6 +22,7 @@ from . import (
     edge,
     embeddings,
     exchange,
+    freellm,
     gemini,
     media,
     models,
@@ -45,7 +46,7 @@ api = GatewayAPI(
     auth=(_unified_auth := exchange.UnifiedKeyAuth()),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic):
+for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic, freellm):
     api.add_router("/", surface.router)
 
 # The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,

@@ -42,7 +42,7 @@ from providers.adapters.base import (
     Usage,
 )
 from providers.adapters.transport import CompletionAssembler, redact, usage_dict
-from routing import continuity, metrics, router, toolcalls
+from routing import budgets, continuity, metrics, router, toolcalls
 from routing.auth import authenticate_request, raw_key_from
 from routing.config import get_routing_config
 from routing.errors import GatewayError
@@ -109,16 +109,34 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
     """router.execute, plus the request-log row of a client that left (errors are logged by their handler).
     skip: model → reason to pass it over (gating); reword: turns the router's error into the endpoint's own
     (embeddings name their family)."""
+    # The key's and its user's budgets: the allowed models narrow the walk, then one request and the token
+    # estimate are reserved (403 / 429 here, before any route is tried); settled when the request ends.
+    resolution, request.freellm_budget = await budgets.admit(
+        getattr(request, "auth", None), ctx.requested, resolution, ctx.est_tokens)
     try:
         return await router.execute(ctx, resolution.models, call, skip=skip)
     except GatewayError as exc:
+        await _budget_finish(request, ctx, Usage(0, 0))
         if reword is None:
             raise
         raise reword(exc) from None
     except asyncio.CancelledError:
+        spawn(_budget_finish(request, ctx, Usage(0, 0)))
         # The client left before an answer (499, as nginx logs it): the row still says what was tried.
         log_request(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
         raise
+
+
+async def _budget_finish(request: HttpRequest, ctx, usage: Usage | None) -> None:
+    """The request's budget reservations: settled with the real tokens (the estimate when the answer gave no
+    usage; a failed request passes ``Usage(0, 0)``), or given back when no provider was called."""
+    admission = getattr(request, "freellm_budget", None)
+    if admission is None:
+        return
+    if not ctx.attempts:
+        await admission.finish(None)
+    else:
+        await admission.finish(usage.total_tokens if usage is not None else ctx.est_tokens)
 
 
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
@@ -138,6 +156,7 @@ def resolved(ctx: router.RequestContext, resolution: router.Resolution) -> route
 async def finish(request: HttpRequest, ctx, served: router.Served, usage: Usage | None) -> None:
     """Settle a served plain request and write its row."""
     await router.settle(served, usage, fallback_tokens=ctx.est_tokens)
+    await _budget_finish(request, ctx, usage)
     log_request(request, ctx, served, 200, usage)
 
 
@@ -421,6 +440,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             final = usage or estimated_usage(ctx, text_chars)
             await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
                                 api_key_id=ctx.api_key_id)
+            await _budget_finish(request, ctx, final)
             log_request(request, ctx, served, status, final, outcome=outcome, error=error.message if error else "")
 
         spawn(work())

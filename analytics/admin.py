@@ -11,7 +11,9 @@ most ``CappedCountPaginator.cap`` rows, list filters take their choices from sma
 
 from __future__ import annotations
 
-from django.contrib import admin
+from datetime import UTC, datetime
+
+from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -29,7 +31,8 @@ from . import (
     dashboard,
     selectors,
 )
-from .models import RequestLog
+from .models import Incident, RequestLog
+from .services import request_log_stats
 
 # The admin index gets a panel linking the dashboard and the live feed.
 admin.site.index_template = "admin/analytics/index.html"
@@ -235,9 +238,14 @@ class RequestLogAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def changelist_view(self, request, extra_context=None):
+        _warn_about_lost_rows(request)
+        return super().changelist_view(request, extra_context)
+
     def dashboard_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
+        _warn_about_lost_rows(request)
         context = {
             **self.admin_site.each_context(request),
             **dashboard.dashboard_context(request.user, request.GET.get("period", "")),
@@ -253,6 +261,21 @@ class RequestLogAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/analytics/live.html", context)
 
 
+def _warn_about_lost_rows(request) -> None:
+    """The request log is incomplete: say so above the list and the dashboard (staff only)."""
+    if not selectors.user_sees_all_requests(request.user):
+        return
+    stats = request_log_stats()
+    if stats.dropped:
+        when = timezone.localtime(datetime.fromtimestamp(stats.last_drop_at or 0, UTC))
+        messages.warning(request, f"{stats.dropped} request-log row(s) were lost since this gateway process "
+                                  f"started (last at {when:%Y-%m-%d %H:%M:%S}): the database refused them or was "
+                                  "unavailable for longer than the spool holds. The log shows fewer requests than were served.")
+    if stats.spooled:
+        messages.warning(request, f"{stats.spooled} request-log row(s) are waiting for the database, which is "
+                                  "unavailable; they are written when it answers.")
+
+
 def _step_outcome(outcome: str):
     if outcome == "ok":
         return mark_safe('<span style="color:#3d8b37;font-weight:600">ok</span>')
@@ -264,3 +287,24 @@ def _step_outcome(outcome: str):
 def _step_ms(step: dict) -> str:
     ms = step.get("ms")
     return f"{ms} ms" if ms else "—"
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """What the alert rules found (analytics/alerts.py): open ones are also the banner on every admin page."""
+
+    list_display = ["summary", "rule", "state", "first_seen", "last_seen", "resolved_at", "notified"]
+    list_filter = ["state", "rule"]
+    search_fields = ["key", "summary"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="webhook told", boolean=True)
+    def notified(self, obj: Incident) -> bool | None:
+        if obj.notified_at is None:
+            return None
+        return obj.state == Incident.State.OPEN or obj.recovery_notified_at is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ OUTCOME_COLORS = {
 OUTCOME_NAMES = {RequestLog.Outcome.OK: "OK", RequestLog.Outcome.CLIENT_ERROR: "Client error",
                  RequestLog.Outcome.CACHE_HIT: "Cache hit"}
 FAILURE_COLOR = "#e15759"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,19 @@ def dashboard_context(user, period_key: str, *, now: datetime | None = None) -> 
         "trail": trail,
         "health": selectors.routes_health() if sees_all else None,
         "route_stats": chain_member_stats() if sees_all else None,
+        "budgets": _budgets(user, sees_all=sees_all),
     }
+
+
+def _budgets(user, *, sees_all: bool):
+    """Usage against each key's and user's limits, now; None when the quota store cannot be read."""
+    from routing.selectors_budgets import budgets_visible_to
+
+    try:
+        return budgets_visible_to(user, sees_all=sees_all)
+    except Exception as exc:  # the store may be down: the dashboard must still render
+        log.warning("budget usage unavailable: %s", exc)
+        return None
 
 
 def _requests_chart(qs, since: datetime, now: datetime, period: Period):

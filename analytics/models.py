@@ -76,3 +76,43 @@ class StickySession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key[:12]}… → {self.provider}/{self.model}"
+
+
+class Incident(models.Model):
+    """One alert, from the moment a rule sees a problem until it is gone (analytics/alerts.py).
+
+    ``key`` names what is wrong (rule and subject, e.g. ``key_invalid:groq/groq-0``); at most one incident per
+    key is open. The webhook is told once when it opens and once when it resolves: ``notified_at`` and
+    ``recovery_notified_at`` are kept here, so "once" holds across restarts of the worker.
+    """
+
+    class Rule(models.TextChoices):
+        KEY_INVALID = "key_invalid", "provider key invalid"
+        ROUTE_FAILING = "route_failing", "route failing"
+        CHAIN_UNUSABLE = "chain_unusable", "chain with no usable member"
+        QUOTA_FORECAST = "quota_forecast", "daily quota runs out before its reset"
+        REQUEST_LOG_DROPS = "request_log_drops", "request-log rows dropped"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+
+    rule = models.CharField(max_length=32, choices=Rule.choices)
+    key = models.CharField(max_length=300, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    summary = models.CharField(max_length=500)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    recovery_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_seen"]
+        constraints = [
+            models.UniqueConstraint(fields=["key"], condition=models.Q(state="open"), name="one_open_incident_per_key")
+        ]
+        indexes = [models.Index(fields=["state", "rule"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_rule_display()}: {self.summary[:80]} ({self.state})"

@@ -23,8 +23,9 @@ from analytics.routing import websocket_urlpatterns  # noqa: E402
 from freellm.background import shutdown_drain  # noqa: E402
 from freellm.cors import CorsMiddleware  # noqa: E402
 from routing.api import mcp  # noqa: E402
-from routing.api.app import API_PATH_PREFIXES  # noqa: E402
+from routing.api.app import API_PATH_PREFIXES, auth_for_path  # noqa: E402
 from routing.api.dialects import dialect_error_responses  # noqa: E402
+from routing.api.edge import BodyGuard  # noqa: E402
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -91,7 +92,8 @@ class ApiASGIHandler(ASGIHandler):
 api_handler = ApiASGIHandler()
 # Browsers may call every API surface (/v1, /v1beta, /api) from other origins (CORS); the admin and the ops
 # endpoints never (a page open in a browser on the gateway's machine must not read the loopback-only /metrics).
-api_asgi_app = CorsMiddleware(api_handler)
+# Inside it, bodies refused before they are read (size, key, multipart boundary), large JSON parsed off the loop.
+api_asgi_app = CorsMiddleware(BodyGuard(api_handler, auth_for_path=auth_for_path))
 site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
@@ -143,3 +145,107 @@ def _hold_daphne_shutdown_for_background_work() -> None:
 
 
 _hold_daphne_shutdown_for_background_work()
+
+
+def _refuse_daphne_bodies_before_reading() -> None:
+    """daphne reads a request's whole body before the application sees the request, so the API's edge
+    (routing.api.edge.BodyGuard) would come too late for a body that is too large or comes without a valid
+    key. Its request class (daphne.http_protocol.WebRequest, the one its HTTP channel is built with) gets
+    the same checks as soon as the headers are in: a Content-Length above the limit, or more body bytes
+    than the limit, is answered 413; for the API, reading stops until the key is checked (401 without one).
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from daphne import http_protocol
+
+    if getattr(http_protocol.WebRequest, "freellm_guarded", False):
+        return
+    http_protocol.WebRequest = _guarded_web_request(http_protocol.WebRequest)
+
+
+def _guarded_web_request(base):
+    import io
+
+    from routing.api.edge import body_limit, edge_refusal, too_large
+
+    class GuardedWebRequest(base):
+        freellm_guarded = True
+        _freellm_refused = False
+        _freellm_received = 0
+        _freellm_limit = 0
+        _freellm_checking = False  # the key check is running: body reading paused, processing held back
+        _freellm_held = False  # the whole request came in while the key was being checked
+
+        def gotLength(self, length):
+            super().gotLength(length)
+            path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0].decode("latin-1")
+            method = (getattr(self.channel, "_command", b"") or b"").decode("latin-1")
+            content_type = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
+            self._freellm_limit = body_limit(content_type)
+            if length is not None and length > self._freellm_limit:
+                self._freellm_refuse(too_large(self._freellm_limit), path)
+                return
+            if path.startswith(API_PATH_PREFIXES) and method in ("POST", "PUT", "PATCH"):
+                # Read no body until the key is known good.
+                self._freellm_checking = True
+                self.channel.transport.pauseProducing()
+                query = (getattr(self.channel, "_path", b"") or b"").partition(b"?")[2]
+                asyncio.ensure_future(self._freellm_check_key(path, query, method, content_type))
+
+        async def _freellm_check_key(self, path: str, query: bytes, method: str, content_type: str) -> None:
+            headers = [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()
+                       for value in values]
+            peer = self.channel.transport.getPeer()
+            scope = {"type": "http", "method": method, "path": path, "root_path": "", "query_string": query,
+                     "headers": headers, "client": (getattr(peer, "host", ""), getattr(peer, "port", 0))}
+            try:
+                refusal = await edge_refusal(scope, content_type, auth_for_path)
+            finally:
+                self._freellm_checking = False
+            if self._freellm_refused:
+                return
+            if refusal is not None:
+                self._freellm_refuse(refusal, path)
+            elif self._freellm_held:
+                # The body had come in with the headers: hand the request on now (twisted paused reading
+                # until its answer is out, as for any request).
+                super().process()
+            else:
+                self.channel.transport.resumeProducing()
+
+        def handleContentChunk(self, data):
+            if self._freellm_refused:
+                return
+            self._freellm_received += len(data)
+            if self._freellm_received > self._freellm_limit:
+                path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0].decode("latin-1")
+                self._freellm_refuse(too_large(self._freellm_limit), path)
+                return
+            super().handleContentChunk(data)
+
+        def process(self):
+            if self._freellm_refused:
+                return None
+            if self._freellm_checking:
+                self._freellm_held = True
+                return None
+            return super().process()
+
+        def _freellm_refuse(self, error, path: str) -> None:
+            from routing.api.dialects import error_response_for_path
+
+            self._freellm_refused = True
+            self.content = io.BytesIO()
+            response = error_response_for_path(path, error)
+            head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}"]
+            head += [f"{name}: {value}" for name, value in response.items()]
+            head += [f"Content-Length: {len(response.content)}", "Connection: close", "", ""]
+            transport = self.channel.transport
+            transport.write("\r\n".join(head).encode("latin-1") + response.content)
+            transport.resumeProducing()
+            transport.loseConnection()
+
+    return GuardedWebRequest
+
+
+_refuse_daphne_bodies_before_reading()

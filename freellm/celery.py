@@ -25,6 +25,7 @@ PERIODIC_TASKS = (
     ("freellm: prune request logs", "routing.tasks.request_logs_prune", 6 * 3600),  # analytics/tasks.py
     # Stored Responses API answers past FREELLM_RESPONSES_TTL (database rows only: Redis expires its own).
     ("freellm: prune stored responses", "routing.tasks.stored_responses_prune", 3600),
+    ("freellm: alerts", "analytics.tasks.alerts_evaluate", 60),  # analytics/tasks.py
 )
 
 

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "adminsortable2",
+    "axes",
     "providers",
     "routing",
     "analytics",
@@ -83,7 +84,20 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with its message.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin login brute force (django-axes): after FREELLM_LOGIN_FAILURE_LIMIT wrong passwords for one
+# user name from one address, that pair is locked out for FREELLM_LOGIN_LOCKOUT_MINUTES (429 and a
+# message). By user name and address together, so that nobody can lock the admin out from elsewhere.
+AUTHENTICATION_BACKENDS = ["routing.auth_backends.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("FREELLM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("FREELLM_LOGIN_LOCKOUT_MINUTES", default=15.0) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "routing.throttle.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
 
 ROOT_URLCONF = "freellm.urls"
 ASGI_APPLICATION = "freellm.asgi.application"
@@ -122,6 +136,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connections each gateway process (per event loop) may hold to Redis; requests beyond it wait for one.
+FREELLM_REDIS_MAX_CONNECTIONS = env.int("FREELLM_REDIS_MAX_CONNECTIONS", default=200)
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -155,6 +171,22 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Production (FREELLM_ENV=production turns these on; `manage.py check --deploy` is then clean) ---------
+# Session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("FREELLM_SECURE_COOKIES", default=PRODUCTION)
+# HSTS: browsers use HTTPS only for this long (seconds; 0 = no header). Start small when trying TLS out.
+SECURE_HSTS_SECONDS = env.int("FREELLM_HSTS_SECONDS", default=31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("FREELLM_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("FREELLM_HSTS_PRELOAD", default=PRODUCTION)
+# The admin redirects plain-HTTP requests to HTTPS (the /v1 API answers on what it is reached by).
+SECURE_SSL_REDIRECT = env.bool("FREELLM_SSL_REDIRECT", default=PRODUCTION)
+# Behind a proxy that terminates TLS: the header (as in request.META) and value it sets on HTTPS requests,
+# e.g. "HTTP_X_FORWARDED_PROTO=https". Only behind such a proxy: it must strip that header from clients.
+_proxy_ssl_header = env.str("FREELLM_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    _header, _, _value = _proxy_ssl_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip() or "https")
+
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
@@ -174,7 +206,9 @@ FREELLM_TIME_BUDGET = env.float("FREELLM_TIME_BUDGET", default=120.0)
 FREELLM_CONNECT_TIMEOUT = env.float("FREELLM_CONNECT_TIMEOUT", default=5.0)
 FREELLM_FIRST_TOKEN_TIMEOUT = env.float("FREELLM_FIRST_TOKEN_TIMEOUT", default=30.0)
 FREELLM_IDLE_TIMEOUT = env.float("FREELLM_IDLE_TIMEOUT", default=20.0)
+# Largest request body: uploads (multipart: audio); JSON endpoints (chat, embeddings, ...) take less.
 FREELLM_MAX_BODY_BYTES = env.int("FREELLM_MAX_BODY_BYTES", default=25 * 1024 * 1024)
+FREELLM_MAX_JSON_BODY_BYTES = env.int("FREELLM_MAX_JSON_BODY_BYTES", default=10 * 1024 * 1024)
 FREELLM_OUTPUT_RESERVE = env.int("FREELLM_OUTPUT_RESERVE", default=2000)
 FREELLM_STICKY_TTL = env.int("FREELLM_STICKY_TTL", default=1800)
 # Responses API answers stored with `store: true` (the default, as OpenAI) are kept this long (seconds).
@@ -194,6 +228,22 @@ FREELLM_EXPLORATION_MIN_SAMPLES = env.int("FREELLM_EXPLORATION_MIN_SAMPLES", def
 # Upkeep jobs (Celery beat): at most one health probe per key per interval; request logs kept this long.
 FREELLM_PROBE_INTERVAL = env.int("FREELLM_PROBE_INTERVAL", default=300)
 FREELLM_LOG_RETENTION_DAYS = env.int("FREELLM_LOG_RETENTION_DAYS", default=30)
+# SSRF guard (providers/netguard.py): internal hosts and addresses upstream calls may reach anyway
+# (comma-separated host names and CIDRs, e.g. a local Ollama: "127.0.0.1/32"). Empty: public addresses only.
+FREELLM_UPSTREAM_ALLOW = env.str("FREELLM_UPSTREAM_ALLOW", default="")
+# Request log during a database outage: rows wait in memory (this many), then in a file under var/spool/
+# (this many bytes), and are written when the database answers (tried every FREELLM_LOG_RETRY_SECONDS).
+# Rows beyond both are dropped and counted (admin banner, metrics).
+FREELLM_LOG_SPOOL_ROWS = env.int("FREELLM_LOG_SPOOL_ROWS", default=10_000)
+FREELLM_LOG_SPOOL_BYTES = env.int("FREELLM_LOG_SPOOL_BYTES", default=50 * 1024 * 1024)
+FREELLM_LOG_RETRY_SECONDS = env.float("FREELLM_LOG_RETRY_SECONDS", default=2.0)
+# Brute force: after this many wrong API keys from one client address within the window (seconds), that
+# address gets 429 until the window ends (routing/throttle.py). The admin login: django-axes, below.
+FREELLM_AUTH_FAILURE_LIMIT = env.int("FREELLM_AUTH_FAILURE_LIMIT", default=20)
+FREELLM_AUTH_FAILURE_WINDOW = env.int("FREELLM_AUTH_FAILURE_WINDOW", default=60)
+# Reverse proxies in front of freellm that append to X-Forwarded-For (0: clients connect directly). The
+# client address (throttles, admin lockout) is then the one the outermost proxy saw.
+FREELLM_PROXY_COUNT = env.int("FREELLM_PROXY_COUNT", default=0)
 # Ollama's front door (/api/*): the username whose requests from this machine need no key (editors that
 # cannot send one); empty = every request needs a key. Only for a gateway not behind a proxy on this host.
 FREELLM_OLLAMA_KEYLESS_USER = env.str("FREELLM_OLLAMA_KEYLESS_USER", default="")
@@ -204,6 +254,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = FREELLM_MAX_BODY_BYTES
 # --- Operations --------------------------------------------------------------------------------------
 # /metrics from other addresses than loopback needs `Authorization: Bearer <this>`; unset, it is a 404 there.
 FREELLM_METRICS_TOKEN = env.str("FREELLM_METRICS_TOKEN", default="")
+# Alerts (analytics/alerts.py): a Slack-compatible incoming webhook, told once per incident and once on recovery;
+# a route alerts when this share of its calls failed over the window (with at least that many calls).
+FREELLM_ALERT_WEBHOOK = env.str("FREELLM_ALERT_WEBHOOK", default="")
+FREELLM_ALERT_WINDOW = env.int("FREELLM_ALERT_WINDOW", default=900)
+FREELLM_ALERT_FAILURE_RATE = env.float("FREELLM_ALERT_FAILURE_RATE", default=0.5)
+FREELLM_ALERT_MIN_CALLS = env.int("FREELLM_ALERT_MIN_CALLS", default=5)
 # Every process's counters are files in one folder, added up per scrape (prometheus_client's multiprocess
 # mode). Set before anything imports prometheus_client; `./dev run` empties it at start.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "metrics"))

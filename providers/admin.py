@@ -33,6 +33,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from .config_schema import fusion_problems, proxy_url_problem
 from .models import ChainEntry, FallbackChain, ModelAlias, ModelKind, Provider, ProviderKey, UpstreamModel
+from .netguard import upstream_url_validator
 from .services import (
     KeyTestResult,
     config_export,
@@ -229,7 +230,8 @@ class ProviderAdmin(HidePostedSecretsMixin, admin.ModelAdmin):
     ]
     inlines = [ProviderKeyInline, UpstreamModelInline]
     actions = ["enable", "disable", "test_keys"]
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # Only http(s), and no internal address (SSRF: the gateway sends the provider's key there).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https", "validators": [upstream_url_validator]}}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(

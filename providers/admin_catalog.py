@@ -17,6 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from .catalog import CatalogError, catalog_providers
 from .models import Provider
+from .netguard import upstream_url_validator
 from .services_catalog import AUTO_CHAIN, embedding_chain_name, provider_add_from_catalog
 
 
@@ -39,6 +40,7 @@ class CatalogAddForm(forms.Form):
         label="Base URL override",
         required=False,
         assume_scheme="https",
+        validators=[upstream_url_validator],
         help_text="Leave blank to use the catalog's URL (set it for a proxy or a local mirror).",
     )
 

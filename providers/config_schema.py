@@ -16,12 +16,24 @@ import re
 import types
 import typing
 import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .models import ChainStrategy, FusionMode, ModelKind, Provider
+from .netguard import proxy_url_check, upstream_url_check
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Kind = Literal[tuple(ModelKind.values)]  # type: ignore[valid-type]
@@ -68,6 +80,10 @@ def proxy_url_problem(value: str) -> str | None:
         return "has an invalid port"
     if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
         return "must not have a path, query or fragment (scheme://[user:pass@]host:port)"
+    try:
+        proxy_url_check(value)
+    except ValueError as exc:
+        return f"is refused: {exc}"
     return None
 
 
@@ -180,6 +196,8 @@ class ProviderSpec(_Spec):
         parsed = urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in value):
             raise ValueError("must be an http(s) URL")
+        # Internal addresses only through FREELLM_UPSTREAM_ALLOW (SSRF: the provider's key is sent there).
+        upstream_url_check(value)
         return value
 
     @field_validator("daily_reset_tz")
@@ -255,16 +273,57 @@ class ConfigSpec(_Spec):
     chains: list[ChainSpec] = Field(default_factory=list)
     # In order: the first pattern that matches a requested name the config does not know wins.
     aliases: list[AliasSpec] = Field(default_factory=list)
+    # The registered sections present in the file (name → parsed value), see ConfigSection.
+    _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sections(self) -> dict[str, Any]:
+        return self._sections
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """A top-level section of the file owned by an app above this one (routing's ``users:``, with budgets),
+    so that one file and one import/export cover everything while providers imports no other app.
+
+    ``spec``: the section's type (e.g. ``list[UserSpec]``); ``apply(value, prune=, report=)`` runs inside
+    the import's transaction after providers and chains and raises ConfigError to refuse the whole file;
+    ``export()`` returns the section's value in the file's format (empty: left out)."""
+
+    name: str
+    spec: Any
+    apply: Callable[..., None]
+    export: Callable[[], Any]
+
+
+config_sections: dict[str, ConfigSection] = {}
+
+
+def register_config_section(section: ConfigSection) -> None:
+    config_sections[section.name] = section
 
 
 def config_parse(data: Any) -> ConfigSpec:
     """Validate loaded YAML; raise ConfigError naming every bad field by its path."""
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping with `providers` and/or `chains`"])
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, section in config_sections.items():
+        if name in data:
+            try:
+                sections[name] = TypeAdapter(section.spec).validate_python(data[name])
+            except ValidationError as exc:
+                problems += [f"{format_path((name, *e['loc']))}: {_message(e, section.spec)}" for e in exc.errors()]
     try:
-        return ConfigSpec.model_validate(data)
+        spec = ConfigSpec.model_validate({k: v for k, v in data.items() if k not in config_sections})
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, ConfigSpec)) from None
+        problems = validation_problems(exc, ConfigSpec) + problems
+        spec = None
+    if problems:
+        raise ConfigError(problems)
+    spec._sections.update(sections)
+    return spec
 
 
 def validation_problems(error: ValidationError, root: type[BaseModel]) -> list[str]:
@@ -294,7 +353,7 @@ _MESSAGES = {
 }
 
 
-def _message(error: dict, root: type[BaseModel]) -> str:
+def _message(error: dict, root: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "value_error":
@@ -305,11 +364,13 @@ def _message(error: dict, root: type[BaseModel]) -> str:
         return f"must be at most {ctx['max_length']} characters"
     if kind == "extra_forbidden":
         allowed = _allowed_fields(error["loc"][:-1], root)
+        if root is ConfigSpec and len(error["loc"]) == 1:
+            allowed += list(config_sections)
         return "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     return _MESSAGES.get(kind, error["msg"])
 
 
-def _allowed_fields(loc: tuple, root: type[BaseModel]) -> list[str]:
+def _allowed_fields(loc: tuple, root: Any) -> list[str]:
     """The field names the file may use at ``loc`` (walks the spec classes along the path)."""
     current: Any = root
     for part in loc:

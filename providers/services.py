@@ -16,6 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from .adapters import get_adapter
 from .adapters.base import ErrorKind, Target, Timeouts, UpstreamError
+from .adapters.transport import redact
 from .config_schema import (
     AliasSpec,
     ChainSpec,
@@ -24,6 +25,7 @@ from .config_schema import (
     ModelSpec,
     ProviderSpec,
     config_parse,
+    config_sections,
 )
 from .models import (
     ChainEntry,
@@ -35,8 +37,8 @@ from .models import (
     ProviderKey,
     UpstreamModel,
     alias_target_stored,
-    mask_secret,
 )
+from .netguard import guarded_async_client
 
 # ---------------------------------------------------------------------------------------------------
 # Declarative config (manage.py import_config / export_config)
@@ -95,6 +97,8 @@ def config_apply(
             for alias in ModelAlias.objects.exclude(pattern__in=[a.pattern for a in spec.aliases]):
                 report.add(f"- alias {alias.pattern}")
                 alias.delete()
+        for name, value in spec.sections.items():
+            config_sections[name].apply(value, prune=prune, report=report)
         if dry_run:
             transaction.set_rollback(True)
     return report
@@ -366,7 +370,11 @@ def config_export(*, with_secrets: bool = False) -> dict[str, Any]:
         alias_item: dict[str, Any] = {"pattern": alias.pattern, "target": alias.target}
         _put_if(alias_item, "enabled", alias.enabled, default=True)
         aliases.append(alias_item)
-    return {"providers": providers, "chains": chains, "aliases": aliases}
+    exported: dict[str, Any] = {"providers": providers, "chains": chains, "aliases": aliases}
+    for name, section in config_sections.items():
+        if value := section.export():
+            exported[name] = value
+    return exported
 
 
 def _export_model(model: UpstreamModel) -> dict[str, Any]:
@@ -485,7 +493,7 @@ def provider_key_test_model(provider: Provider) -> UpstreamModel | None:
 
 
 async def _probe(adapter, target, kind: str, timeouts) -> None:
-    async with httpx.AsyncClient(proxy=target.proxy or None) as client:
+    async with guarded_async_client(proxy=target.proxy or None) as client:
         if kind == ModelKind.CHAT:
             request = {"model": target.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
             await adapter.chat(client, target, request, timeouts)
@@ -494,10 +502,8 @@ async def _probe(adapter, target, kind: str, timeouts) -> None:
 
 
 def _scrub(message: str, secret: str | None) -> str:
-    # Some providers echo the key they refused; never store it.
-    if secret:
-        message = message.replace(secret, mask_secret(secret))
-    return " ".join(message.split())[:200]
+    # Some providers echo the key they refused, whole or in part; never store it.
+    return " ".join(redact(message, secret).split())[:200]
 
 
 def _save_key_status(key: ProviderKey, status: str | None, detail: str) -> None:
@@ -553,8 +559,9 @@ def provider_key_mark_invalid(*, key_id: int, detail: str) -> None:
     ProviderKey.objects.filter(id=key_id).update(status=ProviderKey.Status.INVALID, status_detail=detail[:300])
 
 
-async def provider_key_touch(*, key_id: int) -> None:
-    """Stamp the key's last use (for people: the caller decides how often)."""
+async def provider_keys_touch(*, key_ids: list[int]) -> None:
+    """Stamp these keys' last use, in one UPDATE (for people: the caller decides how often)."""
     from django.utils import timezone
 
-    await ProviderKey.objects.filter(id=key_id).aupdate(last_used_at=timezone.now())
+    if key_ids:
+        await ProviderKey.objects.filter(id__in=key_ids).aupdate(last_used_at=timezone.now())

@@ -22,6 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 from .adapters import get_adapter
 from .adapters.base import DiscoveredModel, ErrorKind, Target, Timeouts, UpstreamError
 from .models import ModelKind, Provider, ProviderKey, UpstreamModel, mask_secret
+from .netguard import guarded_async_client
 
 # DiscoveredModel attribute → UpstreamModel field, for what a list may state.
 COMPARED = ("kind", "context_window", "supports_tools", "supports_vision", "supports_json")
@@ -113,7 +114,7 @@ def provider_models_discover(*, provider: Provider) -> DiscoveryResult:
 
 async def _list(adapter, target: Target) -> list[DiscoveredModel]:
     timeouts = Timeouts(connect=settings.FREELLM_CONNECT_TIMEOUT, first_token=30.0, idle=settings.FREELLM_IDLE_TIMEOUT)
-    async with httpx.AsyncClient(proxy=target.proxy or None) as client:
+    async with guarded_async_client(proxy=target.proxy or None) as client:
         return await adapter.list_models(client, target, timeouts)
 
 

@@ -14,10 +14,20 @@ from django.urls import path
 from django.utils.html import format_html
 
 from .admin_clients import connect_client_view
-from .models import ApiKey
+from .budgets import user_budget_of
+from .models import ApiKey, Budget, UserBudget
 from .services import api_key_create, api_key_revoke
 
 MANAGE_ALL = "routing.manage_all_api_keys"
+BUDGET_FIELDS = ["rpm", "rpd", "tpd", "allowed_models"]
+
+
+def budget_summary(budget: Budget) -> str:
+    """"2 rpm · 100 rpd · only fast, groq/*" — "no limit" when nothing is set."""
+    parts = [f"{getattr(budget, w):,} {w}" for w in ("rpm", "rpd", "tpd") if getattr(budget, w) is not None]
+    if budget.allowed_patterns:
+        parts.append("only " + ", ".join(budget.allowed_patterns))
+    return " · ".join(parts) or "no limit"
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -37,7 +47,7 @@ class StateFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "shown_prefix", "user", "state", "created_at", "last_used_at"]
+    list_display = ["name", "shown_prefix", "user", "state", "limits", "created_at", "last_used_at"]
     search_fields = ["name", "prefix", "user__username"]
     actions = ["revoke"]
 
@@ -72,14 +82,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return [StateFilter, "user"] if self._manages_all(request) else [StateFilter]
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        # Staff set budgets; members see their keys' (and their own user's) read-only.
         if obj is None:
-            return ["user", "name"] if self._manages_all(request) else ["name"]
-        return ["name", "user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at"]
+            return ["user", "name", *BUDGET_FIELDS] if self._manages_all(request) else ["name"]
+        return ["name", "user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at",
+                *BUDGET_FIELDS, "user_budget"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None):
         if obj is None:
             return []
-        return ["user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at"]
+        fixed = ["user", "shown_prefix", "state", "created_at", "last_used_at", "revoked_at", "user_budget"]
+        return fixed if self._manages_all(request) else [*fixed, *BUDGET_FIELDS]
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
         return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
@@ -89,7 +102,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         owner = obj.user if self._manages_all(request) and obj.user_id else request.user
-        created, raw = api_key_create(user=owner, name=obj.name)
+        created, raw = api_key_create(user=owner, name=obj.name, rpm=obj.rpm, rpd=obj.rpd, tpd=obj.tpd,
+                                      allowed_models=obj.allowed_patterns)
         # The admin goes on with `obj` (history entry, redirect): make it the row just created.
         for field in ApiKey._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created, field.attname))
@@ -102,6 +116,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 obj.name, owner.get_username(), raw,
             ),
         )  # fmt: skip
+
+    @admin.display(description="limits")
+    def limits(self, obj: ApiKey) -> str:
+        return budget_summary(obj)
+
+    @admin.display(description="the user's budget (applies too)")
+    def user_budget(self, obj: ApiKey) -> str:
+        budget = user_budget_of(obj.user)
+        return budget_summary(budget) if budget is not None else "none"
 
     @admin.display(description="key")
     def shown_prefix(self, obj: ApiKey) -> str:
@@ -138,6 +161,30 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(api_key=api_key)
             count += 1
         self.message_user(request, f"{count} key(s) revoked; clients using them now get 401.")
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """A team member's limits over all their keys. Staff set them; members see their own, read-only."""
+
+    list_display = ["user", "rpm", "rpd", "tpd", "allowed"]
+    search_fields = ["user__username"]
+    fields = ["user", *BUDGET_FIELDS]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UserBudget]:
+        queryset = super().get_queryset(request).select_related("user")
+        return queryset if request.user.has_perm(MANAGE_ALL) else queryset.filter(user=request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: UserBudget | None = None) -> bool:
+        own = obj is None or obj.user_id == request.user.pk or request.user.has_perm(MANAGE_ALL)
+        return super().has_view_permission(request, obj) and own
+
+    def get_readonly_fields(self, request: HttpRequest, obj: UserBudget | None = None):
+        return ["user"] if obj is not None else []
+
+    @admin.display(description="allowed chains and models")
+    def allowed(self, obj: UserBudget) -> str:
+        return ", ".join(obj.allowed_patterns) or "every one"
 
 
 # Quota windows, and what routing adds to the provider admin; each kept in its own module.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 import time
 
+from django.db import DatabaseError
 from django.http import HttpRequest
 
+from routing.errors import GatewayError
 from routing.models import ApiKey, hash_api_key
 from routing.selectors import api_key_authenticate, api_key_of_user
+from routing.throttle import auth_failure_record, auth_throttle_check
 
 # hash → (key, config version, cached at). Revoking a key bumps the config version, which drops the cache.
 _cache: dict[str, tuple[ApiKey, str, float]] = {}
@@ -25,26 +28,45 @@ def raw_key_from(request: HttpRequest) -> str | None:
 
 
 async def authenticate_request(request: HttpRequest) -> ApiKey | None:
-    return await authenticate_key(raw_key_from(request))
+    return await authenticate_key(raw_key_from(request), request)
 
 
-async def authenticate_key(raw: str | None) -> ApiKey | None:
-    """The active key ``raw`` is, or None; for front doors that find the key elsewhere (``x-goog-api-key``)."""
+async def authenticate_key(raw: str | None, request: HttpRequest | None = None) -> ApiKey | None:
+    """The active key ``raw`` is, or None; for front doors that find the key elsewhere (``x-goog-api-key``).
+    With the ``request``, wrong keys are throttled per client address (routing.throttle)."""
     if not raw:
         return None
     from routing.config import get_routing_config
 
-    version = (await get_routing_config()).version
+    try:
+        version = (await get_routing_config()).version
+    except DatabaseError:
+        # The database is down and the config changed meanwhile: keys known to this process still work.
+        version = None
     digest = hash_api_key(raw)
     hit = _cache.get(digest)
     now = time.monotonic()
-    if hit and hit[1] == version and now - hit[2] < CACHE_SECONDS:
+    if hit and version in (hit[1], None) and now - hit[2] < CACHE_SECONDS:
         return hit[0]
-    api_key = await api_key_authenticate(raw)
+    if request is not None:
+        # Brute force: an address that sent too many wrong keys is refused before any lookup.
+        await auth_throttle_check(request)
+    try:
+        api_key = await api_key_authenticate(raw)
+    except DatabaseError:
+        if hit:
+            # A database outage: a key this process knew (however long ago) is served rather than refused.
+            return hit[0]
+        raise GatewayError(
+            503, "The gateway cannot check this API key right now: its database is unavailable. Retry shortly.",
+            code="database_unavailable", headers={"Retry-After": "5"},
+        ) from None
     if api_key is None:
         _cache.pop(digest, None)
+        if request is not None:
+            await auth_failure_record(request)
         return None
-    _remember(digest, api_key, version, now)
+    _remember(digest, api_key, version or "", now)
     return api_key
 
 

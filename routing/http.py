@@ -8,16 +8,17 @@ import httpx
 from django.conf import settings
 
 from providers.adapters.base import Timeouts
+from providers.netguard import guarded_async_client
 
 from .loops import PerLoop
 
 
 def _new_client(proxy: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    # Every upstream connection passes the SSRF guard (to the proxy, when there is one); no redirects.
+    return guarded_async_client(
         proxy=proxy or None,
         limits=httpx.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=30),
         timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
-        follow_redirects=False,
     )
 
 

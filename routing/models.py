@@ -1,4 +1,4 @@
-"""Unified API keys (what clients send) and the router's persistent state."""
+"""Unified API keys (what clients send), their budgets, and the router's persistent state."""
 
 from __future__ import annotations
 
@@ -18,7 +18,37 @@ def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class ApiKey(models.Model):
+def split_patterns(text: str) -> tuple[str, ...]:
+    """The allowed-models field as patterns: comma or newline separated, blanks dropped."""
+    return tuple(p.strip() for p in text.replace("\n", ",").split(",") if p.strip())
+
+
+class Budget(models.Model):
+    """What one API key, or every key of one user, may spend: both apply to a request (routing/budgets.py).
+
+    Empty means no limit. Counted in the quota store like a provider's quota (atomic across processes)."""
+
+    rpm = models.PositiveIntegerField("requests / minute", null=True, blank=True, help_text="Empty: no limit.")
+    rpd = models.PositiveIntegerField("requests / day", null=True, blank=True, help_text="Empty: no limit (UTC days).")
+    tpd = models.PositiveIntegerField("tokens / day", null=True, blank=True, help_text="Empty: no limit (UTC days).")
+    allowed_models = models.TextField(
+        "allowed chains and models", blank=True,
+        help_text="Comma or newline separated names or patterns (fast, groq/*, *-embed); empty: every one.",
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def allowed_patterns(self) -> tuple[str, ...]:
+        return split_patterns(self.allowed_models)
+
+    @property
+    def has_budget(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.rpd, self.tpd)) or bool(self.allowed_patterns)
+
+
+class ApiKey(Budget):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=16, editable=False)
@@ -43,6 +73,18 @@ class ApiKey(models.Model):
     @staticmethod
     def new_raw_key() -> str:
         return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class UserBudget(Budget):
+    """A team member's limits, shared by all their keys (each key may have tighter ones of its own)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget")
+
+    class Meta:
+        verbose_name = "user budget"
+
+    def __str__(self) -> str:
+        return f"budget of {self.user}"
 
 
 class QuotaWindow(models.Model):

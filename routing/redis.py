@@ -33,11 +33,17 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.Ti
 
 
 def _new_client(url: str) -> aioredis.Redis:
+    from django.conf import settings
+
     # Fail fast (short timeouts, one retry without backoff): a dead Redis must send its users to their
-    # fallback quickly, not eat the request's time budget.
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1), decode_responses=True
+    # fallback quickly, not eat the request's time budget. A burst beyond the pool waits up to 2 s for a
+    # connection: redis-py's plain pool raises "Too many connections" at its cap (100 in 8.x), which read as an
+    # outage and sent every store to its in-process fallback under load.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=settings.FREELLM_REDIS_MAX_CONNECTIONS, timeout=2.0,
+        socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1), decode_responses=True,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 _clients: PerLoop[str, aioredis.Redis] = PerLoop(_new_client)

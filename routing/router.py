@@ -28,9 +28,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
+from providers.adapters.transport import redact
 from providers.models import ChainStrategy as Strategy
 from routing import metrics, strategies
 from routing.config import KeyInfo, ModelInfo, RoutingConfig
@@ -123,6 +126,9 @@ class RequestContext:
     switched: str = ""  # "old → new: reason" when another model took the session over
     started: float = field(default_factory=time.monotonic)
     trail: list[Step] = field(default_factory=list)
+    # The client's unified key: blanked with the provider key from upstream error text (transport.redact).
+    client_key: str | None = field(default=None, repr=False)
+    api_key_id: int | None = None  # whose request it is: one client's 5xx count once per window
     # Returned as X-FreeLLM-Request-Id and kept in the request log, to look a request up later.
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     first_byte_at: float | None = None  # streams: when the answer's first byte went to the client
@@ -330,12 +336,14 @@ async def execute(
             try:
                 result = await attempt(adapter, model.target(key), timeouts)
             except UpstreamError as exc:
+                # Before the text reaches the trail, the quota store, the key's status, a log line or the client.
+                exc.message = redact(exc.message, key.secret, ctx.client_key)
                 step = Step(route, exc.kind.value, True, _ERROR_GROUPS.get(exc.kind, StepGroup.FAILING), exc.retry_after,
                             int((time.monotonic() - began) * 1000),
                             window=model.context_window if exc.kind == ErrorKind.CONTEXT_LENGTH else None)
                 ctx.trail.append(step)
                 metrics.upstream_calls_total.labels(route.provider, route.model, exc.kind.value).inc()
-                await _settle_failure(store, lease, route, key, exc)
+                await _settle_failure(store, lease, route, key, exc, ctx.api_key_id)
                 if not exc.kind.fails_over:
                     raise client_error(exc, ctx) from None
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.CONTEXT_LENGTH):
@@ -362,7 +370,7 @@ async def execute(
 
 
 async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | None = None,
-                 fallback_tokens: int = 0) -> None:
+                 fallback_tokens: int = 0, api_key_id: int | None = None) -> None:
     """Finish a served request: real usage to the quota store, the outcome to the circuit breaker."""
     if served.settled:
         return
@@ -375,25 +383,59 @@ async def settle(served: Served, usage: Usage | None, *, error: UpstreamError | 
     _observe(served, usage, error)
     if error is None:
         await store.finish(served.lease, tokens, served.route, None, headers=getattr(served.result, "headers", None))
-    else:
+    elif await _counts_against_health(served.route, error, api_key_id):
         await store.finish(served.lease, tokens, served.route, error.kind, retry_after=error.retry_after,
                            headers=error.headers, message=error.message)
+    else:
+        # This client's 5xx on this route already counted in the window: the tokens only.
+        await store.settle(served.lease, tokens)
     if served.key.id is not None:
-        await _touch_key(served.key.id)
+        _touch_key(served.key.id)
 
 
-async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError) -> None:
+async def _settle_failure(store, lease: Lease, route: Route, key: KeyInfo, exc: UpstreamError,
+                          api_key_id: int | None = None) -> None:
     if exc.kind == ErrorKind.CONNECTION and exc.spent is None:
         await store.release(lease)  # never reached the provider
         await store.record(route, exc.kind, retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
     else:
         # A call that broke mid-answer spent what the provider counted; any other failure spent nothing.
-        await store.finish(lease, exc.spent.total_tokens if exc.spent is not None else 0, route, exc.kind,
-                           retry_after=exc.retry_after, headers=exc.headers, message=exc.message)
+        spent = exc.spent.total_tokens if exc.spent is not None else 0
+        if await _counts_against_health(route, exc, api_key_id):
+            await store.finish(lease, spent, route, exc.kind, retry_after=exc.retry_after, headers=exc.headers,
+                               message=exc.message)
+        else:
+            # This client's 5xx on this route already counted in the window: the tokens only.
+            await store.settle(lease, spent)
     if exc.kind in FAILURE_KINDS:
         get_stats_store().observe(route.provider, route.model, route.key, ok=False)
     if exc.kind == ErrorKind.AUTH and key.id is not None:
         await _mark_key_invalid(key.id, exc.message)
+
+
+# A 5xx may be the request's fault (content the edge let through): one client's 5xx on a route count once
+# per this many seconds, so that no client opens a route's circuit for everyone alone. Timeouts and
+# connection failures say nothing about the request and always count.
+CLIENT_FAILURE_WINDOW = 60
+_client_failures: dict[tuple[str, int], float] = {}
+
+
+async def _counts_against_health(route: Route, exc: UpstreamError, api_key_id: int | None) -> bool:
+    if exc.kind != ErrorKind.SERVER or api_key_id is None:
+        return True
+    marker = f"freellm:client-5xx:{api_key_id}:{route}"
+    try:
+        # Shared by every gateway process when the cache is Redis.
+        return await cache.aadd(marker, 1, timeout=CLIENT_FAILURE_WINDOW)
+    except (RedisError, OSError):
+        now = time.monotonic()
+        seen = _client_failures.get((str(route), api_key_id))
+        if seen is not None and now - seen < CLIENT_FAILURE_WINDOW:
+            return False
+        if len(_client_failures) > 10_000:
+            _client_failures.clear()
+        _client_failures[(str(route), api_key_id)] = now
+        return True
 
 
 def _observe(served: Served, usage: Usage | None, error: UpstreamError | None) -> None:
@@ -414,18 +456,31 @@ def _mark_key_invalid(key_id: int, detail: str) -> None:
     bump_config_version()
 
 
-_touched: dict[int, float] = {}
+# last_used_at is for people: the keys used since the last write are stamped together, at most once every
+# TOUCH_SECONDS and off the request path, so even a thousand keys used in turn cost one UPDATE a while.
+TOUCH_SECONDS = 30.0
+_touch_pending: set[int] = set()
+_touch_due = 0.0
 
 
-async def _touch_key(key_id: int) -> None:
-    # last_used_at is for people: once a minute per key is plenty, and keeps writes off the hot path.
+def _touch_key(key_id: int) -> None:
+    global _touch_due
+    _touch_pending.add(key_id)
     now = time.monotonic()
-    if now - _touched.get(key_id, -1e9) < 60:
+    if now < _touch_due:
         return
-    _touched[key_id] = now
-    from providers.services import provider_key_touch
+    _touch_due = now + TOUCH_SECONDS
+    from freellm.background import spawn
 
-    await provider_key_touch(key_id=key_id)
+    spawn(_touch_flush())
+
+
+async def _touch_flush() -> None:
+    from providers.services import provider_keys_touch
+
+    ids = sorted(_touch_pending)
+    _touch_pending.clear()
+    await provider_keys_touch(key_ids=ids)
 
 
 # --- errors ----------------------------------------------------------------------------------------

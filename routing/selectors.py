@@ -20,7 +20,7 @@ async def api_key_authenticate(raw: str | None) -> ApiKey | None:
     if not raw or not raw.startswith(API_KEY_PREFIX):
         return None
     api_key = (
-        await ApiKey.objects.select_related("user")
+        await ApiKey.objects.select_related("user", "user__budget")
         .filter(key_hash=hash_api_key(raw), revoked_at__isnull=True)
         .afirst()
     )

@@ -3,22 +3,59 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.utils import timezone
 
-from .models import VISIBLE_PREFIX_LEN, ApiKey, hash_api_key
+from .models import VISIBLE_PREFIX_LEN, ApiKey, Budget, UserBudget, hash_api_key, split_patterns
 
 
-def api_key_create(*, user: AbstractBaseUser, name: str = "default") -> tuple[ApiKey, str]:
-    """Create a key for ``user``; returns it with the raw key, which is shown once and never stored."""
+def api_key_create(
+    *,
+    user: AbstractBaseUser,
+    name: str = "default",
+    rpm: int | None = None,
+    rpd: int | None = None,
+    tpd: int | None = None,
+    allowed_models: Iterable[str] = (),
+) -> tuple[ApiKey, str]:
+    """Create a key for ``user`` (with a budget of its own, if given); returns it with the raw key, which is
+    shown once and never stored."""
     raw = ApiKey.new_raw_key()
     api_key = ApiKey.objects.create(
-        user=user, name=name or "default", prefix=raw[:VISIBLE_PREFIX_LEN], key_hash=hash_api_key(raw)
+        user=user, name=name or "default", prefix=raw[:VISIBLE_PREFIX_LEN], key_hash=hash_api_key(raw),
+        rpm=rpm, rpd=rpd, tpd=tpd, allowed_models=", ".join(allowed_models),
     )
     return api_key, raw
+
+
+def budget_set(*, budget: Budget, rpm: int | None, rpd: int | None, tpd: int | None,
+               allowed_models: Iterable[str]) -> list[str]:
+    """Set a key's or a user budget's limits exactly (None: no limit). Returns the fields that changed; a
+    change is saved (which refreshes the cached keys in every process)."""
+    wanted = {"rpm": rpm, "rpd": rpd, "tpd": tpd, "allowed_models": ", ".join(allowed_models)}
+    changed = [name for name, value in wanted.items() if getattr(budget, name) != value]
+    if split_patterns(budget.allowed_models) == tuple(allowed_models) and "allowed_models" in changed:
+        changed.remove("allowed_models")  # the same patterns, written differently
+    for name in changed:
+        setattr(budget, name, wanted[name])
+    if changed:
+        budget.save()
+    return changed
+
+
+def user_budget_set(*, user: AbstractBaseUser, rpm: int | None = None, rpd: int | None = None,
+                    tpd: int | None = None, allowed_models: Iterable[str] = ()) -> list[str]:
+    """``budget_set`` on the user's budget, created when it is missing and something is to be limited."""
+    budget = UserBudget.objects.filter(user=user).first()
+    if budget is None:
+        if rpm is None and rpd is None and tpd is None and not tuple(allowed_models):
+            return []
+        budget = UserBudget(user=user)
+    return budget_set(budget=budget, rpm=rpm, rpd=rpd, tpd=tpd, allowed_models=allowed_models)
 
 
 # The key the admin's playground sends its requests with, one per user (routing/api/playground.py).
@@ -50,7 +87,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 STAFF_GROUP = "Staff"
 MEMBERS_GROUP = "Members"
 STAFF_APPS = ("providers", "routing", "analytics")
-MEMBER_PERMISSIONS = ("routing.view_apikey", "routing.add_apikey", "routing.change_apikey")
+MEMBER_PERMISSIONS = ("routing.view_apikey", "routing.add_apikey", "routing.change_apikey", "routing.view_userbudget")
 
 
 def team_groups_sync() -> dict[str, Group]:

@@ -68,6 +68,10 @@ def _run_with_store(fn: Callable[[QuotaStore], Awaitable[T]], store: QuotaStore 
     return async_to_sync(with_private_client)()
 
 
+# For the other readers of the live quota state from sync code (budgets on the dashboard, alerts).
+run_with_store = _run_with_store
+
+
 def _dt(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 

@@ -11,6 +11,7 @@ Routing never imports analytics (it sits above): what analytics records about ro
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import Signal
 
@@ -34,9 +35,19 @@ def bump_routing_config(sender, **kwargs) -> None:
 def connect_config_receivers() -> None:
     from providers.models import ChainEntry, FallbackChain, ModelAlias, Provider, ProviderKey, UpstreamModel
 
-    from .models import ApiKey
+    from .models import ApiKey, UserBudget
 
-    # ApiKey too: a revoked or deleted key must stop working in every process (it lives in the auth cache).
-    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ModelAlias, ApiKey):
+    # ApiKey too: a revoked or deleted key must stop working in every process (it lives in the auth cache), and
+    # so must the budgets that come with it (the key's own and its user's).
+    for model in (Provider, ProviderKey, UpstreamModel, FallbackChain, ChainEntry, ModelAlias, ApiKey, UserBudget):
         post_save.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}")
         post_delete.connect(bump_routing_config, sender=model, dispatch_uid=f"bump-{model.__name__}-del")
+    # So must a deactivated (or deleted) user's keys. Not for the last_login write of every admin login.
+    post_save.connect(_bump_unless_login, sender=settings.AUTH_USER_MODEL, dispatch_uid="bump-User")
+    post_delete.connect(bump_routing_config, sender=settings.AUTH_USER_MODEL, dispatch_uid="bump-User-del")
+
+
+def _bump_unless_login(sender, update_fields=None, **kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return
+    bump_routing_config(sender, update_fields=update_fields, **kwargs)

@@ -71,11 +71,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS_PATH = "/__bench__/stats"
-# Streams: 12 content chunks (the role chunk, "Echo:" and STREAM_TEXT's ten words), CHUNK_GAP apart.
+# Streams: 12 content chunks (the role chunk, "Echo:" and STREAM_TEXT's ten words), CHUNK_GAP apart. Plain
+# requests get an upstream at 0 ms: the gateway always streams upstream, and paced chunks would be counted as
+# gateway time against the emulator's unpaced plain answer. So two providers on the same emulator: KEYS (no
+# pacing) behind CHAIN, STREAM_KEYS (paced) behind STREAM_CHAIN.
 CHUNK_GAP = 0.005
-KEYS = [f"bench-{name};gap={CHUNK_GAP}" for name in ("a", "b", "c")]
+KEYS = [f"bench-{name}" for name in ("a", "b", "c")]
+STREAM_KEYS = [f"{key};gap={CHUNK_GAP}" for key in KEYS]
 MODELS = ["echo-small", "echo-large"]
 CHAIN = "auto"
+STREAM_CHAIN = "auto-stream"
 # Distinct conversation openings: requests reuse them round-robin, so sticky sessions are both created
 # and reused, as with real clients.
 CONVERSATIONS = 100
@@ -278,6 +283,8 @@ def _setup_database(slug: str, emulator_url: str) -> None:
 
     add_provider(SimpleNamespace(url=emulator_url), slug, KEYS, MODELS)
     add_chain(CHAIN, [f"{slug}/{model}" for model in MODELS])
+    add_provider(SimpleNamespace(url=emulator_url), f"{slug}-stream", STREAM_KEYS, MODELS, path=f"{slug}/v1")
+    add_chain(STREAM_CHAIN, [f"{slug}-stream/{model}" for model in MODELS])
     user = get_user_model().objects.create_user("bench", password=secrets.token_urlsafe(16))
     _, raw = api_key_create(user=user, name="bench")
     print(json.dumps({"api_key": raw}), flush=True)
@@ -294,7 +301,7 @@ def _add_keys(slug: str, total: int) -> None:
     provider = Provider.objects.get(slug=slug)
     have = provider.keys.count()
     ProviderKey.objects.bulk_create(
-        ProviderKey(provider=provider, label=f"{slug}-{i}", secret=f"bench-{i};gap={CHUNK_GAP}")
+        ProviderKey(provider=provider, label=f"{slug}-{i}", secret=f"bench-{i}")
         for i in range(have, total)
     )
     # bulk_create sends no post_save: bump the shared config version as the admin's save would.
@@ -432,6 +439,8 @@ class Target:
     urls: list[str]  # chat completions URLs; request i goes to urls[i % len(urls)]
     model: str
     keys: list[str]  # bearer tokens, rotated like the gateway rotates upstream keys
+    stream_model: str = ""  # streams ask for this model (default: model)
+    stream_keys: list[str] = field(default_factory=list)  # and send these tokens (default: keys)
     bodies: dict[tuple[int, bool], bytes] = field(default_factory=dict)
 
     def request(self, i: int, stream: bool) -> tuple[str, bytes, dict]:
@@ -439,11 +448,13 @@ class Target:
         body = self.bodies.get((k, stream))
         if body is None:
             # Encoded once per conversation, so the load generator spends its CPU on the sockets.
-            body = self.bodies[k, stream] = json.dumps({"model": self.model, "stream": stream, "messages": [
+            model = (self.stream_model or self.model) if stream else self.model
+            body = self.bodies[k, stream] = json.dumps({"model": model, "stream": stream, "messages": [
                 {"role": "system", "content": "You are a benchmark."},
                 {"role": "user", "content": (STREAM_TEXT if stream else USER_TEXT).format(k=k)},
             ]}).encode()
-        headers = {"Authorization": f"Bearer {self.keys[i % len(self.keys)]}", "Content-Type": "application/json"}
+        keys = (self.stream_keys or self.keys) if stream else self.keys
+        headers = {"Authorization": f"Bearer {keys[i % len(keys)]}", "Content-Type": "application/json"}
         return self.urls[i % len(self.urls)], body, headers
 
 
@@ -1031,8 +1042,10 @@ class Bench:
     # -- measuring
 
     def targets(self, gateways: list[Gateway]) -> tuple[Target, Target]:
-        direct = Target("emulator", [f"{self.emulator_url}/{self.slug}/v1/chat/completions"], MODELS[0], KEYS)
-        through = Target("gateway", [f"{g.url}/v1/chat/completions" for g in gateways], CHAIN, [self.api_key])
+        direct = Target("emulator", [f"{self.emulator_url}/{self.slug}/v1/chat/completions"], MODELS[0], KEYS,
+                        stream_keys=STREAM_KEYS)
+        through = Target("gateway", [f"{g.url}/v1/chat/completions" for g in gateways], CHAIN, [self.api_key],
+                         stream_model=STREAM_CHAIN)
         return direct, through
 
     def meter(self, gateways: list[Gateway]) -> CpuMeter:
@@ -1394,6 +1407,8 @@ def main(argv: list[str] | None = None) -> None:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "freellm.settings",
             "FREELLM_VAR_DIR": str(tmp),
+            # The emulator listens on loopback, which the SSRF guard refuses unless allowed.
+            "FREELLM_UPSTREAM_ALLOW": "127.0.0.1/32,::1/128,localhost",
             "DATABASE_URL": database.url,
             "REDIS_URL": args.redis,
             "FREELLM_ENV": "development",

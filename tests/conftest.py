@@ -5,9 +5,17 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
+from django.conf import settings
 
 pytest_plugins = ["tests.fixtures_emulator", "tests.fixtures_gateway", "tests.fixtures_processes", "tests.fixtures_quota", "tests.fixtures_foundation", "tests.fixtures_team",
                   "tests.fixtures_analytics"]
+
+# The emulator and test gateways listen on loopback, which the SSRF guard refuses by default. Django is set
+# up before this file is read, so the setting is set here too; the environment carries it to the gateway
+# processes tests start.
+EMULATOR_ALLOW = "127.0.0.1/32,::1/128,localhost"
+os.environ["FREELLM_UPSTREAM_ALLOW"] = EMULATOR_ALLOW
+settings.FREELLM_UPSTREAM_ALLOW = EMULATOR_ALLOW
 
 REQUIRE_SERVICES = os.environ.get("FREELLM_REQUIRE_SERVICES", "").lower() in ("1", "true", "yes")
 
@@ -19,6 +27,14 @@ def _reachable(url: str, default_port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auth_throttle():
+    """Every test sends its wrong API keys from 127.0.0.1: counts left by earlier tests must not throttle it."""
+    from routing.throttle import auth_throttle_reset
+
+    auth_throttle_reset()
 
 
 def need_service(name: str, url: str, default_port: int) -> None:

@@ -88,9 +88,14 @@ def reset_shared_state() -> None:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
-        keys = list(client.scan_iter("freellm:*", count=1000))
+        # Ours, and what went through Django's cache (its keys are prefixed ":<version>:").
+        keys = [*client.scan_iter("freellm:*", count=1000), *client.scan_iter(":*:freellm:*", count=1000)]
         if keys:
             client.delete(*keys)
+    else:
+        from django.core.cache import cache
+
+        cache.clear()
 
 
 def add_provider(emulator, slug: str, keys: list[str], models: list[dict | str], *, adapter: str = "openai",

@@ -1080,6 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL": db.url,
             "REDIS_URL": redis.url,
             "FREELLM_VAR_DIR": str(run_dir / "var"),
+            # The emulator listens on loopback, which the SSRF guard refuses unless allowed.
+            "FREELLM_UPSTREAM_ALLOW": "127.0.0.1/32,::1/128,localhost",
             "FREELLM_PROBE_INTERVAL": str(PROBE_INTERVAL),
             # The hang key costs this much per try until its circuit opens (the default is 30 s).
             "FREELLM_FIRST_TOKEN_TIMEOUT": "5",

@@ -34,6 +34,9 @@ def httpx_timeout(timeouts: Timeouts, *, read: float | None = None) -> httpx.Tim
 
 def transport_error(exc: BaseException, provider: str) -> UpstreamError:
     """A failure below HTTP (no status): connect refused, timeouts, a connection cut mid-body."""
+    if getattr(exc, "explained", False):
+        # The SSRF guard's refusal (providers.netguard): says what was refused and how to allow it.
+        return UpstreamError(ErrorKind.CONNECTION, f"{provider}: {exc}")
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
         return UpstreamError(ErrorKind.CONNECTION, f"{provider}: could not connect ({type(exc).__name__})")
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
@@ -58,11 +61,41 @@ def kind_for_status(status: int) -> ErrorKind:
     return ErrorKind.BAD_REQUEST
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Upstream error text with the key blanked out, should a provider echo it back."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text
+# Runs of a secret at least this long are blanked wherever they appear: a provider quoting a key "minus a few
+# characters" (or its middle) still gives most of it away.
+REDACT_RUN = 8
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every run of ``REDACT_RUN`` or more characters of any of ``secrets`` (provider keys, the
+    client's unified key) replaced by ``***``; a shorter secret only where it appears whole. The one function
+    for upstream error text, before it reaches a client, a log line or a row."""
+    spans: list[tuple[int, int]] = []
+    for secret in secrets:
+        if not secret or len(secret) < 4:
+            continue
+        size = min(REDACT_RUN, len(secret))
+        # Every window of the secret found in the text marks its span; overlapping marks merge below, so any
+        # longer run is covered whole.
+        for gram in {secret[i:i + size] for i in range(len(secret) - size + 1)}:
+            start = text.find(gram)
+            while start != -1:
+                spans.append((start, start + size))
+                start = text.find(gram, start + 1)
+    if not spans:
+        return text
+    spans.sort()
+    out, last = [], 0
+    merged_start, merged_end = spans[0]
+    for start, end in spans[1:]:
+        if start <= merged_end:
+            merged_end = max(merged_end, end)
+            continue
+        out += [text[last:merged_start], "***"]
+        last = merged_end
+        merged_start, merged_end = start, end
+    out += [text[last:merged_start], "***", text[merged_end:]]
+    return "".join(out)
 
 
 def response_json(response: httpx.Response) -> Any:

@@ -19,8 +19,10 @@ from routing.errors import GatewayError
 from . import (
     anthropic,
     completions,
+    edge,
     embeddings,
     exchange,
+    freellm,
     gemini,
     media,
     models,
@@ -28,31 +30,44 @@ from . import (
     openai_chat,
     responses,
 )
+from .bodies import BodyValueError
 from .dialects import error_response
+from .openapi import GatewayAPI
 
 # Paths served by the API handler (freellm/asgi.py: no middleware stack); everything else is the site's.
 API_PATH_PREFIXES = ("/v1/", gemini.PREFIX, ollama.PREFIX)
 
-api = NinjaAPI(
+api = GatewayAPI(
     title="freellm",
     version="1",
     description="OpenAI-compatible gateway over the free tiers of many LLM providers.",
     urls_namespace="v1",
     docs_url="/docs",
-    auth=exchange.UnifiedKeyAuth(),
+    auth=(_unified_auth := exchange.UnifiedKeyAuth()),
     parser=exchange.JsonBodyParser(),
 )
-for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic):
+for surface in (openai_chat, responses, completions, embeddings, models, media, anthropic, freellm):
     api.add_router("/", surface.router)
 
 # The native front doors: their own paths outside /v1 and their own ways of sending the key; no docs page,
 # since their reference is Google's and Ollama's.
+_gemini_auth, _ollama_auth = gemini.GoogleKeyAuth(), ollama.OllamaAuth()
 gemini_api = NinjaAPI(title="freellm: Gemini API", version="v1beta", urls_namespace="v1beta", docs_url=None,
-                      openapi_url=None, auth=gemini.GoogleKeyAuth(), parser=exchange.JsonBodyParser())
+                      openapi_url=None, auth=_gemini_auth, parser=exchange.JsonBodyParser())
 gemini_api.add_router("/", gemini.router)
 ollama_api = NinjaAPI(title="freellm: Ollama API", version="ollama", urls_namespace="ollama", docs_url=None,
-                      openapi_url=None, auth=ollama.OllamaAuth(), parser=exchange.JsonBodyParser())
+                      openapi_url=None, auth=_ollama_auth, parser=exchange.JsonBodyParser())
 ollama_api.add_router("/", ollama.router)
+
+
+def auth_for_path(path: str):
+    """The key check of the front door serving ``path``, for the edge (routing.api.edge) to run on the
+    headers before any body is read."""
+    if path.startswith(gemini.PREFIX):
+        return _gemini_auth
+    if path.startswith(ollama.PREFIX):
+        return _ollama_auth
+    return _unified_auth
 
 
 def _gateway_error(request, exc: GatewayError):
@@ -65,8 +80,7 @@ def _gateway_error(request, exc: GatewayError):
 
 
 def _auth_error(request, exc):
-    return error_response(request, GatewayError(
-        401, "Invalid or missing API key. Send `Authorization: Bearer <key>`.", code="invalid_api_key"))
+    return error_response(request, edge.missing_key())
 
 
 # ninja's first element of an error location: which part of the request it is in.
@@ -90,6 +104,9 @@ def _validation_error(request, exc: ValidationError):
 
 def _http_error(request, exc: HttpError):
     message = str(exc)
+    if isinstance(exc.__cause__, BodyValueError):
+        cause = exc.__cause__
+        return error_response(request, GatewayError(400, cause.message, param=cause.param, code="invalid_value"))
     # ninja's "Cannot parse request body", raised from the parser's error: say what was wrong.
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         message = f"We could not parse the JSON body of your request: {exc.__cause__}."
@@ -97,7 +114,7 @@ def _http_error(request, exc: HttpError):
 
 
 def _too_big(request, exc):
-    return error_response(request, GatewayError(413, "Request body is too large.", code="request_too_large"))
+    return error_response(request, edge.too_large(edge.body_limit(request.content_type or "")))
 
 
 for _instance in (api, gemini_api, ollama_api):

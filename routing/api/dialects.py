@@ -65,6 +65,13 @@ def error_response(request: HttpRequest, exc: GatewayError) -> HttpResponse:
     return _renderers.get(dialect, GatewayError.response)(exc)
 
 
+def error_response_for_path(path: str, exc: GatewayError) -> HttpResponse:
+    """For an answer given before Django built a request (the edge in front of daphne)."""
+    response = _renderers.get(dialect_for_path(path), GatewayError.response)(exc)
+    response["X-FreeLLM-Request-Id"] = uuid.uuid4().hex
+    return response
+
+
 def dialect_error_responses(get_response):
     """Wrap the API's handler chain (async): an error answered outside the API's own handlers, such as
     ninja's 405 for a wrong method or Django's 500 page for a bug, goes out in the request's dialect too."""

@@ -41,17 +41,19 @@ from providers.adapters.base import (
     UpstreamStream,
     Usage,
 )
-from providers.adapters.transport import CompletionAssembler, usage_dict
+from providers.adapters.transport import CompletionAssembler, redact, usage_dict
+from routing import budgets, continuity, fusion, metrics, router, toolcalls
 from routing import cache as response_cache
-from routing import continuity, fusion, metrics, router, toolcalls
-from routing.auth import authenticate_request
+from routing.auth import authenticate_request, raw_key_from
 from routing.config import KeyInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.families import embedding_resolution, family_unavailable
 from routing.http import get_client
 from routing.tokens import estimate_request_tokens, estimate_tokens
 
+from .bodies import PARSED_JSON_SCOPE_KEY, parse_json
 from .dialects import Dialect, dialect_of
+from .validation import chat_messages_check
 
 # --- the edge: authentication and body parsing -------------------------------------------------------
 
@@ -67,36 +69,18 @@ class UnifiedKeyAuth(HttpBearer):
         return await authenticate_request(request)
 
 
-# Deeper than any real request (content parts, tool schemas) and far below where recursive code (token
-# estimates, JSON encoding for the upstream) would hit Python's recursion limit.
-MAX_JSON_DEPTH = 64
-
-
 class JsonBodyParser(Parser):
-    """orjson with a nesting limit: a deeper body is refused before any code walks it. orjson also refuses
-    what json would let through to the upstream: NaN/Infinity and lone surrogates (invalid UTF-8)."""
+    """``parse_json`` for ninja; a large body the edge (routing.api.edge) already parsed off the event loop
+    is taken from there."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-        try:
-            data = orjson.loads(request.body)
-        except RecursionError:
-            raise too_deep from None
-        if _nested_deeper_than(data, MAX_JSON_DEPTH):
-            raise too_deep
-        return data
-
-
-def _nested_deeper_than(data: Any, limit: int) -> bool:
-    stack = [(data, 1)] if isinstance(data, dict | list) else []
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
+        parsed = getattr(request, "scope", {}).get(PARSED_JSON_SCOPE_KEY)
+        if parsed is not None:
+            value, error = parsed
+            if error is not None:
+                raise error
+            return value
+        return parse_json(request.body)
 
 
 class OpenSchema(BaseModel):
@@ -114,7 +98,8 @@ class OpenSchema(BaseModel):
 
 def context(request: HttpRequest, kind: str, model: str, est_tokens: int, *,
             stream: bool = False) -> router.RequestContext:
-    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream)
+    ctx = router.RequestContext(kind=kind, requested=model, est_tokens=est_tokens, stream=stream,
+                                client_key=raw_key_from(request), api_key_id=_api_key_id(request))
     request.freellm_ctx = ctx  # for error responses and the request log
     # A server shutting down cancels it, so that it logs its row (freellm.background.shutdown_drain).
     freellm.background.request_task_track()
@@ -125,16 +110,34 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
     """router.execute, plus the request-log row of a client that left (errors are logged by their handler).
     skip: model → reason to pass it over (gating); reword: turns the router's error into the endpoint's own
     (embeddings name their family)."""
+    # The key's and its user's budgets: the allowed models narrow the walk, then one request and the token
+    # estimate are reserved (403 / 429 here, before any route is tried); settled when the request ends.
+    resolution, request.freellm_budget = await budgets.admit(
+        getattr(request, "auth", None), ctx.requested, resolution, ctx.est_tokens)
     try:
         return await router.execute(ctx, resolution.models, call, skip=skip)
     except GatewayError as exc:
+        await _budget_finish(request, ctx, Usage(0, 0))
         if reword is None:
             raise
         raise reword(exc) from None
     except asyncio.CancelledError:
+        spawn(_budget_finish(request, ctx, Usage(0, 0)))
         # The client left before an answer (499, as nginx logs it): the row still says what was tried.
         log_request(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
         raise
+
+
+async def _budget_finish(request: HttpRequest, ctx, usage: Usage | None) -> None:
+    """The request's budget reservations: settled with the real tokens (the estimate when the answer gave no
+    usage; a failed request passes ``Usage(0, 0)``), or given back when no provider was called."""
+    admission = getattr(request, "freellm_budget", None)
+    if admission is None:
+        return
+    if not ctx.attempts:
+        await admission.finish(None)
+    else:
+        await admission.finish(usage.total_tokens if usage is not None else ctx.est_tokens)
 
 
 async def route(request: HttpRequest, kind: str, model: str, est_tokens: int, call):
@@ -154,6 +157,7 @@ def resolved(ctx: router.RequestContext, resolution: router.Resolution) -> route
 async def finish(request: HttpRequest, ctx, served: router.Served, usage: Usage | None) -> None:
     """Settle a served plain request and write its row."""
     await router.settle(served, usage, fallback_tokens=ctx.est_tokens)
+    await _budget_finish(request, ctx, usage)
     log_request(request, ctx, served, 200, usage)
 
 
@@ -192,10 +196,8 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     it opens must stream chat.completion.chunk dicts. ``conversation_sessions=False``: sticky only when the
     client names its session (X-Session-Id, ``user``), for requests that are not conversations."""
     request.freellm_dialect = dialect
-    for i, message in enumerate(body["messages"]):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"messages[{i}].role is required", param=f"messages.{i}.role",
-                               code="invalid_value")
+    # Malformed messages are the client's 400, never an upstream's 5xx counted against the route.
+    chat_messages_check(body["messages"])
     ctx = context(request, "chat", body["model"], estimate_request_tokens(body), stream=stream)
     ctx.prompt_tokens = estimate_tokens(body["messages"])
     cfg = await get_routing_config()
@@ -324,6 +326,50 @@ def _replayed(ctx, served: router.Served, completion: dict, *, cached: bool = Fa
     return ChatResult(ctx, served, cached=cached)
 
 
+_TEXT_DELTA_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+def chunk_problem(chunk: Any) -> str | None:
+    """What makes an upstream ``chat.completion.chunk`` unusable (wrong types that would break the relay,
+    the assembler or a dialect's encoder), or None."""
+    if not isinstance(chunk, dict):
+        return "a chunk that is not an object"
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return "`choices` that is not a list"
+    usage = chunk.get("usage")
+    if usage is not None and (not isinstance(usage, dict) or not all(
+            isinstance(usage.get(name, 0), int | None) for name in ("prompt_tokens", "completion_tokens"))):
+        return "`usage` that is not an object of token counts"
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            return "a choice that is not an object"
+        if not isinstance(choice.get("finish_reason"), str | None):
+            return "a `finish_reason` that is not a string"
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return "a `delta` that is not an object"
+        for name in _TEXT_DELTA_FIELDS:
+            # Text; Mistral's thinking models stream lists of content parts instead.
+            if not isinstance(delta.get(name), str | list | None):
+                return f"a `delta.{name}` that is neither text nor content parts"
+        calls = delta.get("tool_calls")
+        if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
+            return "`delta.tool_calls` that is not a list of objects"
+    return None
+
+
+async def _checked(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """The upstream's chunks, each checked: a malformed one is the upstream failing (before the first byte
+    the router fails over; after it the client gets the dialect's stream_interrupted event)."""
+    async for chunk in chunks:
+        if problem := chunk_problem(chunk):
+            raise UpstreamError(ErrorKind.SERVER, f"the upstream stream sent {problem}")
+        yield chunk
+
+
 async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Timeouts, *,
                          rescuer: toolcalls.StreamRescuer | None = None) -> tuple[UpstreamStream, Any, list[dict]]:
     """Open the stream and read up to the first content chunk, so failover stays invisible until then.
@@ -332,7 +378,7 @@ async def _primed_stream(ctx, opening: Awaitable[UpstreamStream], timeouts: Time
     upstream's first real output even while the rescuer holds it back (a possible text tool call), and an
     answer that ends with nothing in it fails here, before the first byte."""
     stream = await opening
-    chunks = stream.chunks().__aiter__()
+    chunks = _checked(stream.chunks()).__aiter__()
     batches = _rescued(chunks, rescuer) if rescuer is not None else None
     buffered: list[dict] = []
     try:
@@ -480,7 +526,9 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
         async def work():
             await stream.aclose()
             final = usage or estimated_usage(ctx, text_chars)
-            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens)
+            await router.settle(served, final, error=error, fallback_tokens=ctx.est_tokens,
+                                api_key_id=ctx.api_key_id)
+            await _budget_finish(request, ctx, final)
             log_request(request, ctx, served, status, None if result.cached else final, outcome=outcome,
                         error=error.message if error else "")
 
@@ -508,6 +556,7 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             yield data
     except UpstreamError as exc:
         # After the first byte there is no failover: the dialect's error event, never its normal end.
+        exc.message = redact(exc.message, served.key.secret, ctx.client_key)
         error, status, outcome = exc, 502, "incomplete"
         data = encoder.fail(GatewayError(502, f"upstream stream failed: {exc.message}", code="stream_interrupted"))
         settle_and_log()

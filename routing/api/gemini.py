@@ -51,7 +51,7 @@ class GoogleKeyAuth(exchange.UnifiedKeyAuth):
 
     async def authenticate(self, request: HttpRequest, token: str):
         raw = request.headers.get("x-goog-api-key") or request.GET.get("key") or raw_key_from(request)
-        api_key = await authenticate_key(raw)
+        api_key = await authenticate_key(raw, request)
         if api_key is None:
             raise GatewayError(401, "API key not valid: send your freellm key in `x-goog-api-key` (the Gemini "
                                     "SDKs' GEMINI_API_KEY), `?key=` or `Authorization: Bearer`.",

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from analytics.selectors import request_log_json, request_log_of, usage_summary, user_sees_all_requests
 from routing.auth import authenticate_request
 from routing.config import get_routing_config
+from routing.errors import GatewayError
 from routing.models import ApiKey
 from routing.selectors_health import models_named, route_health_rows, usable_now
 
@@ -155,12 +156,14 @@ async def _session_manager_running() -> None:
     await _started
 
 
-async def _unauthorized(send) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-        "code": -32001, "message": "Invalid or missing API key. Send `Authorization: Bearer <key>`."}}).encode()
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="freellm"')]})
+async def _unauthorized(send, refusal: GatewayError | None = None) -> None:
+    """401; or what the key check answered instead (a throttled address 429, the database down 503)."""
+    message = refusal.message if refusal else "Invalid or missing API key. Send `Authorization: Bearer <key>`."
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"www-authenticate", b'Bearer realm="freellm"')]
+    headers += [(name.lower().encode(), value.encode()) for name, value in (refusal.headers if refusal else {}).items()]
+    await send({"type": "http.response.start", "status": refusal.status if refusal else 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -170,7 +173,11 @@ async def application(scope, receive, send) -> None:
     # request_started / request_finished signals do that for /v1 and the admin).
     await sync_to_async(close_old_connections)()
     try:
-        api_key = await authenticate_request(Request(scope))
+        try:
+            api_key = await authenticate_request(Request(scope))
+        except GatewayError as exc:
+            await _unauthorized(send, exc)
+            return
         if api_key is None:
             await _unauthorized(send)
             return

@@ -10,6 +10,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
+from routing.budgets import allows_name, scopes_of
 from routing.config import ModelInfo, get_routing_config
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
@@ -22,7 +23,7 @@ router = Router(tags=["models"])
 @router.get("/models", summary="List the chains and models you may use")
 async def list_models(request: HttpRequest, available: bool = False, limit: int | None = None,
                       after_id: str | None = None, before_id: str | None = None):
-    entries = await model_entries(available=available)
+    entries = await entries_for(request.auth, available=available)
     if anthropic.wants_anthropic_shape(request):
         return anthropic.model_page(entries, limit=limit, after_id=after_id, before_id=before_id)
     return {"object": "list", "data": entries}
@@ -31,13 +32,14 @@ async def list_models(request: HttpRequest, available: bool = False, limit: int 
 @router.get("/models/{path:model}", summary="Describe one chain or model (or what an alias leads to)")
 async def retrieve_model(request: HttpRequest, model: str):
     as_anthropic = anthropic.wants_anthropic_shape(request)
+    scopes = await scopes_of(request.auth)
     entries = {entry["id"]: entry for entry in await model_entries(available=False)}
-    if model in entries:
+    if model in entries and allows_name(scopes, model):
         return anthropic.model_info(entries[model]) if as_anthropic else entries[model]
     # A name only an alias knows (clients check the model they were configured with): its target, so named.
     cfg = await get_routing_config()
     alias = next((a for a in cfg.aliases if a.matches(model)), None)
-    if alias is not None and alias.target in entries:
+    if alias is not None and alias.target in entries and allows_name(scopes, alias.target):
         entry = {**entries[alias.target], "id": model, "alias": {"pattern": alias.pattern, "target": alias.target}}
         return anthropic.model_info(entry) if as_anthropic else entry
     raise GatewayError(404, f"The model '{model}' does not exist or is disabled", code="model_not_found",
@@ -118,7 +120,8 @@ async def listed_models(kinds: tuple[str, ...] = ("chat", "embedding")) -> list[
 
 
 async def entries_for(api_key, *, available: bool = False) -> list[dict[str, Any]]:
-    """``model_entries`` of what ``api_key`` may use (the MCP tools and the playground list these). Every key
-    may use every one while keys have no allowed-models list; the per-key and per-user lists of issue 13 part 3
-    narrow this one place."""
-    return await model_entries(available=available)
+    """``model_entries`` of what ``api_key`` may use (GET /v1/models, the MCP tools and the playground list
+    these): narrowed by the key's and its user's allowed chains and models (routing.budgets)."""
+    entries = await model_entries(available=available)
+    scopes = await scopes_of(api_key) if api_key is not None else ()
+    return [e for e in entries if allows_name(scopes, e["id"])]

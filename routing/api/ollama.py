@@ -63,7 +63,7 @@ class OllamaAuth(exchange.UnifiedKeyAuth):
                 raise GatewayError(401, "FREELLM_OLLAMA_KEYLESS_USER names no active user of this gateway",
                                    code="invalid_api_key")
             return api_key
-        api_key = await authenticate_key(raw)
+        api_key = await authenticate_key(raw, request)
         if api_key is None:
             raise GatewayError(401, "invalid or missing API key: send your freellm key as `Authorization: Bearer "
                                     "<key>` (the ollama clients take headers=...)", code="invalid_api_key")

@@ -85,6 +85,17 @@ class HealthState(StrEnum):
     KEY_INVALID = "key_invalid"  # the key failed auth: every model of it is off until cleared
 
 
+# What a route keeps of its last error's text (the provider's words, already redacted of secrets).
+LAST_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class LastError:
+    at: float  # wall clock
+    kind: str  # an ErrorKind value
+    message: str
+
+
 @dataclass
 class RouteStatus:
     """What the admin shows for a route."""
@@ -100,6 +111,8 @@ class RouteStatus:
     key_invalid: bool = False
     exhausted_until: float | None = None
     exhausted_reason: str = ""
+    last_success_at: float | None = None  # wall clock of the last call that succeeded
+    last_error: LastError | None = None
 
 
 class QuotaStore(ABC):

@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from providers.adapters.base import ErrorKind
 
 from . import policy
-from .base import Denied, DenyReason, HealthState, Lease, QuotaStore, Route, RouteStatus
+from .base import (
+    LAST_ERROR_CHARS,
+    Denied,
+    DenyReason,
+    HealthState,
+    LastError,
+    Lease,
+    QuotaStore,
+    Route,
+    RouteStatus,
+)
 from .learning import WINDOWS, Observation, effective_limits, observe
 
 # Errors after which the upstream evidently works (it understood and answered the request).
@@ -104,6 +114,8 @@ class _RouteState:
     trial_until: float = 0.0
     exhausted_until: float = 0.0  # a window the provider reported empty
     exhausted_reason: str = ""
+    last_success_at: float | None = None
+    last_error: LastError | None = None
 
 
 @dataclass
@@ -284,6 +296,10 @@ class LocalQuotaStore(QuotaStore):
             state = self._routes.setdefault(route.id, _RouteState())
             self._apply_observation(route, state, obs, now)
             if error is None:
+                state.last_success_at = now
+            else:
+                state.last_error = LastError(now, error.value, message[:LAST_ERROR_CHARS])
+            if error is None:
                 self._invalid_keys.pop(route.key_id, None)
                 self._close(state)
             elif error in _ANSWERED:
@@ -379,6 +395,8 @@ class LocalQuotaStore(QuotaStore):
                 key_invalid=invalid,
                 exhausted_until=state.exhausted_until if state.exhausted_until > now else None,
                 exhausted_reason=state.exhausted_reason if state.exhausted_until > now else "",
+                last_success_at=state.last_success_at,
+                last_error=state.last_error,
             )
 
     def clear_cooldown_now(self, route: Route) -> None:

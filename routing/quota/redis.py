@@ -53,7 +53,17 @@ from providers.adapters.base import ErrorKind
 from routing.redis import redis_client, redis_client_close
 
 from . import policy
-from .base import Denied, DenyReason, HealthState, Lease, QuotaStore, Route, RouteStatus
+from .base import (
+    LAST_ERROR_CHARS,
+    Denied,
+    DenyReason,
+    HealthState,
+    LastError,
+    Lease,
+    QuotaStore,
+    Route,
+    RouteStatus,
+)
 from .learning import WINDOWS, effective_limits, observe
 
 PREFIX = "freellm:q:"
@@ -215,7 +225,8 @@ return 1
 #       6..9 learned rpm rpd tpm tpd ('' = not seen) 10..13 used floors rpm rpd tpm tpd ('' = none)
 #       14 exhausted reason ('' = none) 15 exhausted until 16 explicit rate-limit wait (-1 = none)
 #       17 seconds to midnight 18 default 429 wait 19 failure threshold 20.. failure cooldowns
-#       then: configured rpd, tpd (-1 = none) as the last two arguments
+#       then: configured rpd, tpd (-1 = none), and the error's kind and message ('' for a success) as the
+#       last four arguments
 _RECORD = _LUA_COMMON + r"""
 local now = tonumber(ARGV[1])
 local outcome = ARGV[2]
@@ -223,8 +234,14 @@ local span = tonumber(ARGV[3])
 local day_ttl = tonumber(ARGV[4])
 local sec = math.floor(now)
 local field = string.format('%d', sec)
-local n = #ARGV
+local n = #ARGV - 2
 local conf_rpd, conf_tpd = ARGV[n - 1], ARGV[n]
+-- The route's last success and last error, for the routing-state API (in the health hash: no extra key).
+if outcome == 'ok' then
+  redis.call('HSET', KEYS[4], 'last_ok', ARGV[1])
+elseif ARGV[n + 1] ~= '' then
+  redis.call('HSET', KEYS[4], 'err_at', ARGV[1], 'err_kind', ARGV[n + 1], 'err_msg', ARGV[n + 2])
+end
 
 local names = {'rpm', 'rpd', 'tpm', 'tpd'}
 local learned_any = false
@@ -322,12 +339,14 @@ local tpm = window(KEYS[2], oldest)
 local prpm = window(KEYS[6], oldest)
 local d = redis.call('HMGET', KEYS[3], 'r', 't')
 local pd = redis.call('HGET', KEYS[7], 'r')
-local h = redis.call('HMGET', KEYS[4], 'open', 'until', 'failures', 'trial', 'trial_until', 'ex_until', 'ex_reason')
+local h = redis.call('HMGET', KEYS[4], 'open', 'until', 'failures', 'trial', 'trial_until', 'ex_until', 'ex_reason',
+  'last_ok', 'err_at', 'err_kind', 'err_msg')
 local l = redis.call('HMGET', KEYS[5], 'rpm', 'rpd', 'tpm', 'tpd', 'at')
 if not (l[5] and now - num(l[5]) <= tonumber(ARGV[3])) then l = {false, false, false, false} end
 return {'rpm', rpm, 'rpd', num(d[1]), 'tpm', tpm, 'tpd', num(d[2]), 'provider_rpm', prpm, 'provider_rpd', num(pd),
   'open', h[1] or '0', 'until', h[2] or '0', 'failures', h[3] or '0',
   'ex_until', h[6] or '0', 'ex_reason', h[7] or '', 'key_invalid', redis.call('EXISTS', KEYS[8]),
+  'last_ok', h[8] or '0', 'err_at', h[9] or '0', 'err_kind', h[10] or '', 'err_msg', h[11] or '',
   'learned_rpm', l[1] or '', 'learned_rpd', l[2] or '', 'learned_tpm', l[3] or '', 'learned_tpd', l[4] or ''}
 """
 
@@ -374,6 +393,8 @@ class _Inspection:
     exhausted_reason: str
     key_invalid: bool
     learned: dict[str, int]
+    last_success_at: float
+    last_error: LastError | None
 
     @classmethod
     def from_reply(cls, now: float, reply: list) -> _Inspection:
@@ -388,6 +409,8 @@ class _Inspection:
             exhausted_reason=f["ex_reason"],
             key_invalid=int(f["key_invalid"]) == 1,
             learned={w: int(f[f"learned_{w}"]) for w in WINDOWS if f[f"learned_{w}"] != ""},
+            last_success_at=float(f["last_ok"]),
+            last_error=LastError(float(f["err_at"]), f["err_kind"], f["err_msg"]) if f["err_kind"] else None,
         )
 
     @property
@@ -529,6 +552,7 @@ class RedisQuotaStore(QuotaStore):
             repr(policy.seconds_to_midnight(now, tz)), repr(policy.DEFAULT_RATE_LIMIT_COOLDOWN),
             policy.FAILURE_THRESHOLD, *[repr(c) for c in policy.FAILURE_COOLDOWNS],
             _limit_arg(route.limits.rpd), _limit_arg(route.limits.tpd),
+            "" if error is None else error.value, "" if error is None else message[:LAST_ERROR_CHARS],
         ]  # fmt: skip
         return keys, args
 
@@ -551,6 +575,8 @@ class RedisQuotaStore(QuotaStore):
             key_invalid=seen.key_invalid,
             exhausted_until=seen.exhausted_until if exhausted else None,
             exhausted_reason=seen.exhausted_reason if exhausted else "",
+            last_success_at=seen.last_success_at or None,
+            last_error=seen.last_error,
         )
 
     async def headroom(self, route: Route) -> float:

@@ -81,6 +81,8 @@ def test_openapi_describes_every_endpoint_and_how_to_authenticate(gateway):
         ("POST", "/v1/audio/speech"),
         ("POST", "/v1/messages"),
         ("POST", "/v1/messages/count_tokens"),
+        ("GET", "/v1/freellm/routes"),
+        ("GET", "/v1/freellm/requests/{request_id}"),
     }
     schemes = schema["components"]["securitySchemes"]
     assert [scheme["scheme"] for scheme in schemes.values()] == ["bearer"]

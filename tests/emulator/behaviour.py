@@ -22,6 +22,11 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     a stream ends abruptly after N content chunks: the connection is closed without the final events.
 ``midfail=N``
     a stream sends N content chunks, then an in-band error event (HTTP status already 200), then ends.
+``badchunk=N``
+    (OpenAI wire) a stream sends N content chunks, then a chunk that is valid JSON of the wrong type
+    (``"delta": {"content": 5}``), then goes on as if nothing happened.
+``stall=N``
+    a stream sends N frames (the role frame counts), then goes silent without closing (until the client leaves).
 ``slow=SECONDS``
     delay before the answer (before the status line, so it counts against the client's first-byte timeout).
 ``gap=SECONDS``
@@ -38,6 +43,8 @@ format uses) is ``<name>[;directive...]``. The name is free text (it tells keys 
     before the content; ``gap`` paces them like any other chunk.
 ``echo``
     error messages quote the key back, as some providers do (to test that the gateway never passes it on).
+    ``echo=partial`` quotes it less two characters at each end (as "Incorrect API key: sk-ab…" texts do);
+    ``echo=prompt`` quotes the last user message (an upstream repeating what the client sent).
 ``textcall=STYLE``
     (OpenAI wire) a tool call is written as text in the answer instead of ``tool_calls``, the way free models
     do: ``hermes`` ``<tool_call>{"name", "arguments"}</tool_call>``, ``function`` ``<function=name>{...}
@@ -90,6 +97,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from .content import last_user_text
+
 PROCEED = "proceed"
 ERROR = "error"
 GONE = "gone"
@@ -116,12 +125,15 @@ class KeySpec:
     every_status: int = 500
     drop_after: int | None = None
     midfail_after: int | None = None
+    badchunk_after: int | None = None
+    stall_after: int | None = None
     slow: float = 0.0
     gap: float = 0.0
     rpm: int | None = None
     tpm: int | None = None
     ctx: int | None = None
     echo: bool = False
+    echo_mode: str = ""  # "", "partial" or "prompt"
     think: int = 0
     textcall: str | None = None
     textcall_lead: bool = False
@@ -145,7 +157,10 @@ def parse_key(raw: str) -> KeySpec:
                 spec["always_status"] = int(word)
             elif word == "hang":
                 spec["hang"] = True
-            elif word in ("echo", "doubleargs", "thinktag", "empty"):
+            elif word == "echo":
+                spec["echo"] = True
+                spec["echo_mode"] = value.strip().lower()
+            elif word in ("doubleargs", "thinktag", "empty"):
                 spec[word] = True
             elif word == "textcall":
                 style, _, lead = value.partition(":")
@@ -163,6 +178,10 @@ def parse_key(raw: str) -> KeySpec:
                 spec["drop_after"] = int(value)
             elif word == "midfail":
                 spec["midfail_after"] = int(value)
+            elif word == "badchunk":
+                spec["badchunk_after"] = int(value)
+            elif word == "stall":
+                spec["stall_after"] = int(value)
             elif word == "slow":
                 spec["slow"] = float(value)
             elif word == "gap":
@@ -357,7 +376,13 @@ class Engine:
                   retry_after: float | None = None, headers: dict[str, str] | None = None) -> Decision:
             headers = dict(headers or {})
             if spec is not None and spec.echo:
-                message = f"{message} (key: {spec.raw})"
+                if spec.echo_mode == "partial":
+                    message = f"{message} (key: {spec.raw[2:-2]})"
+                elif spec.echo_mode == "prompt":
+                    body = record.body if isinstance(record.body, dict) else {}
+                    message = f"{message} (you said: {last_user_text(body.get('messages') or [])})"
+                else:
+                    message = f"{message} (key: {spec.raw})"
             if retry_after is not None:
                 headers["retry-after"] = _seconds_header(retry_after)
             return Decision(ERROR, record, spec, ErrorReply(status, message, type_, code, retry_after), headers)
@@ -519,6 +544,7 @@ class Engine:
         tail = list(tail_frames)
         drop_after = decision.drop_after
         midfail_after = decision.midfail_after
+        stall_after = decision.spec.stall_after if decision.spec else None
         errors = list(error_frames)
         gap = decision.gap
 
@@ -532,6 +558,8 @@ class Engine:
                         break
                     if index and gap:
                         await asyncio.sleep(gap)
+                    if index == stall_after:
+                        await asyncio.sleep(3600)  # cancelled when the client leaves
                     yield frame
                     record.chunks_sent += 1
                 if drop_after is not None:

@@ -162,6 +162,9 @@ def routes(engine: Engine) -> list[Route]:
                 frames.append(_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
         elif text:
             frames.extend(_sse(chunk({"content": piece})) for piece in content.split_chunks(text))
+        bad_after = decision.spec.badchunk_after if decision.spec else None
+        if bad_after is not None:
+            frames.insert(1 + thinking + bad_after, _sse(chunk({"content": 5})))
         last = chunk({}, finish_reason)
         if stopped_by:
             last["choices"][0]["stop_reason"] = stopped_by

@@ -92,7 +92,9 @@ def test_groups_get_the_right_permissions_every_run(tmp_path):
         ("routing", "manage_all_api_keys"),
         ("analytics", "view_requestlog"),
     } <= staff
-    assert members == {("routing", "view_apikey"), ("routing", "add_apikey"), ("routing", "change_apikey")}
+    # Members see their own user budget (read-only), nothing of anyone else's.
+    assert members == {("routing", "view_apikey"), ("routing", "add_apikey"), ("routing", "change_apikey"),
+                       ("routing", "view_userbudget")}
 
 
 def test_freellm_yaml_is_imported_when_present(tmp_path, write_config):

@@ -243,7 +243,7 @@ def test_bad_file_is_rejected_with_every_problem_and_changes_nothing(write_confi
         (lambda c: c["chains"][0]["models"].append("groq"), "chains[0].models[2]: 'groq' must look like <provider>/<model id>"),
         (lambda c: c["chains"][0]["models"].append("groq/nope"), "chains[0].models[2]: unknown model 'groq/nope'"),
         (lambda c: c["chains"][0]["models"].append("gemini/text-embedding-004"), "chains[0].models[2]: gemini/text-embedding-004 has kind embedding; chain 'auto' has kind chat"),
-        (lambda c: c.update(extra=1), "extra: unknown field (allowed: providers, chains, aliases)"),
+        (lambda c: c.update(extra=1), "extra: unknown field (allowed: providers, chains, aliases, users)"),
     ],
 )
 def test_each_mistake_is_named_by_its_path(write_config, mutate, expected):

@@ -79,11 +79,11 @@ def test_the_router_sends_a_proxied_routes_calls_through_the_proxy(gateway, emul
 @pytest.mark.django_db
 def test_proxies_round_trip_through_the_config_file_and_credentials_stay_secret():
     config_import(data={"providers": [{
-        "name": "p", "base_url": "https://example.test/v1", "proxy": "socks5://u:secretpw@10.0.0.1:1080",
-        "keys": [{"label": "k1", "secret": "s1", "proxy": "http://proxy.internal:3128"}],
+        "name": "p", "base_url": "https://example.test/v1", "proxy": "socks5://u:secretpw@corp-proxy.example.net:1080",
+        "keys": [{"label": "k1", "secret": "s1", "proxy": "http://proxy.example.net:3128"}],
     }]})  # fmt: skip
     provider = Provider.objects.get(slug="p")
-    assert provider.proxy == "socks5://u:secretpw@10.0.0.1:1080"
+    assert provider.proxy == "socks5://u:secretpw@corp-proxy.example.net:1080"
     with connection.cursor() as cursor:
         cursor.execute("SELECT proxy FROM providers_provider WHERE slug = 'p'")
         stored = cursor.fetchone()[0]
@@ -91,14 +91,14 @@ def test_proxies_round_trip_through_the_config_file_and_credentials_stay_secret(
 
     plain = config_export(with_secrets=False)["providers"][0]
     assert "proxy" not in plain  # it carries a password: left out like a secret (import keeps it)
-    assert plain["keys"][0]["proxy"] == "http://proxy.internal:3128"
+    assert plain["keys"][0]["proxy"] == "http://proxy.example.net:3128"
     full = config_export(with_secrets=True)["providers"][0]
-    assert full["proxy"] == "socks5://u:secretpw@10.0.0.1:1080"
+    assert full["proxy"] == "socks5://u:secretpw@corp-proxy.example.net:1080"
     config_import(data={"providers": [plain]})
-    assert Provider.objects.get(slug="p").proxy == "socks5://u:secretpw@10.0.0.1:1080"
+    assert Provider.objects.get(slug="p").proxy == "socks5://u:secretpw@corp-proxy.example.net:1080"
     config_import(data={"providers": [{**plain, "proxy": ""}]})
     assert Provider.objects.get(slug="p").proxy == ""
-    assert ProviderKey.objects.get(label="k1").proxy == "http://proxy.internal:3128"
+    assert ProviderKey.objects.get(label="k1").proxy == "http://proxy.example.net:3128"
 
 
 @pytest.mark.parametrize(
@@ -118,10 +118,10 @@ def staff_client(client, team):
 
 @pytest.mark.django_db
 def test_the_admin_never_shows_a_proxy_password_and_keeps_it_when_left_blank(staff_client, emulator):
-    provider = add_provider(emulator, "groq", ["live-key"], ["echo-small"], proxy="socks5://u:hunter22@10.0.0.1:1080")
+    provider = add_provider(emulator, "groq", ["live-key"], ["echo-small"], proxy="socks5://u:hunter22@corp-proxy.example.net:1080")
     url = f"/admin/providers/provider/{provider.pk}/change/"
     page = staff_client.get(url).content.decode()
-    assert "hunter22" not in page and "socks5://***@10.0.0.1:1080" in page
+    assert "hunter22" not in page and "socks5://***@corp-proxy.example.net:1080" in page
     form = {
         "name": "groq", "slug": "groq", "adapter": "openai", "base_url": provider.base_url, "enabled": "on",
         "headers": "{}", "drop_params": "[]", "daily_reset_tz": "UTC", "proxy": "",
@@ -129,7 +129,7 @@ def test_the_admin_never_shows_a_proxy_password_and_keeps_it_when_left_blank(sta
     }  # fmt: skip
     response = staff_client.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert Provider.objects.get(pk=provider.pk).proxy == "socks5://u:hunter22@10.0.0.1:1080"
+    assert Provider.objects.get(pk=provider.pk).proxy == "socks5://u:hunter22@corp-proxy.example.net:1080"
     response = staff_client.post(url, {**form, "proxy": "gopher://x"})
     assert "The proxy URL must be a proxy URL" in response.content.decode()
     staff_client.post(url, {**form, "proxy": "-"})
@@ -142,9 +142,27 @@ def test_the_key_page_sets_a_keys_proxy_write_only(staff_client, emulator):
     key = provider.keys.get()
     url = f"/admin/providers/providerkey/{key.pk}/change/"
     form = {"provider": provider.pk, "label": key.label, "secret": "", "enabled": "on",
-            "proxy": "http://keyuser:keypass99@10.1.1.1:3128"}
+            "proxy": "http://keyuser:keypass99@keys-proxy.example.net:3128"}
     assert staff_client.post(url, form).status_code == 302
     key.refresh_from_db()
-    assert key.proxy == "http://keyuser:keypass99@10.1.1.1:3128" and key.secret == "live-key"
+    assert key.proxy == "http://keyuser:keypass99@keys-proxy.example.net:3128" and key.secret == "live-key"
     page = staff_client.get(url).content.decode()
-    assert "keypass99" not in page and "http://***@10.1.1.1:3128" in page
+    assert "keypass99" not in page and "http://***@keys-proxy.example.net:3128" in page
+
+
+def test_the_ssrf_guard_refuses_an_internal_proxy_host_when_it_is_configured():
+    problem = proxy_url_problem("socks5://u:p@10.0.0.5:1080")
+    assert problem.startswith("is refused: proxy host") and "FREELLM_UPSTREAM_ALLOW" in problem
+    assert "proxy host" in proxy_url_problem("http://metadata.google.internal:3128")
+    assert proxy_url_problem("socks5://corp-proxy.example.net:1080") is None
+
+
+@pytest.mark.django_db
+def test_the_ssrf_guard_checks_the_proxy_address_when_connecting(emulator, proxy, settings):
+    # The proxy listens on loopback, which the guard lets through in tests only by the allowlist: without
+    # it the connection to the proxy is refused (the upstream behind it is never reached).
+    provider = add_provider(emulator, "groq", ["live-key"], ["echo-small"], proxy=proxy.socks5_url)
+    settings.FREELLM_UPSTREAM_ALLOW = ""
+    result = provider_key_test(key=provider.keys.get())
+    assert result.ok is None and "FREELLM_UPSTREAM_ALLOW" in result.detail, result.detail
+    assert proxy.seen == [] and not emulator.calls_for(provider="groq")

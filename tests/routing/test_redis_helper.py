@@ -132,3 +132,17 @@ def test_config_version_warns_once_per_outage_and_once_when_back(settings, redis
         assert "Redis unavailable" in messages[0] and "Redis is back" in messages[1]
     finally:
         invalidate_local_config()
+
+
+async def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_url, settings):
+    # 150 calls in flight at once (c=128 traffic did this): redis-py's default pool raised "Too many
+    # connections" past 100, which the stores took for an outage. Then a cap of 2: the rest wait their turn.
+    for cap, calls in ((settings.FREELLM_REDIS_MAX_CONNECTIONS, 150), (2, 10)):
+        settings.FREELLM_REDIS_MAX_CONNECTIONS = cap
+        await redis_client_close(redis_url)
+        try:
+            client = redis_client(redis_url)
+            results = await asyncio.gather(*(client.blpop(f"freellm:test:none{i}", timeout=0.1) for i in range(calls)))
+            assert results == [None] * calls
+        finally:
+            await redis_client_close(redis_url)

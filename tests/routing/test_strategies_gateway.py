@@ -15,8 +15,9 @@ def _no_exploration(settings):
     settings.FREELLM_EXPLORATION = 0.0
 
 
-def _chat(gw, model="auto"):
-    resp = httpx.post(f"{gw.base_url}/chat/completions", timeout=30, headers={"Authorization": f"Bearer {gw.api_key}"},
+def _chat(gw, model="auto", key=None):
+    resp = httpx.post(f"{gw.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {key or gw.api_key}"},
                       # Each request a conversation of its own: a sticky session would outrank the strategy.
                       json={"model": model, "messages": [{"role": "user", "content": f"hi {next(_turns)}"}]})
     assert resp.status_code == 200, resp.text
@@ -39,7 +40,9 @@ def _set_secret(provider: str, secret: str) -> None:
     key.save()
 
 
-def test_fastest_prefers_the_quick_member_and_leaves_it_when_it_fails(gateway, emulator):
+def test_fastest_prefers_the_quick_member_and_leaves_it_when_it_fails(gateway, emulator, django_user_model):
+    from routing.services import api_key_create
+
     add_provider(emulator, "slowpoke", ["ok;slow=0.25"], ["llama"])
     add_provider(emulator, "quick", ["ok"], ["llama"])
     add_chain("auto", ["slowpoke/llama", "quick/llama"])
@@ -52,9 +55,11 @@ def test_fastest_prefers_the_quick_member_and_leaves_it_when_it_fails(gateway, e
     assert served[-1].headers["X-FreeLLM-Strategy"].startswith("fastest; quick/llama=")
 
     _set_secret("quick", "ok;500")
-    later = [_chat(gateway).headers["X-FreeLLM-Provider"] for _ in range(4)]
+    # Two clients: one client's 5xx on a route count once per window (it cannot open a breaker alone).
+    _, other = api_key_create(user=django_user_model.objects.create_user("bob", password="x"), name="b")
+    later = [_chat(gateway, key=key).headers["X-FreeLLM-Provider"] for key in (gateway.api_key, other) * 2]
     assert later == ["slowpoke"] * 4
-    # Two failed calls open quick's breaker; after that it is skipped without a call.
+    # Two failed calls (one per client) open quick's breaker; after that it is skipped without a call.
     assert len([c for c in emulator.calls_for(provider="quick") if c.status == 500]) == 2
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0005_requestlog_request_id'),
+        ('analytics', '0006_incident'),
     ]
 
     operations = [

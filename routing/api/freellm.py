@@ -1,0 +1,79 @@
+"""freellm's own read-only API for scripts: the routing state and a request's trail.
+
+GET /v1/freellm/routes          every (provider, model, key label), disabled and invalid ones included, with its
+                                state, cooldown and why, each window's used/limit, learned limits, last error and
+                                last success. Staff keys only (403 for members).
+GET /v1/freellm/requests/{id}   one request's log row and trail, by its X-FreeLLM-Request-Id; members see only
+                                their own requests (404 for anyone else's). Rows are written in batches within
+                                about a second of the answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from ninja import Router
+
+from analytics.models import RequestLog
+from routing.errors import GatewayError
+from routing.quota import get_quota_store
+from routing.route_state import all_routes, route_state_json
+
+router = Router(tags=["freellm"])
+
+# Who may read the routing state: the quota windows' view permission (staff have it, members not).
+ROUTES_PERMISSION = "routing.view_quotawindow"
+ALL_REQUESTS_PERMISSION = "analytics.view_all_requests"
+
+
+async def _has_perm(request: HttpRequest, permission: str) -> bool:
+    user = request.auth.user
+    return user.is_active and await sync_to_async(user.has_perm)(permission)
+
+
+@router.get("/freellm/routes", summary="Routing state: every route's health, quota windows and last outcomes")
+async def routes(request: HttpRequest):
+    if not await _has_perm(request, ROUTES_PERMISSION):
+        raise GatewayError(403, "The routing state is for staff keys; this key's user may not read it.",
+                           code="insufficient_permissions")
+    rows = await sync_to_async(all_routes)()
+    store = get_quota_store()
+    now = time.time()
+    data = [route_state_json(row, await store.status(row.route), now=now) for row in rows]
+    return {"object": "list", "data": data}
+
+
+@router.get("/freellm/requests/{request_id}", summary="One request's log row and trail, by its request id")
+async def request_detail(request: HttpRequest, request_id: str):
+    rows = RequestLog.objects.filter(request_id=request_id)
+    if not await _has_perm(request, ALL_REQUESTS_PERMISSION):
+        rows = rows.filter(user_id=request.auth.user_id)
+    row = await rows.afirst()
+    if row is None:
+        raise GatewayError(404, f"No request with id '{request_id}' that this key may see (rows are written about "
+                                "a second after the answer).", code="request_not_found")
+    return {
+        "id": row.request_id,
+        "object": "freellm.request",
+        "created_at": row.created_at.isoformat(),
+        "endpoint": row.endpoint,
+        "dialect": row.dialect,
+        "requested_model": row.requested_model,
+        "provider": row.provider or None,
+        "model": row.model or None,
+        "key": row.key_label if row.provider else None,
+        "stream": row.stream,
+        "status": row.status_code,
+        "outcome": row.outcome,
+        "attempts": row.attempts,
+        "trail": row.trail,
+        "usage": {"prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                  "total_tokens": row.prompt_tokens + row.completion_tokens},
+        "latency_ms": row.latency_ms,
+        "first_token_ms": row.first_token_ms,
+        "session_id": row.session_id or None,
+        "switched": row.switched or None,
+        "error": row.error or None,
+    }

@@ -1,0 +1,80 @@
+"""Brute force: the admin login locks out after a few wrong passwords; wrong API keys are throttled per
+client address (429 with Retry-After), across gateway processes when Redis is shared."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from django.test import Client
+
+CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.django_db
+def test_the_admin_login_locks_out_after_repeated_wrong_passwords(django_user_model, settings):
+    settings.AXES_FAILURE_LIMIT = 5
+    django_user_model.objects.create_superuser("root", password="right-password-1")
+    client = Client()
+
+    for _ in range(5):
+        resp = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "wrong"})
+    assert resp.status_code == 429
+
+    resp = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "right-password-1"})
+    assert resp.status_code == 429
+    page = resp.content.decode()
+    assert "Login locked" in page and "Too many failed login attempts" in page
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_a_right_password_after_a_few_wrong_ones_still_logs_in(django_user_model, settings):
+    settings.AXES_FAILURE_LIMIT = 5
+    django_user_model.objects.create_superuser("root", password="right-password-1")
+    client = Client()
+    for _ in range(3):
+        client.post("/admin/login/?next=/admin/", {"username": "root", "password": "wrong"})
+
+    resp = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "right-password-1"})
+
+    assert resp.status_code == 302 and "_auth_user_id" in client.session
+
+
+def _post(url: str, key: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=CHAT)
+
+
+def test_wrong_api_keys_from_one_address_are_throttled_with_retry_after(gateway, emulator, settings):
+    from tests.fixtures_gateway import add_chain, add_provider
+
+    settings.FREELLM_AUTH_FAILURE_LIMIT = 3
+    settings.FREELLM_AUTH_FAILURE_WINDOW = 600
+    add_provider(emulator, "groq", ["k"], ["llama"])
+    add_chain("auto", ["groq/llama"])
+    # A key already in use from this address keeps working while the address is throttled.
+    assert _post(gateway.url, gateway.api_key).status_code == 200
+
+    statuses = [_post(gateway.url, f"fl-wrong-{i}").status_code for i in range(3)]
+    throttled = _post(gateway.url, "fl-wrong-last")
+
+    assert statuses == [401, 401, 401]
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["code"] == "too_many_auth_failures"
+    assert 0 < int(throttled.headers["Retry-After"]) <= 600
+    assert _post(gateway.url, gateway.api_key).status_code == 200
+
+
+def test_failures_are_counted_across_gateway_processes_through_redis(gateway_processes, django_user_model):
+    import os
+
+    os.environ["FREELLM_AUTH_FAILURE_LIMIT"] = "4"
+    try:
+        first, second = gateway_processes(2)
+    finally:
+        del os.environ["FREELLM_AUTH_FAILURE_LIMIT"]
+
+    statuses = [_post(gw.url, f"fl-wrong-{i}").status_code for i, gw in enumerate([first, second] * 2)]
+
+    assert statuses == [401, 401, 401, 401]
+    assert _post(first.url, "fl-wrong-x").status_code == 429
+    assert _post(second.url, "fl-wrong-y").status_code == 429

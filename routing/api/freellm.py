@@ -20,6 +20,7 @@ from analytics.models import RequestLog
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
 from routing.route_state import all_routes, route_state_json
+from routing.stats import get_stats_store, key_key
 
 router = Router(tags=["freellm"])
 
@@ -42,6 +43,11 @@ async def routes(request: HttpRequest):
     store = get_quota_store()
     now = time.time()
     data = [route_state_json(row, await store.status(row.route), now=now) for row in rows]
+    # Live route stats of each key's route (routing/stats.py): None for a route not called lately.
+    names = [key_key(row.route.provider, row.route.model, row.route.key) for row in rows]
+    seen = await get_stats_store().view(names)
+    for item, name in zip(data, names, strict=True):
+        item["stats"] = seen[name].summary() if name in seen else None
     return {"object": "list", "data": data}
 
 

@@ -32,11 +32,13 @@ ERROR_SCHEMA: dict[str, Any] = {
 ERROR_RESPONSES = {
     "400": "Invalid request: the message says what, `param` names the field",
     "401": "Missing or invalid API key",
+    "403": "This key may not use that model or endpoint (its allowed models, or a staff-only endpoint)",
     "404": "Unknown model or endpoint",
     "405": "Method not allowed",
     "413": "Request body too large",
     "422": "No model of the chain can serve this request (tools, vision, context length)",
-    "429": "Rate limited: every route exhausted, or too many invalid keys from this address (see Retry-After)",
+    "429": "Rate limited: every route exhausted, this key's or user's budget spent, or too many invalid keys "
+           "from this address (see Retry-After)",
     "500": "Gateway error (logged)",
     "502": "The upstream failed",
     "503": "No upstream available right now, or the gateway's database is unavailable",

@@ -52,15 +52,17 @@ def test_routes_report_every_route_with_its_state(gateway, emulator, staff):
     from routing.config import bump_config_version
 
     bump_config_version()
-    # The two usable keys take turns; once the 503 key has failed twice its circuit opens and the good key
-    # answers alone (a 503 fails the request over to nobody: the provider's other key is skipped as well).
+    # The two usable keys take turns; once the 503 key has failed for two clients its circuit opens and the
+    # good key answers alone (a 503 fails the request over to nobody: the provider's other key is skipped as
+    # well). Two unified keys, because one client's 5xx on a route counts once per minute.
     statuses = []
-    for _ in range(8):
+    clients = [gateway.api_key, _key_for(staff)]
+    for i in range(8):
         resp = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30,
-                          headers={"Authorization": f"Bearer {gateway.api_key}"},
+                          headers={"Authorization": f"Bearer {clients[i // 2 % 2]}"},
                           json={"model": "groq/llama", "messages": HI})
         statuses.append(resp.status_code)
-    assert set(statuses) <= {200, 502} and statuses.count(502) == 2, statuses
+    assert set(statuses) <= {200, 502} and 2 <= statuses.count(502) <= 4, statuses
     wait_until_idle()
 
     routes = _client(gateway, _key_for(staff)).get("/freellm/routes", cast_to=object)
@@ -70,7 +72,8 @@ def test_routes_report_every_route_with_its_state(gateway, emulator, staff):
 
     good = by_key[("llama", "groq-0")]
     assert good["state"] == "closed" and good["last_success_at"] and good["last_error"] is None
-    assert good["windows"]["rpm"] == {"used": 6, "limit": 1000, "configured": 1000, "learned": None}
+    assert good["windows"]["rpm"] == {"used": 8 - statuses.count(502), "limit": 1000, "configured": 1000,
+                                      "learned": None}
     down = by_key[("llama", "groq-1")]
     calls = good["windows"]["rpd"]["used"] + down["windows"]["rpd"]["used"]
     assert good["windows"]["provider_rpd"] == {"used": calls, "limit": 1000, "configured": 1000, "learned": None}

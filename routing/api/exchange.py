@@ -110,10 +110,8 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
     """router.execute, plus the request-log row of a client that left (errors are logged by their handler).
     skip: model → reason to pass it over (gating); reword: turns the router's error into the endpoint's own
     (embeddings name their family)."""
-    # The key's and its user's budgets: the allowed models narrow the walk, then one request and the token
-    # estimate are reserved (403 / 429 here, before any route is tried); settled when the request ends.
-    resolution, request.freellm_budget = await budgets.admit(
-        getattr(request, "auth", None), ctx.requested, resolution, ctx.est_tokens)
+    if not hasattr(request, "freellm_budget"):
+        resolution = await admit(request, ctx, resolution)
     try:
         return await router.execute(ctx, resolution.models, call, skip=skip)
     except GatewayError as exc:
@@ -126,6 +124,15 @@ async def execute(request, ctx, resolution, call, *, skip=None, reword=None) -> 
         # The client left before an answer (499, as nginx logs it): the row still says what was tried.
         log_request(request, ctx, None, 499, None, outcome="cancelled", error="client disconnected")
         raise
+
+
+async def admit(request: HttpRequest, ctx, resolution: router.Resolution) -> router.Resolution:
+    """The key's and its user's budgets, before anything answers (the response cache and fusion included):
+    the allowed models narrow the resolution, then one request and the token estimate are reserved (403 /
+    429 here, before any route is tried); settled when the request ends."""
+    resolution, request.freellm_budget = await budgets.admit(
+        getattr(request, "auth", None), ctx.requested, resolution, ctx.est_tokens)
+    return resolution
 
 
 async def _budget_finish(request: HttpRequest, ctx, usage: Usage | None) -> None:
@@ -205,8 +212,10 @@ async def chat(request: HttpRequest, body: dict[str, Any], *, dialect: Dialect, 
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     if session_user and not upstream.get("user"):
         upstream["user"] = session_user
+    resolution = await admit(request, ctx, resolution)
     slot = await _cache_slot(request, cfg, resolution, "chat", upstream, stream=stream)
     if slot is not None and (hit := _cache_hit(request, ctx, cfg, slot, stream=stream)):
+        await _budget_finish(request, ctx, Usage(0, 0))  # no provider was called: the reservation goes back
         return hit
     resolution = await router.arrange(ctx, resolution)
     # Gating (400/422 before any call), the session's sticky model first, a handoff for whoever takes over.
@@ -606,9 +615,10 @@ async def embeddings(request: HttpRequest, body: dict[str, Any], *,
     # Failover only inside the requested model's family: a vector from another family would be garbage.
     cfg = await get_routing_config()
     resolution, family = embedding_resolution(cfg, body["model"])
-    resolution = resolved(ctx, resolution)
+    resolution = await admit(request, ctx, resolved(ctx, resolution))
     slot = await _cache_slot(request, cfg, resolution, "embedding", body)
     if slot is not None and (served := _cached_served(cfg, slot)):
+        await _budget_finish(request, ctx, Usage(0, 0))
         ctx.cache = "hit"
         log_request(request, ctx, served, 200, None, outcome="cache_hit")
         return slot.entry["answer"], ctx, served

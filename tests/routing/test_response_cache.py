@@ -232,3 +232,17 @@ def test_every_dialect_shares_the_cache_ollama_and_gemini(gateway, emulator):
     assert answers == [first.message.content] * 2
     # Gemini's request is another internal body (its own parameters): one call for it, then its hit.
     assert _upstream_calls(emulator) == 2
+
+
+def test_a_cached_answer_is_no_way_around_a_keys_allowed_models(gateway, emulator, django_user_model):
+    from routing.models import ApiKey
+
+    _cached_chain(emulator, shared=True)
+    bob = _other_key(django_user_model)
+    ApiKey.objects.filter(user__username="bob").update(allowed_models="other-chain")
+    _chat(gateway)  # alice fills the shared entry
+    resp = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30, headers={"Authorization": f"Bearer {bob}"},
+                      json={"model": "auto", "messages": [{"role": "user", "content": "what is 2+2?"}],
+                            "temperature": 0})
+    assert resp.status_code == 403 and resp.json()["error"]["type"] == "permission_error"
+    assert _upstream_calls(emulator) == 1

@@ -10,7 +10,6 @@ or ``best_of``: those need the raw model, which a chat upstream does not expose.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -177,10 +176,6 @@ def text_completion(completion: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def sse(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
 class TextCompletionEncoder:
     """Each chat chunk with text (or the finish) as a ``text_completion`` chunk; ``data: [DONE]`` at the end."""
 
@@ -205,13 +200,13 @@ class TextCompletionEncoder:
         usage = chunk.get("usage") if self.include_usage else None
         if not choices and not usage:
             return b""
-        return sse({**envelope, "choices": choices, **({"usage": usage} if usage else {})})
+        return exchange.sse({**envelope, "choices": choices, **({"usage": usage} if usage else {})})
 
     def finish(self, usage: Usage) -> bytes:
         return b"data: [DONE]\n\n"
 
     def fail(self, error: GatewayError) -> bytes:
-        return sse(error.payload())
+        return exchange.sse(error.payload())
 
     def keepalive(self) -> bytes:
         return b""

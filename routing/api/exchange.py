@@ -492,6 +492,11 @@ class StreamEncoder(Protocol):
     def keepalive(self) -> bytes: ...
 
 
+def sse(data: Any) -> bytes:
+    """One unnamed server-sent event (``data: <JSON>``), as OpenAI's chat and completion streams are written."""
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
 def sse_event(name: str, data: Any) -> bytes:
     """One named server-sent event (``event: <name>``, then the JSON ``data``), as Anthropic's and the
     Responses API's streams are written."""

@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from ninja import Router
 
 from analytics.models import RequestLog
+from analytics.selectors import request_log_json
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
 from routing.route_state import all_routes, route_state_json
@@ -60,26 +61,4 @@ async def request_detail(request: HttpRequest, request_id: str):
     if row is None:
         raise GatewayError(404, f"No request with id '{request_id}' that this key may see (rows are written about "
                                 "a second after the answer).", code="request_not_found")
-    return {
-        "id": row.request_id,
-        "object": "freellm.request",
-        "created_at": row.created_at.isoformat(),
-        "endpoint": row.endpoint,
-        "dialect": row.dialect,
-        "requested_model": row.requested_model,
-        "provider": row.provider or None,
-        "model": row.model or None,
-        "key": row.key_label if row.provider else None,
-        "stream": row.stream,
-        "status": row.status_code,
-        "outcome": row.outcome,
-        "attempts": row.attempts,
-        "trail": row.trail,
-        "usage": {"prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
-                  "total_tokens": row.prompt_tokens + row.completion_tokens},
-        "latency_ms": row.latency_ms,
-        "first_token_ms": row.first_token_ms,
-        "session_id": row.session_id or None,
-        "switched": row.switched or None,
-        "error": row.error or None,
-    }
+    return {"object": "freellm.request", **request_log_json(row)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from django.http import HttpRequest
 from ninja import Router
 from pydantic import Field, StrictBool, field_validator
@@ -52,10 +51,6 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
     return exchange.stream_response(request, result, OpenAIChatEncoder(include_usage=include_usage))
 
 
-def sse(data: Any) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
 class OpenAIChatEncoder:
     """chat.completion.chunk events as they come; `data: [DONE]` only after a complete answer."""
 
@@ -73,13 +68,13 @@ class OpenAIChatEncoder:
             if not chunk.get("choices"):
                 return b""
             chunk = {k: v for k, v in chunk.items() if k != "usage"}
-        return sse(chunk)
+        return exchange.sse(chunk)
 
     def finish(self, usage: Usage) -> bytes:
         return b"data: [DONE]\n\n"
 
     def fail(self, error: GatewayError) -> bytes:
-        return sse(error.payload())
+        return exchange.sse(error.payload())
 
     def keepalive(self) -> bytes:
         return b""

@@ -127,12 +127,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so live servers in other threads/processes see the test data; one per run
     # so that parallel runs do not share it.
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A pool per process (psycopg_pool): the request log writer and the ORM calls of requests (each in a
-    # thread of its own under ASGI) borrow a connection instead of opening a PostgreSQL session each time.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "pool", {"min_size": 1, "max_size": env.int("FREELLM_DB_POOL_SIZE", default=10), "timeout": 10}
-    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -174,9 +174,15 @@ def not_found(response_id: str, param: str | None = None) -> GatewayError:
                         type="invalid_request_error")
 
 
+def _could_be_stored(response_id: str) -> bool:
+    """Whether ``response_id`` could name a stored response: anything else (a NUL, a control character, an
+    id longer than ours) is simply not found, never a query PostgreSQL refuses with a 500."""
+    return 0 < len(response_id) <= 64 and response_id.isprintable()
+
+
 async def stored_response_get(*, response_id: str, user_id: int | None) -> ResponseRecord:
     """The user's stored response, or a 404 (also for another user's: its existence is not revealed)."""
-    record = await get_response_store().get(response_id)
+    record = await get_response_store().get(response_id) if _could_be_stored(response_id) else None
     if record is None or record.user_id != user_id:
         raise not_found(response_id)
     return record
@@ -186,7 +192,7 @@ async def conversation_history(*, previous_response_id: str, user_id: int | None
     """(items, conversation ids) of the conversation that ends with ``previous_response_id``: every earlier
     request's input and answer's output, oldest first. 404 when it, or a response it continues, is gone."""
     store = get_response_store()
-    previous = await store.get(previous_response_id)
+    previous = await store.get(previous_response_id) if _could_be_stored(previous_response_id) else None
     if previous is None or previous.user_id != user_id:
         raise not_found(previous_response_id, "previous_response_id")
     records = await store.get_many(previous.ancestry) if previous.ancestry else {}

@@ -24,6 +24,7 @@ async def test_keys_used_together_are_stamped_by_one_write(monkeypatch):
 
     monkeypatch.setattr(router, "_touch_flush", counted)
     monkeypatch.setattr(router, "_touch_due", 0.0)
+    monkeypatch.setattr(router, "_touch_pending", set())  # not the keys earlier tests used
     for key in keys:
         router._touch_key(key.id)
     await wait_until_async(background_idle)
@@ -34,4 +35,3 @@ async def test_keys_used_together_are_stamped_by_one_write(monkeypatch):
     router._touch_key(keys[0].id)
     await wait_until_async(background_idle)
     assert len(writes) == 1 and router._touch_pending == {keys[0].id}
-    router._touch_pending.clear()

@@ -92,6 +92,7 @@ def test_an_empty_answer_counts_against_the_route(gateway, emulator):
     from routing.selectors_stats import route_stats
     from routing.stats import model_key
     from tests.fixtures_gateway import add_chain, add_provider
+    from tests.polling import wait_until
 
     add_provider(emulator, "hollow", ["h;empty"], ["llama"])
     add_provider(emulator, "solid", ["ok"], ["llama"])
@@ -100,6 +101,12 @@ def test_an_empty_answer_counts_against_the_route(gateway, emulator):
                       headers={"Authorization": f"Bearer {gateway.api_key}"},
                       json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.headers["X-FreeLLM-Provider"] == "solid"
-    stats = route_stats([model_key("hollow", "llama"), model_key("solid", "llama")])
+    names = [model_key("hollow", "llama"), model_key("solid", "llama")]
+    # Stats reach the shared store (Redis in CI) by a background flush.
+    def both_seen():
+        found = route_stats(names)
+        return found if len(found) == 2 else None
+
+    stats = wait_until(both_seen)
     assert round(stats[model_key("hollow", "llama")].fail) == 1 and stats[model_key("hollow", "llama")].ok == 0
     assert round(stats[model_key("solid", "llama")].ok) == 1

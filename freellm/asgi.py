@@ -161,6 +161,24 @@ def _refuse_daphne_bodies_before_reading() -> None:
     if getattr(http_protocol.WebRequest, "freellm_guarded", False):
         return
     http_protocol.WebRequest = _guarded_web_request(http_protocol.WebRequest)
+    _mark_checked_scopes()
+
+
+def _mark_checked_scopes() -> None:
+    """The scope of a request whose key the guarded request class checked says so, for BodyGuard to skip
+    its own check (daphne builds the scope in Server.create_application, from the request)."""
+    from daphne.server import Server
+
+    from routing.api.edge import KEY_CHECKED_SCOPE_KEY
+
+    create = Server.create_application
+
+    def create_application(self, protocol, scope):
+        if getattr(protocol, "_freellm_key_checked", False):
+            scope[KEY_CHECKED_SCOPE_KEY] = True
+        return create(self, protocol, scope)
+
+    Server.create_application = create_application
 
 
 def _guarded_web_request(base):
@@ -175,6 +193,7 @@ def _guarded_web_request(base):
         _freellm_limit = 0
         _freellm_checking = False  # the key check is running: body reading paused, processing held back
         _freellm_held = False  # the whole request came in while the key was being checked
+        _freellm_key_checked = False  # edge_refusal passed: the application's BodyGuard need not check again
 
         def gotLength(self, length):
             super().gotLength(length)
@@ -206,7 +225,9 @@ def _guarded_web_request(base):
                 return
             if refusal is not None:
                 self._freellm_refuse(refusal, path)
-            elif self._freellm_held:
+                return
+            self._freellm_key_checked = True
+            if self._freellm_held:
                 # The body had come in with the headers: hand the request on now (twisted paused reading
                 # until its answer is out, as for any request).
                 super().process()

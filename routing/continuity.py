@@ -91,7 +91,7 @@ class ChatPlan:
         if self.sticky is None:
             session = await store.set(self.session_key, provider=provider, model=model)
         elif (self.sticky.provider, self.sticky.model) == (provider, model):
-            session = await store.touch(self.session_key) or self.sticky
+            session = self.sticky  # touched when it was read (chat_plan)
         else:
             session = await store.record_switch(self.session_key, provider=provider, model=model)
             reason = switch_reason(ctx, self.sticky)
@@ -146,7 +146,8 @@ async def chat_plan(
         return plan
     plan.session_key, plan.session_source = key, source
     store = get_session_store()
-    sticky = await store.get(plan.session_key)
+    # Read and touched in one round trip: when the sticky model answers (most requests) nothing is left to write.
+    sticky = await store.touch(plan.session_key)
     if sticky is None:
         return plan
     first = next(

@@ -164,7 +164,7 @@ async def panel_members(models: Sequence[ModelInfo], size: int, *,
         if model.provider.slug in providers or (skip and skip(model)) or not model.keys:
             continue
         providers.add(model.provider.slug)
-        rooms = await asyncio.gather(*(store.headroom(model.route(key)) for key in model.keys))
+        rooms = await store.headrooms([model.route(key) for key in model.keys])
         (with_room if max(rooms) > 0 else without).append(model)
     return [*with_room, *without][:size]
 

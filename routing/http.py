@@ -13,7 +13,8 @@ from providers.netguard import guarded_async_client
 from .loops import PerLoop
 
 
-def _new_client(proxy: str) -> httpx.AsyncClient:
+def _new_client(key: tuple[str, str]) -> httpx.AsyncClient:
+    proxy, _allowed = key
     # Every upstream connection passes the SSRF guard (to the proxy, when there is one); no redirects.
     return guarded_async_client(
         proxy=proxy or None,
@@ -22,12 +23,15 @@ def _new_client(proxy: str) -> httpx.AsyncClient:
     )
 
 
-_clients: PerLoop[str, httpx.AsyncClient] = PerLoop(_new_client, usable=lambda client: not client.is_closed)
+_clients: PerLoop[tuple[str, str], httpx.AsyncClient] = PerLoop(
+    _new_client, usable=lambda client: not client.is_closed)
 
 
 def get_client(proxy: str | None = None) -> httpx.AsyncClient:
-    """This loop's client for ``proxy`` (a proxy URL; None or "" = direct)."""
-    return _clients.get(proxy or "")
+    """This loop's client for ``proxy`` (a proxy URL; None or "" = direct). The guard checks an address when
+    it connects, so a changed FREELLM_UPSTREAM_ALLOW gets a new client: no pooled connection outlives the
+    allowlist it was opened under."""
+    return _clients.get((proxy or "", settings.FREELLM_UPSTREAM_ALLOW))
 
 
 def default_timeouts() -> Timeouts:

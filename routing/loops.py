@@ -31,11 +31,19 @@ class PerLoop(Generic[K, V]):
         )
 
     def get(self, key: K) -> V:
-        values = self._values.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        if loop not in self._values:
+            self._forget_closed_loops()
+        values = self._values.setdefault(loop, {})
         value = values.get(key)
         if value is None or (self._usable is not None and not self._usable(value)):
             value = values[key] = self._factory(key)
         return value
+
+    def _forget_closed_loops(self) -> None:
+        # A value that refers to its loop (a pooled connection does) keeps the weak key alive: drop them.
+        for loop in [loop for loop in self._values if loop.is_closed()]:
+            del self._values[loop]
 
     def pop(self, key: K) -> V | None:
         """Forget this loop's value for ``key`` (the caller closes it)."""

@@ -22,7 +22,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .loops import PerLoop
 
@@ -59,6 +59,34 @@ async def redis_client_close(url: str) -> None:
     client = _clients.pop(url)
     if client is not None:
         await client.aclose()
+
+
+async def run_scripts(client: aioredis.Redis, calls: list[tuple[object, list, list]]) -> list:
+    """Several registered scripts (``client.register_script``) in one pipelined round trip: each call is
+    (script, keys, args); the replies come back in order, and the first error is raised.
+
+    redis-py's own pipelines send SCRIPT EXISTS for their scripts before every execute, a second round trip
+    per pipeline; here each script goes by its SHA, and only a server that forgot them (a restart, SCRIPT
+    FLUSH) costs a load and a second try of the calls it refused."""
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        async with client.pipeline(transaction=False) as pipe:
+            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+                pipe.script_load(script.script)
+            for i in missing:
+                script, keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            retried = (await pipe.execute(raise_on_error=False))[-len(missing):]
+        for i, reply in zip(missing, retried, strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class RedisBreaker:

@@ -15,6 +15,7 @@ FREELLM_TIME_BUDGET seconds. A request the upstream calls bad goes straight back
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 import math
@@ -248,42 +249,73 @@ PROVIDER_DOWN = "provider_down"  # the trail's reason for the keys and models sk
 _rotation = itertools.count()
 
 
-# route id -> (headroom, when read). Headroom only orders a model's keys (reserve is still exact: a key that
-# ran out is refused there and the next one tried), so a view up to HEADROOM_SECONDS old spares a quota-store
-# round trip per key and request.
+# A model's keys in headroom tiers (most first), read for all its keys in one quota-store call and kept for
+# HEADROOM_SECONDS. Headroom only orders the keys (reserve is still exact: a key that ran out is refused there
+# and the next one tried), so the view spares a round trip per key and request, and a model with a thousand
+# keys costs one batched read a second instead of a thousand reads a request.
 HEADROOM_SECONDS = 1.0
-_headroom: dict[str, tuple[float, float]] = {}
 
 
-async def _headroom_of(store, route: Route) -> float:
+@dataclass
+class _KeyTiers:
+    keys: tuple[KeyInfo, ...]  # the model's keys the view was built from (a new config builds new tuples)
+    read_at: float
+    # Equal headroom (to 0.1) per tier, best tier first; each tier's keys and their positions in ``keys``.
+    tiers: list[tuple[list[KeyInfo], list[int]]]
+
+
+_key_tiers: dict[str, _KeyTiers] = {}
+# One read at a time per model: concurrent requests that find the view stale use it while the read runs
+# (without a view yet they wait for that read), instead of each reading every key.
+_reading: dict[str, asyncio.Task] = {}
+
+
+async def _tiers_of(model: ModelInfo) -> _KeyTiers:
+    view = _key_tiers.get(model.name)
+    if view is not None and view.keys is model.keys and time.monotonic() - view.read_at < HEADROOM_SECONDS:
+        return view
+    reading = _reading.get(model.name)
+    if reading is None or reading.done() or reading.get_loop() is not asyncio.get_running_loop():
+        reading = _reading[model.name] = asyncio.ensure_future(_read_tiers(model))
+        # Whoever waits sees a failure; a read nobody waited for must not warn "never retrieved".
+        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+    if view is not None and view.keys is model.keys:
+        return view
+    return await asyncio.shield(reading)
+
+
+async def _read_tiers(model: ModelInfo) -> _KeyTiers:
     now = time.monotonic()
-    seen = _headroom.get(route.id)
-    if seen is not None and now - seen[1] < HEADROOM_SECONDS:
-        return seen[0]
-    value = await store.headroom(route)
-    if len(_headroom) > 50_000:
-        _headroom.clear()
-    _headroom[route.id] = (value, now)
-    return value
+    headrooms = await get_quota_store().headrooms([model.route(key) for key in model.keys])
+    grouped: dict[float, list[int]] = {}
+    for i, room in enumerate(headrooms):
+        grouped.setdefault(-round(room, 1), []).append(i)
+    tiers = [([model.keys[i] for i in grouped[rank]], grouped[rank]) for rank in sorted(grouped)]
+    if len(_key_tiers) > 10_000:
+        _key_tiers.clear()
+    view = _key_tiers[model.name] = _KeyTiers(model.keys, now, tiers)
+    return view
 
 
 def forget_headroom() -> None:
     """Drop the view (a test starting afresh)."""
-    _headroom.clear()
+    _key_tiers.clear()
+    _reading.clear()
 
 
 async def ordered_keys(model: ModelInfo) -> list[KeyInfo]:
     """Most headroom first; among equals, rotate so load spreads over a provider's keys."""
-    keys = list(model.keys)
-    if len(keys) < 2:
-        return keys
-    store = get_quota_store()
-    turn = next(_rotation)
-    headrooms = await asyncio.gather(*(_headroom_of(store, model.route(key)) for key in keys))
-    ranked = sorted(
-        range(len(keys)), key=lambda i: (-round(headrooms[i], 1), (i - turn) % len(keys))
-    )
-    return [keys[i] for i in ranked]
+    if len(model.keys) < 2:
+        return list(model.keys)
+    view = await _tiers_of(model)
+    turn = next(_rotation) % len(model.keys)
+    ordered: list[KeyInfo] = []
+    for keys, positions in view.tiers:
+        # Within a tier, from the first key at or after this request's turn, round the tier.
+        start = bisect.bisect_left(positions, turn)
+        ordered += keys[start:]
+        ordered += keys[:start]
+    return ordered
 
 
 # --- reserve → call → settle -----------------------------------------------------------------------

@@ -170,16 +170,18 @@ class RedisStatsBackend(StatsBackend):
         return redis_client(self.url)
 
     async def merge(self, deltas: dict[str, RouteStats], now: float) -> None:
+        from routing.redis import run_scripts
+
         client = self._client()
         script = client.register_script(_MERGE)
         ttl = int(settings.FREELLM_STATS_HALF_LIFE * 20)
-        async with client.pipeline(transaction=False) as pipe:
-            for name, delta in deltas.items():
-                delta = delta.decayed(now)
-                args = [settings.FREELLM_STATS_HALF_LIFE, now, ttl, RECENT, *(getattr(delta, f) for f in FIELDS),
-                        *delta.recent]
-                await script(keys=[f"{PREFIX}{name}", f"{PREFIX}{name}:recent"], args=args, client=pipe)
-            await pipe.execute()
+        calls = []
+        for name, delta in deltas.items():
+            delta = delta.decayed(now)
+            args = [settings.FREELLM_STATS_HALF_LIFE, now, ttl, RECENT, *(getattr(delta, f) for f in FIELDS),
+                    *delta.recent]
+            calls.append((script, [f"{PREFIX}{name}", f"{PREFIX}{name}:recent"], args))
+        await run_scripts(client, calls)
 
     async def read(self, names: Iterable[str]) -> dict[str, RouteStats]:
         names = list(names)

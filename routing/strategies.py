@@ -128,7 +128,4 @@ async def order(
 
 
 async def _best_headroom(model: ModelInfo, quota_store: QuotaStore) -> float:
-    best = 0.0
-    for key in model.keys:
-        best = max(best, await quota_store.headroom(model.route(key)))
-    return best
+    return max(await quota_store.headrooms([model.route(key) for key in model.keys]), default=0.0)

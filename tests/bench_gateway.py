@@ -26,8 +26,8 @@ Each row of the table is one configuration, measured the same way:
   those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide).
 
 The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
-(uvicorn with httptools and uvloop, on the same app); the upstream client on the httpx-aiohttp transport;
-httpx with more idle keep-alive connections; then the main shape again with --keys upstream keys and
+(uvicorn with httptools and uvloop, on the same app); the upstream client on httpx's own httpcore transport
+instead of aiohttp, with 100 and with 256 idle keep-alive connections; then the main shape again with --keys upstream keys and
 then also --log-rows old RequestLog rows (generated inside the database in one statement). --no-variants
 skips the scale-out, server and transport rows. The table goes to stdout, everything to a JSON file.
 
@@ -94,8 +94,8 @@ STREAM_TEXT = "conversation {k}: please answer with one short friendly routing s
 BARE_V1_ENV = "FREELLM_BENCH_BARE_V1"
 
 
-TRANSPORT_ENV = "FREELLM_BENCH_TRANSPORT"  # "aiohttp": the shared upstream client on httpx-aiohttp
-KEEPALIVE_ENV = "FREELLM_BENCH_KEEPALIVE"  # N: the shared upstream client keeps N idle connections
+TRANSPORT_ENV = "FREELLM_BENCH_TRANSPORT"  # "httpcore": the shared upstream client on httpx's own transport
+KEEPALIVE_ENV = "FREELLM_BENCH_KEEPALIVE"  # N: that httpcore client keeps N idle connections
 
 
 def _count_redis(counts: dict, commands: Counter[str], lock: threading.Lock) -> None:
@@ -149,27 +149,24 @@ def _count_redis(counts: dict, commands: Counter[str], lock: threading.Lock) -> 
 
 
 def _what_if_http_client() -> None:
-    """--transport / --keepalive what-ifs: the shared upstream client built another way (same timeouts)."""
+    """The transport what-if: the shared upstream client on httpcore (httpx's own pool, guarded as for a
+    proxy), with FREELLM_BENCH_KEEPALIVE idle connections (default 100), instead of aiohttp."""
     transport, keepalive = os.environ.get(TRANSPORT_ENV, ""), os.environ.get(KEEPALIVE_ENV, "")
-    if not transport and not keepalive:
+    if transport != "httpcore":
         return
     import httpx
     from django.conf import settings
 
     import routing.http
+    from providers.netguard import GuardedTransport
     from routing.loops import PerLoop
 
     idle = int(keepalive) if keepalive else 100
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=idle, keepalive_expiry=30)
 
-    def new_client(_: None) -> httpx.AsyncClient:
-        kwargs = {}
-        if transport == "aiohttp":
-            from httpx_aiohttp import AiohttpTransport
-
-            kwargs["transport"] = AiohttpTransport(limits=limits)
+    def new_client(_: object) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            limits=limits, follow_redirects=False, **kwargs,
+            transport=GuardedTransport(limits=limits), follow_redirects=False, trust_env=False,
             timeout=httpx.Timeout(settings.FREELLM_FIRST_TOKEN_TIMEOUT, connect=settings.FREELLM_CONNECT_TIMEOUT),
         )
 
@@ -1173,8 +1170,9 @@ class Bench:
                     await self.measure(session, Row(f"1 {args.server} process", 1, args.server), gateways[:1],
                                        ["c32", "c128", "s128"])
                 variants = [(f"1 {other} process" + (" (httptools, uvloop)" if other == "uvicorn" else ""), other, {}),
-                            ("httpx over httpx-aiohttp transport", args.server, {TRANSPORT_ENV: "aiohttp"}),
-                            ("httpx keep-alive 256 idle conns", args.server, {KEEPALIVE_ENV: "256"})]
+                            ("httpx over httpcore transport", args.server, {TRANSPORT_ENV: "httpcore"}),
+                            ("httpcore, 256 idle conns", args.server,
+                             {TRANSPORT_ENV: "httpcore", KEEPALIVE_ENV: "256"})]
                 for label, server, extra_env in variants:
                     gateway = self.start_gateway(server, extra_env)
                     await self.measure(session, Row(label, 1, server), [gateway], [SEQ, "c32", "c128", "s128"])

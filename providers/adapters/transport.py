@@ -183,7 +183,10 @@ async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str
         wait = timeouts.idle
         if not line:
             if data:
-                yield SSEEvent(event or "message", "\n".join(data))
+                sse = SSEEvent(event or "message", "\n".join(data))
+                if sse.data.strip() == "[DONE]":
+                    await _read_to_end(lines)
+                yield sse
             event, data = "", []
         elif line.startswith(":"):
             continue
@@ -196,6 +199,21 @@ async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str
                 data.append(value)
     if data:
         yield SSEEvent(event or "message", "\n".join(data))
+
+
+# After ``[DONE]`` the rest of the body (its last chunk marker) is read too, for at most this long: httpx closes
+# the connection of a response closed before its end, and the next call would pay a new TCP (and TLS)
+# handshake instead of reusing it.
+DONE_TAIL_SECONDS = 0.5
+
+
+async def _read_to_end(lines: AsyncIterator[str]) -> None:
+    try:
+        async with asyncio.timeout(DONE_TAIL_SECONDS):
+            async for _ in lines:
+                pass
+    except (httpx.HTTPError, TimeoutError):
+        pass  # the answer is complete; only the connection's reuse is lost
 
 
 def completion_id() -> str:

@@ -36,6 +36,10 @@ _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 PARSE_IN_THREAD_BYTES = 256 * 1024
 
 
+# Set in the scope by a server that ran ``edge_refusal`` itself before reading the body (daphne, through
+# freellm/asgi.py), so the key is not checked twice.
+KEY_CHECKED_SCOPE_KEY = "freellm.edge_checked"
+
 # Room for a multipart body's own framing and small fields around a file of FREELLM_MAX_BODY_BYTES (the
 # upload endpoint checks the file's own size against the setting and names the field).
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -79,7 +83,12 @@ class BodyGuard:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             declared = 0
-        refusal = too_large(limit) if declared > limit else await edge_refusal(scope, content_type, self.auth_for_path, request)
+        if declared > limit:
+            refusal = too_large(limit)
+        elif scope.get(KEY_CHECKED_SCOPE_KEY):
+            refusal = None  # the server checked the key (and the multipart header) before it read the body
+        else:
+            refusal = await edge_refusal(scope, content_type, self.auth_for_path, request)
         if refusal is None:
             try:
                 body = await _read_body(receive, limit)

@@ -9,7 +9,7 @@ in-process (embedded default) and Redis (shared by every gateway process).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -163,6 +163,10 @@ class QuotaStore(ABC):
     async def headroom(self, route: Route) -> float:
         """0..1, how much of the tightest window is left (used to order a model's keys). 1 when unknown."""
         return 1.0
+
+    async def headrooms(self, routes: Sequence[Route]) -> list[float]:
+        """``headroom`` of each route; a backend with a network between reads them in one round trip."""
+        return [await self.headroom(route) for route in routes]
 
     async def set_key_invalid(self, route: Route, invalid: bool) -> None:
         """Mark ``route``'s key (all its models) invalid or valid again, e.g. after a health probe."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -50,7 +50,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from providers.adapters.base import ErrorKind
-from routing.redis import redis_client, redis_client_close
+from routing.redis import redis_client, redis_client_close, run_scripts
 
 from . import policy
 from .base import (
@@ -521,11 +521,10 @@ class RedisQuotaStore(QuotaStore):
     ) -> None:
         # Both scripts in one pipeline: one round trip where settle and record took two.
         keys, args = self._record_call(route, error, retry_after, headers, message)
-        scripts = self._scripts_of(self._client())
-        async with self._client().pipeline(transaction=False) as pipe:
-            await scripts.settle(keys=[f"{PREFIX}lease:{lease.id}"], args=[max(0, int(used_tokens))], client=pipe)
-            await scripts.record(keys=keys, args=args, client=pipe)
-            await pipe.execute()
+        client = self._client()
+        scripts = self._scripts_of(client)
+        await run_scripts(client, [(scripts.settle, [f"{PREFIX}lease:{lease.id}"], [max(0, int(used_tokens))]),
+                                   (scripts.record, keys, args)])
 
     def _record_call(self, route: Route, error: ErrorKind | None, retry_after: float | None,
                      headers: Mapping[str, str] | None, message: str) -> tuple[list[str], list]:
@@ -580,7 +579,27 @@ class RedisQuotaStore(QuotaStore):
         )
 
     async def headroom(self, route: Route) -> float:
-        seen = await self._inspect(route)
+        return self._headroom(route, await self._inspect(route))
+
+    # Inspections per pipeline when many routes are read at once (a model with a thousand keys).
+    _BATCH = 500
+
+    async def headrooms(self, routes: Sequence[Route]) -> list[float]:
+        client = self._client()
+        inspect = self._scripts_of(client).inspect
+        now = self.now()
+        found: list[float] = []
+        for start in range(0, len(routes), self._BATCH):
+            batch = routes[start:start + self._BATCH]
+            calls = [(inspect, self._route_keys(route, policy.day_id(now, route.daily_reset_tz)),
+                      [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL]) for route in batch]
+            replies = await run_scripts(client, calls)
+            found += [self._headroom(route, _Inspection.from_reply(now, reply))
+                      for route, reply in zip(batch, replies, strict=True)]
+        return found
+
+    @staticmethod
+    def _headroom(route: Route, seen: _Inspection) -> float:
         if seen.key_invalid:
             return 0.0
         if (seen.is_open and seen.now < seen.until) or seen.now < seen.exhausted_until:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from providers.adapters.base import ErrorKind
 from routing.redis import REDIS_ERRORS, RedisBreaker
@@ -120,6 +120,9 @@ class ResilientQuotaStore(QuotaStore):
 
     async def headroom(self, route: Route) -> float:
         return await self._call("headroom", route)
+
+    async def headrooms(self, routes: Sequence[Route]) -> list[float]:
+        return await self._call("headrooms", routes)
 
     async def set_key_invalid(self, route: Route, invalid: bool) -> None:
         await self.fallback.set_key_invalid(route, invalid)

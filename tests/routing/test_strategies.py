@@ -25,8 +25,8 @@ class FixedHeadroom:
     def __init__(self, by_provider: dict[str, float]) -> None:
         self.by_provider = by_provider
 
-    async def headroom(self, route) -> float:
-        return self.by_provider[route.provider]
+    async def headrooms(self, routes) -> list[float]:
+        return [self.by_provider[route.provider] for route in routes]
 
 
 def _stats(**members: tuple[int, int, float]) -> RouteStatsStore:

@@ -211,6 +211,7 @@ class CallRecord:
     disconnected: bool = False  # the client went away before the answer was complete
     completed: bool = False  # the whole answer went out
     ended: float | None = None  # wall clock when the answer ended
+    client: tuple[str, int] | None = None  # the caller's address and port: one port, one reused connection
 
     @property
     def key_name(self) -> str | None:
@@ -333,6 +334,7 @@ class Engine:
             headers={k.lower(): v for k, v in request.headers.items()},
             time=time.time(),
             stream=stream,
+            client=(request.client.host, request.client.port) if request.client else None,
         )
         with self._lock:
             self._calls.append(call)

@@ -512,3 +512,34 @@ async def test_learning_from_a_real_upstreams_headers_and_429(quota_store, emula
     assert denied.reason == "cooldown" and 50 < denied.retry_after <= 61
     # The provider counted two requests this minute that this store never reserved: they are ours now.
     assert (await quota_store.status(r)).used["rpm"] == 2
+
+
+# --- many routes at once --------------------------------------------------------------------------------
+
+
+async def test_headrooms_of_many_routes_match_each_routes_own(quota_store, clock):
+    routes = [route(key=f"k{i}", rpm=10) for i in range(600)]  # more than one Redis pipeline batch
+    for i, r in enumerate(routes[:5]):
+        await take(quota_store, r, 2 * i)
+
+    assert await quota_store.headrooms(routes) == [await quota_store.headroom(r) for r in routes]
+    assert (await quota_store.headrooms(routes))[:5] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+async def test_scripts_the_server_forgot_are_loaded_again(redis_url, clock):
+    import redis.asyncio as aioredis
+
+    from routing.quota.redis import RedisQuotaStore
+
+    store = RedisQuotaStore(redis_url, lease_ttl=LEASE_TTL, now=clock)
+    r = route(rpm=5)
+    lease = await store.reserve(r, 10)
+    client = aioredis.Redis.from_url(redis_url)
+    await client.script_flush()  # as a Redis restart does
+    await client.aclose()
+
+    await store.finish(lease, 7, r, None)  # settle + record, pipelined by SHA
+
+    assert (await store.status(r)).used["tpm"] == 7
+    assert await store.headrooms([r]) == [pytest.approx(0.8)]
+    await store.aclose()

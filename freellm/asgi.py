@@ -116,6 +116,19 @@ async def http_app(scope, receive, send):
     await app(scope, receive, send)
 
 
+async def lifespan(scope, receive, send):
+    """ASGI lifespan (uvicorn; daphne has none, see below): at shutdown, the requests still in flight and the
+    background work (request log rows, stream settles) are drained before the process ends."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown_drain()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 # daphne serves no static files. This handler answers only STATIC_URL paths (the admin's CSS/JS, from the
 # apps' static dirs, no collectstatic) and hands every other request straight to Django's async handler;
 # whitenoise would instead add a sync middleware in front of the async /v1 views.
@@ -124,6 +137,7 @@ application = ProtocolTypeRouter(
         "http": http_app,
         # The admin's live feed: session-cookie auth, and only pages of our own hosts may open it.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "lifespan": lifespan,
     }
 )
 

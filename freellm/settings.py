@@ -51,6 +51,11 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 FREELLM_BIND = env.str("FREELLM_BIND", default="127.0.0.1")
 FREELLM_PORT = env.int("FREELLM_PORT", default=8000)
+# The ASGI server `./dev run` starts: daphne (the default), or uvicorn with httptools and uvloop, which
+# tests/bench_gateway.py measures at about a third less CPU per request (README "Performance").
+FREELLM_SERVER = env.str("FREELLM_SERVER", default="daphne")
+if FREELLM_SERVER not in ("daphne", "uvicorn"):
+    raise ImproperlyConfigured(f"FREELLM_SERVER must be daphne or uvicorn, not {FREELLM_SERVER!r}")
 # The URL clients reach this server at (the root, without /v1): what `manage.py client_config` and the
 # admin's "Connect a client" page put into the snippets. A wildcard bind address is no address to connect
 # to, so the default then names the loopback one.
@@ -127,6 +132,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so live servers in other threads/processes see the test data; one per run
     # so that parallel runs do not share it.
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
+else:
+    # A connection is kept (and checked before reuse) for this many seconds, so the request-log writer and
+    # the admin do not open a PostgreSQL session per batch or page; a server that does not answer a new
+    # connection within connect_timeout is an outage (the request log spools, unknown keys get a 503).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("FREELLM_DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,4 +1,4 @@
-"""Real gateway processes (daphne) against the test database, for tests of state shared across processes."""
+"""Real gateway processes (daphne or uvicorn) against the test database, for tests of state shared across processes."""
 
 from __future__ import annotations
 
@@ -34,14 +34,17 @@ def _database_url() -> str:
 
 
 class GatewayProcess:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], server: str = "daphne") -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        daphne = Path(sys.executable).parent / "daphne"
-        self.proc = subprocess.Popen(
-            [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), "freellm.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        bin_dir = Path(sys.executable).parent
+        if server == "uvicorn":
+            # As `FREELLM_SERVER=uvicorn ./dev run` starts it.
+            argv = [str(bin_dir / "uvicorn"), "freellm.asgi:application", "--host", "127.0.0.1", "--port",
+                    str(self.port), "--http", "httptools", "--loop", "uvloop", "--timeout-graceful-shutdown", "10"]
+        else:
+            argv = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "freellm.asgi:application"]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         def answers() -> bool:
             try:
                 httpx.get(f"{self.url}/v1/models", timeout=1)
@@ -66,12 +69,13 @@ class GatewayProcess:
 
 @pytest.fixture
 def gateway_processes(transactional_db, redis_url):
-    """Start N daphne gateways sharing the test database and one Redis: `start(n) -> [GatewayProcess]`."""
+    """Start N gateways (daphne, or ``server="uvicorn"``) sharing the test database and one Redis:
+    `start(n, server=...) -> [GatewayProcess]`."""
     from django.conf import settings
 
     started: list[GatewayProcess] = []
 
-    def start(n: int) -> list[GatewayProcess]:
+    def start(n: int, server: str = "daphne") -> list[GatewayProcess]:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "freellm.settings",
@@ -83,7 +87,7 @@ def gateway_processes(transactional_db, redis_url):
             "LOG_LEVEL": "WARNING",
         }
         for _ in range(n):
-            started.append(GatewayProcess(env))
+            started.append(GatewayProcess(env, server))
         return started[-n:]
 
     yield start

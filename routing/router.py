@@ -267,16 +267,18 @@ class _KeyTiers:
 _key_tiers: dict[str, _KeyTiers] = {}
 # One read at a time per model: concurrent requests that find the view stale use it while the read runs
 # (without a view yet they wait for that read), instead of each reading every key.
-_reading: dict[str, asyncio.Task] = {}
+_reading: dict[str, tuple[tuple[KeyInfo, ...], asyncio.Task]] = {}
 
 
 async def _tiers_of(model: ModelInfo) -> _KeyTiers:
     view = _key_tiers.get(model.name)
     if view is not None and view.keys is model.keys and time.monotonic() - view.read_at < HEADROOM_SECONDS:
         return view
-    reading = _reading.get(model.name)
-    if reading is None or reading.done() or reading.get_loop() is not asyncio.get_running_loop():
-        reading = _reading[model.name] = asyncio.ensure_future(_read_tiers(model))
+    keys, reading = _reading.get(model.name, ((), None))
+    if reading is None or reading.done() or keys is not model.keys \
+            or reading.get_loop() is not asyncio.get_running_loop():
+        reading = asyncio.ensure_future(_read_tiers(model))
+        _reading[model.name] = (model.keys, reading)
         # Whoever waits sees a failure; a read nobody waited for must not warn "never retrieved".
         reading.add_done_callback(lambda task: task.cancelled() or task.exception())
     if view is not None and view.keys is model.keys:

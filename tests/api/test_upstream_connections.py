@@ -12,8 +12,10 @@ def _chat(gateway, *, stream: bool) -> httpx.Response:
                       json={"model": "auto", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 
 
-def test_answers_one_after_another_reuse_one_upstream_connection(gateway, emulator):
+def test_answers_one_after_another_reuse_one_upstream_connection(gateway, emulator, settings):
     # A connection closed after each answer costs every call a new TCP (and, upstream, TLS) handshake.
+    # Another allowlist, another shared client (routing.http): no connection pooled by earlier tests.
+    settings.FREELLM_UPSTREAM_ALLOW = f"{settings.FREELLM_UPSTREAM_ALLOW},127.0.0.0/8"
     add_provider(emulator, "groq", ["good-key"], ["llama"])
     add_chain("auto", ["groq/llama"])
 

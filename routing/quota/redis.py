@@ -555,11 +555,13 @@ class RedisQuotaStore(QuotaStore):
         ]  # fmt: skip
         return keys, args
 
+    def _inspect_call(self, route: Route, now: float) -> tuple[list[str], list]:
+        keys = self._route_keys(route, policy.day_id(now, route.daily_reset_tz))
+        return keys, [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL]
+
     async def _inspect(self, route: Route) -> _Inspection:
         now = self.now()
-        keys = self._route_keys(route, policy.day_id(now, route.daily_reset_tz))
-        reply = await self._run("inspect", keys, [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL])
-        return _Inspection.from_reply(now, reply)
+        return _Inspection.from_reply(now, await self._run("inspect", *self._inspect_call(route, now)))
 
     async def status(self, route: Route) -> RouteStatus:
         seen = await self._inspect(route)
@@ -591,8 +593,7 @@ class RedisQuotaStore(QuotaStore):
         found: list[float] = []
         for start in range(0, len(routes), self._BATCH):
             batch = routes[start:start + self._BATCH]
-            calls = [(inspect, self._route_keys(route, policy.day_id(now, route.daily_reset_tz)),
-                      [repr(now), policy.MINUTE_SPAN, policy.LEARNED_TTL]) for route in batch]
+            calls = [(inspect, *self._inspect_call(route, now)) for route in batch]
             replies = await run_scripts(client, calls)
             found += [self._headroom(route, _Inspection.from_reply(now, reply))
                       for route, reply in zip(batch, replies, strict=True)]

@@ -209,6 +209,12 @@ def _guarded_web_request(base):
         _freellm_held = False  # the whole request came in while the key was being checked
         _freellm_key_checked = False  # edge_refusal passed: the application's BodyGuard need not check again
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # twisted would parse every POST's Content-Type with the email package (about 3% of the gateway's
+            # CPU per request) and a multipart body whole, for request.args, which daphne never reads.
+            self._parsePOSTFormSubmission = False
+
         def gotLength(self, length):
             super().gotLength(length)
             path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0].decode("latin-1")

@@ -15,13 +15,16 @@ _running: set[asyncio.Task] = set()
 _requests: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
 
 
-def spawn(coro: Coroutine) -> asyncio.Task:
+def spawn(coro: Coroutine, *, uses_orm: bool = True) -> asyncio.Task:
     """Run ``coro`` as a task of its own on the running loop, keeping a strong reference to it.
 
     The task gets an empty context: one inheriting the request's asgiref ThreadSensitiveContext would, after
     the request ended, get a fresh thread (and database connection) per task that nobody ever closes.
+    ``uses_orm=False``: the task itself queries nothing, so it is spared the thread hop that tidies the
+    connections afterwards (a stream's settle, once per streamed request).
     """
-    task = asyncio.get_running_loop().create_task(_and_tidy(coro), context=contextvars.Context())
+    task = asyncio.get_running_loop().create_task(_and_tidy(coro) if uses_orm else coro,
+                                                  context=contextvars.Context())
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task

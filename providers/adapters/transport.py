@@ -168,35 +168,49 @@ class SSEEvent:
 
 
 async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str) -> AsyncIterator[SSEEvent]:
-    """Server-sent events of an opened response; ``first_token`` until the first line, ``idle`` between lines."""
-    lines = response.aiter_lines()
+    """Server-sent events of an opened response; ``first_token`` until the first bytes, ``idle`` between reads.
+
+    Lines are split from the body's chunks here, not by httpx's ``aiter_lines``: one timeout per network read
+    instead of one per line (an answer that arrives in one read is one timer, not two per event), and no
+    text-decoder layers. SSE is UTF-8 by definition; lines end in CRLF, LF or CR."""
+    chunks = response.aiter_bytes()
     wait = timeouts.first_token
+    pending = b""
     event, data = "", []
     while True:
         try:
             async with asyncio.timeout(wait):
-                line = await anext(lines)
+                chunk = await anext(chunks)
         except StopAsyncIteration:
             break
         except (httpx.HTTPError, TimeoutError) as exc:
             raise transport_error(exc, provider) from None
         wait = timeouts.idle
-        if not line:
-            if data:
-                sse = SSEEvent(event or "message", "\n".join(data))
-                if sse.data.strip() == "[DONE]":
-                    await _read_to_end(lines)
-                yield sse
-            event, data = "", []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
+        lines = (pending + chunk).splitlines(keepends=True)
+        # The last piece has no line end yet, or ends in a CR whose LF may come with the next read.
+        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        for raw in lines:
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            if not line:
+                if data:
+                    sse = SSEEvent(event or "message", "\n".join(data))
+                    if sse.data.strip() == "[DONE]":
+                        await _read_to_end(chunks)
+                    yield sse
+                event, data = "", []
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "event":
+                    event = value
+                elif name == "data":
+                    data.append(value)
+    if pending:
+        name, _, value = pending.rstrip(b"\r\n").decode("utf-8", "replace").partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield SSEEvent(event or "message", "\n".join(data))
 
@@ -207,10 +221,10 @@ async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str
 DONE_TAIL_SECONDS = 0.5
 
 
-async def _read_to_end(lines: AsyncIterator[str]) -> None:
+async def _read_to_end(chunks: AsyncIterator[bytes]) -> None:
     try:
         async with asyncio.timeout(DONE_TAIL_SECONDS):
-            async for _ in lines:
+            async for _ in chunks:
                 pass
     except (httpx.HTTPError, TimeoutError):
         pass  # the answer is complete; only the connection's reuse is lost

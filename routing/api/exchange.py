@@ -546,7 +546,8 @@ async def _relay(request, result: ChatResult, encoder: StreamEncoder) -> AsyncIt
             log_request(request, ctx, served, status, None if result.cached else final, outcome=outcome,
                         error=error.message if error else "")
 
-        spawn(work())
+        # Redis and the request-log queue only; the log's flush task tidies ORM connections after itself.
+        spawn(work(), uses_orm=False)
 
     try:
         ctx.first_byte_at = time.monotonic()

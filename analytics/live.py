@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from asgiref.sync import async_to_sync
+from cachetools import TTLCache
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
@@ -44,6 +45,20 @@ LIVE_FIELDS = (
 )
 
 
+# Names of the users whose rows were published lately: a busy feed asks the database once a minute per user,
+# not once per flush (a renamed user shows under the old name for up to that long).
+_usernames: TTLCache[int, str] = TTLCache(maxsize=4096, ttl=60.0)
+
+
+async def _names_of(user_ids: set[int]) -> dict[int, str]:
+    missing = [uid for uid in user_ids if uid not in _usernames]
+    if missing:
+        users = get_user_model().objects.filter(id__in=missing).values_list("id", "username")
+        async for uid, name in users:
+            _usernames[uid] = name
+    return {uid: _usernames[uid] for uid in user_ids if uid in _usernames}
+
+
 def request_log_payload(row: RequestLog, usernames: dict[int, str]) -> dict:
     payload = {name: getattr(row, name) for name in LIVE_FIELDS}
     payload["created_at"] = row.created_at.isoformat()
@@ -57,11 +72,7 @@ async def live_rows_publish(rows: Sequence[RequestLog]) -> None:
         layer = get_channel_layer()
         if layer is None or not rows:
             return
-        user_ids = {row.user_id for row in rows if row.user_id}
-        usernames: dict[int, str] = {}
-        if user_ids:
-            users = get_user_model().objects.filter(id__in=user_ids).values_list("id", "username")
-            usernames = {uid: name async for uid, name in users}
+        usernames = await _names_of({row.user_id for row in rows if row.user_id})
         message = {"type": LIVE_EVENT, "rows": [request_log_payload(row, usernames) for row in rows]}
         await asyncio.wait_for(layer.group_send(LIVE_GROUP, message), PUBLISH_TIMEOUT)
     except Exception as exc:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 
@@ -290,3 +291,17 @@ def _guarded_web_request(base):
 
 
 _refuse_daphne_bodies_before_reading()
+
+
+def _quiet_garbage_collector() -> None:
+    """What is loaded by now (Django, the apps, the libraries: objects that live as long as the process)
+    leaves the collector's view, so that a full collection scans only what requests made; and young
+    collections come less often (tests/bench_gateway.py prints the collector's time per request)."""
+    gc.collect()
+    gc.freeze()
+    # Measured: at c=32, GC time per request 0.79 -> 0.52 ms (freeze) -> 0.27 ms (and this), no full
+    # collection in 1,000 requests; about 20 MiB more RSS under load, as garbage cycles wait longer.
+    gc.set_threshold(50_000, 20, 20)
+
+
+_quiet_garbage_collector()

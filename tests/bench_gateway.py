@@ -23,7 +23,8 @@ Each row of the table is one configuration, measured the same way:
   sessions and transactions as PostgreSQL counts them (pg_stat_database, less the benchmark's own), and
   Redis round trips and commands as the gateways' redis-py clients send them (a pipeline is one round
   trip). A separate short phase under Redis MONITOR counts the commands run in the run's Redis database,
-  those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide).
+  those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide);
+- per request, the gateways' time in the garbage collector (gc.callbacks), and its full collections.
 
 The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
 (uvicorn with httptools and uvloop, on the same app); the upstream client on httpx's own httpcore transport
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import math
@@ -173,6 +175,20 @@ def _what_if_http_client() -> None:
     routing.http._clients = PerLoop(new_client, usable=lambda client: not client.is_closed)
 
 
+def _count_gc(counts: dict[str, int]) -> None:
+    """Time the garbage collector spends in this process (microseconds) and its full collections."""
+    started = [0.0]
+
+    def timed(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        counts["gc_us"] += int((time.perf_counter() - started[0]) * 1e6)
+        counts["gc_full"] += info["generation"] == 2
+
+    gc.callbacks.append(timed)
+
+
 def _instrumented_application():
     """freellm.asgi.application, with every SQL statement, transaction, new DB connection and Redis round
     trip counted, and the counts served at STATS_PATH. With FREELLM_BENCH_BARE_V1 set (--bare-v1), /v1 goes
@@ -187,8 +203,9 @@ def _instrumented_application():
     _what_if_http_client()
     sql: Counter[str] = Counter()
     redis_commands: Counter[str] = Counter()
-    counts = {"connections": 0, "transactions": 0, "round_trips": 0}
+    counts = {"connections": 0, "transactions": 0, "round_trips": 0, "gc_us": 0, "gc_full": 0}
     lock = threading.Lock()
+    _count_gc(counts)
     table = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
     _count_redis(counts, redis_commands, lock)
 
@@ -511,8 +528,13 @@ async def one_request(session: aiohttp.ClientSession, target: Target, i: int, ph
     try:
         async with session.post(url, data=body, headers=headers) as response:
             if response.status != 200:
-                await response.read()
-                phase.errors[f"HTTP {response.status}"] += 1
+                # The error's own words, so that a degraded row says why (the gateway's error message).
+                try:
+                    message = json.loads(await response.read())["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = ""
+                trail = response.headers.get("x-freellm-trail", "")
+                phase.errors[f"HTTP {response.status} {message[:160]} {trail[:300]}".rstrip()] += 1
                 return
             if not phase.stream:
                 content = json.loads(await response.read())["choices"][0]["message"]["content"] or ""
@@ -724,6 +746,8 @@ class Bookkeeping:
             "redis_commands_sent": sum(self.redis_commands.values()) / n,
             "redis_commands_server_wide": sum(self.redis_server.values()) / n,
             "log_rows": self.log_rows / n,
+            "gc_ms": self.gateway("gc_us") / 1000 / n,
+            "gc_full_collections": self.gateway("gc_full"),
         }
 
     def as_json(self) -> dict:
@@ -756,7 +780,7 @@ class Ledger:
                 data = await response.json()
             snap.sql.update(data["sql"])
             snap.redis_commands.update(data["redis_commands"])
-            snap.gateway.update({k: data[k] for k in ("connections", "transactions", "round_trips")})
+            snap.gateway.update({k: data[k] for k in ("connections", "transactions", "round_trips", "gc_us", "gc_full")})
             snap.threads += data["threads"]
             snap.config_versions.append(data["config_version"])
         return snap
@@ -1288,7 +1312,8 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
                 f"{per['db_transactions_gateway_view']:.2f} (PG {_fmt(per['pg_transactions'], '.2f')}), connects "
                 f"{per['db_connects_gateway_view']:.2f} (PG sessions {_fmt(per['pg_sessions'], '.2f')}), log rows "
                 f"{per['log_rows']:.2f}; Redis round trips {per['redis_round_trips']:.2f}, commands "
-                f"{per['redis_commands_sent']:.2f} (server-wide {per['redis_commands_server_wide']:.1f})")
+                f"{per['redis_commands_sent']:.2f} (server-wide {per['redis_commands_server_wide']:.1f}); GC "
+                f"{per['gc_ms']:.2f} ms ({per['gc_full_collections']} full collections in the phase)")
     for book in main.books.values():
         if book.sql:
             out(f"  SQL in '{book.phase}': " + ", ".join(f"{k} x{v}" for k, v in book.sql.most_common(8)))

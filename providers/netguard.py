@@ -283,7 +283,22 @@ class GuardedAiohttpTransport(AiohttpTransport):
         host = request.url.host
         if literal_address(host) is not None:
             await resolve_checked(host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            if not _closed_under_us(exc.__cause__):
+                raise
+        # A pooled connection the server closed as its keep-alive ran out, just as it was reused: the request
+        # never reached the server. aiohttp sends such a request again only for idempotent methods, and every
+        # upstream call is a POST; without this the router took the client's own stale connection for a
+        # failing provider (the benchmark saw 502s at the start of a phase). Once, on another connection.
         return await super().handle_async_request(request)
+
+
+def _closed_under_us(cause: BaseException | None) -> bool:
+    """The server had closed the connection before any answer came (not a failure to connect at all)."""
+    return (isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+            and not isinstance(cause, aiohttp.ClientConnectorError))
 
 
 def guarded_async_client(*, proxy: str | None = None, **kwargs) -> httpx.AsyncClient:

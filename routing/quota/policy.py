@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,17 +38,37 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+@dataclass(frozen=True)
+class _Day:
+    start: float
+    end: float  # the next midnight
+    id: str
+
+
+# The current day of each zone: every reserve and settle asks, and the answer changes once a day.
+_days: dict[str, _Day] = {}
+
+
+def _day(now: float, tz: str) -> _Day:
+    day = _days.get(tz)
+    if day is None or not day.start <= now < day.end:
+        zone = _zone(tz)
+        date = datetime.fromtimestamp(now, zone).date()
+        day = _Day(datetime.combine(date, datetime.min.time(), zone).timestamp(),
+                   datetime.combine(date + timedelta(days=1), datetime.min.time(), zone).timestamp(),
+                   date.isoformat())
+        _days[tz] = day
+    return day
+
+
 def day_id(now: float, tz: str) -> str:
     """The calendar day (in the provider's reset zone) that ``now`` falls in, e.g. "2026-11-24"."""
-    return datetime.fromtimestamp(now, _zone(tz)).date().isoformat()
+    return _day(now, tz).id
 
 
 def seconds_to_midnight(now: float, tz: str) -> float:
     """Seconds until the next midnight in ``tz`` (DST-aware), when the daily windows reset."""
-    zone = _zone(tz)
-    local = datetime.fromtimestamp(now, zone)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), zone)
-    return max(0.0, midnight.timestamp() - now)
+    return max(0.0, _day(now, tz).end - now)
 
 
 def failure_cooldown(level: int) -> float:

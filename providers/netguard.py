@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.cookiejar
 import ipaddress
 import socket
 import ssl
@@ -266,7 +267,7 @@ class GuardedAiohttpTransport(AiohttpTransport):
     ``_GuardedResolver``, and an address literal (which aiohttp connects to without asking a resolver) is
     checked before the request. Chosen over httpcore's pool by the benchmark (tests/bench_gateway.py): less
     CPU per call, and no scan of every pooled connection per request (httpcore checks each idle connection's
-    socket, a cost that grows with concurrency). Cookies are not kept here (the httpx client has its jar)."""
+    socket, a cost that grows with concurrency). No cookies are kept here, nor by the client (``_NoCookies``)."""
 
     def get_client(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -308,7 +309,20 @@ def guarded_async_client(*, proxy: str | None = None, **kwargs) -> httpx.AsyncCl
     limits = kwargs.pop("limits", None) or httpx.Limits()
     transport = GuardedTransport(limits=limits, proxy=proxy) if proxy else GuardedAiohttpTransport(
         limits=limits, trust_env=False)
-    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, **kwargs)
+    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
+                             cookies=_NoCookies(), **kwargs)
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing. One client serves every key and every team member: a cookie one provider
+    set for one key's call must not ride along on the next call, made with another key. (httpx parses every
+    response's headers into an email message for its jar: that work goes too.)"""
+
+    def extract_cookies(self, response, request) -> None:
+        pass
+
+    def add_cookie_header(self, request) -> None:
+        pass
 
 
 def proxy_url_check(url: str) -> None:

@@ -200,6 +200,7 @@ def _guarded_web_request(base):
     import io
 
     from routing.api.edge import body_limit, edge_refusal, too_large
+    from routing.auth import recently_valid
 
     class GuardedWebRequest(base):
         freellm_guarded = True
@@ -208,7 +209,8 @@ def _guarded_web_request(base):
         _freellm_limit = 0
         _freellm_checking = False  # the key check is running: body reading paused, processing held back
         _freellm_held = False  # the whole request came in while the key was being checked
-        _freellm_key_checked = False  # edge_refusal passed: the application's BodyGuard need not check again
+        # edge_refusal passed, or the key answered lately: the application's BodyGuard need not check again
+        _freellm_key_checked = False
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -226,11 +228,26 @@ def _guarded_web_request(base):
                 self._freellm_refuse(too_large(self._freellm_limit), path)
                 return
             if path.startswith(API_PATH_PREFIXES) and method in ("POST", "PUT", "PATCH"):
+                if not content_type.startswith("multipart/") and self._freellm_known_key():
+                    # Most requests: a key that answered lately. The body is read at once, as for any request
+                    # (the front door authenticates it as always); no task and no pause for the check.
+                    self._freellm_key_checked = True
+                    return
                 # Read no body until the key is known good.
                 self._freellm_checking = True
                 self.channel.transport.pauseProducing()
                 query = (getattr(self.channel, "_path", b"") or b"").partition(b"?")[2]
                 asyncio.ensure_future(self._freellm_check_key(path, query, method, content_type))
+
+        def _freellm_known_key(self) -> bool:
+            # Where the front doors take a key from the headers (routing.auth, gemini.GoogleKeyAuth).
+            def first(name: bytes) -> str:
+                return (self.requestHeaders.getRawHeaders(name) or [b""])[0].decode("latin-1")
+
+            scheme, _, token = first(b"authorization").partition(" ")
+            candidates = (token.strip() if scheme.lower() == "bearer" else "", first(b"x-api-key"),
+                          first(b"x-goog-api-key"))
+            return any(recently_valid(raw) for raw in candidates if raw)
 
         async def _freellm_check_key(self, path: str, query: bytes, method: str, content_type: str) -> None:
             headers = [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()

@@ -70,6 +70,14 @@ async def authenticate_key(raw: str | None, request: HttpRequest | None = None) 
     return api_key
 
 
+def recently_valid(raw: str) -> bool:
+    """Whether this process found ``raw`` a good key within CACHE_SECONDS: no I/O, no version check. For the
+    server's check before it reads a body (freellm.asgi), which only decides whether to read it: the front
+    door's own authentication still runs on the request."""
+    hit = _cache.get(hash_api_key(raw)) if raw else None
+    return hit is not None and time.monotonic() - hit[2] < CACHE_SECONDS
+
+
 def _remember(cache_key: str, api_key: ApiKey, version: str, now: float) -> None:
     if len(_cache) >= _MAX_ENTRIES:
         _cache.clear()

@@ -163,3 +163,25 @@ def test_daphne_still_serves_a_request_with_a_good_key(daphne_gateway):
                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     # No chain named "auto" here: the request was read, authenticated and routed.
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found"
+
+
+def test_daphne_reads_a_known_keys_body_at_once_and_still_authenticates_it(daphne_gateway, settings):
+    import httpx
+
+    from routing.models import ApiKey
+    from routing.services import api_key_revoke
+    from tests.polling import wait_until
+
+    process, key = daphne_gateway
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=process.url, headers=headers, timeout=10) as client:
+        # The first request is checked before its body is read; the next ones take the key as known.
+        for _ in range(3):
+            resp = client.post("/v1/chat/completions", content=CHAT)
+            assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found"
+        # That gateway runs without Redis: the config version it watches is the file under var/.
+        settings.REDIS_URL = ""
+        api_key_revoke(api_key=ApiKey.objects.get())
+        # The front door's own check refuses it once the gateway sees the change, known key or not.
+        assert wait_until(lambda: client.post("/v1/chat/completions", content=CHAT).status_code == 401,
+                          timeout=15, interval=0.2)

@@ -28,7 +28,8 @@ TOKENS_PER_AUDIO = 1000
 def _text_tokens(text: str) -> int:
     if not text:
         return 0
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    # In C, not per character in Python: an agent's 100 KB prompt took ~8 ms here that way.
+    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
     return math.ceil(ascii_chars / CHARS_PER_TOKEN) + (len(text) - ascii_chars)
 
 

@@ -2,7 +2,7 @@
 
     python -m tests.bench_gateway [--quick] [--redis URL] [--postgres URL] [--processes N] [--server daphne|uvicorn]
                                   [--requests N] [--serial N] [--rounds N] [--warmup N] [--monitor N] [--keys N]
-                                  [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--keep]
+                                  [--prompt-kb N] [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--keep]
 
 It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, or with --postgres a temporary
 database on that server; ``manage.py migrate``; one provider served by the upstream emulator with three keys;
@@ -28,8 +28,9 @@ Each row of the table is one configuration, measured the same way:
 
 The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
 (uvicorn with httptools and uvloop, on the same app); the upstream client on httpx's own httpcore transport
-instead of aiohttp, with 100 and with 256 idle keep-alive connections; then the main shape again with --keys upstream keys and
-then also --log-rows old RequestLog rows (generated inside the database in one statement). --no-variants
+instead of aiohttp, with 100 and with 256 idle keep-alive connections; the main shape with --prompt-kb KB
+prompts (what a coding agent sends); then the main shape again with --keys upstream keys and then also
+--log-rows old RequestLog rows (generated inside the database in one statement). --no-variants
 skips the scale-out, server and transport rows. The table goes to stdout, everything to a JSON file.
 
 The gateways run ``tests.bench_gateway:application``: freellm's own ASGI application plus the counters and
@@ -456,6 +457,7 @@ class Target:
     stream_model: str = ""  # streams ask for this model (default: model)
     stream_keys: list[str] = field(default_factory=list)  # and send these tokens (default: keys)
     bodies: dict[tuple[int, bool], bytes] = field(default_factory=dict)
+    system: str = "You are a benchmark."  # the large-prompt row makes this an agent's worth of code
 
     def request(self, i: int, stream: bool) -> tuple[str, bytes, dict]:
         k = i % CONVERSATIONS
@@ -464,7 +466,7 @@ class Target:
             # Encoded once per conversation, so the load generator spends its CPU on the sockets.
             model = (self.stream_model or self.model) if stream else self.model
             body = self.bodies[k, stream] = json.dumps({"model": model, "stream": stream, "messages": [
-                {"role": "system", "content": "You are a benchmark."},
+                {"role": "system", "content": self.system},
                 {"role": "user", "content": (STREAM_TEXT if stream else USER_TEXT).format(k=k)},
             ]}).encode()
         keys = (self.stream_keys or self.keys) if stream else self.keys
@@ -1025,6 +1027,7 @@ class Bench:
         self.monitor: dict | None = None
         self.profiles: dict[str, list[Path]] = {}
         self.slug = f"bench{os.getpid()}"
+        self.system = Target.system  # the system prompt every request sends (see the large-prompt row)
 
     # -- processes
 
@@ -1064,9 +1067,9 @@ class Bench:
 
     def targets(self, gateways: list[Gateway]) -> tuple[Target, Target]:
         direct = Target("emulator", [f"{self.emulator_url}/{self.slug}/v1/chat/completions"], MODELS[0], KEYS,
-                        stream_keys=STREAM_KEYS)
+                        stream_keys=STREAM_KEYS, system=self.system)
         through = Target("gateway", [f"{g.url}/v1/chat/completions" for g in gateways], CHAIN, [self.api_key],
-                         stream_model=STREAM_CHAIN)
+                         stream_model=STREAM_CHAIN, system=self.system)
         return direct, through
 
     def meter(self, gateways: list[Gateway]) -> CpuMeter:
@@ -1201,6 +1204,12 @@ class Bench:
                     gateway = self.start_gateway(server, extra_env)
                     await self.measure(session, Row(label, 1, server), [gateway], [SEQ, "c32", "c128", "s128"])
                     self.stop_gateway(gateway)
+            if args.prompt_kb:
+                # What a coding agent sends: a system prompt and files, here about --prompt-kb KB of code.
+                self.system = agent_prompt(args.prompt_kb)
+                await self.measure(session, Row(f"{shape}, {args.prompt_kb} KB prompts", args.processes, args.server),
+                                   gateways, [SEQ, "c32"])
+                self.system = Target.system
             if args.keys > len(KEYS):
                 say(f"adding upstream keys up to {args.keys}")
                 run_step([sys.executable, "-m", "tests.bench_gateway", "_keys", self.slug, str(args.keys)], self.env,
@@ -1217,6 +1226,16 @@ class Bench:
                 say(f"  inserted in {time.monotonic() - began:.1f} s")
                 label = f"{shape}, {args.keys:,} keys + {args.log_rows:,} log rows"
                 await self.measure(session, Row(label, args.processes, args.server), gateways, [SEQ, "c32", "s128"])
+
+
+def agent_prompt(kb: int) -> str:
+    """About ``kb`` KB of source code under a one-line instruction, mostly ASCII like a real repository."""
+    line = "def handler_{i}(request):  # route the call, then log it\n    return route(request, attempt={i})\n"
+    lines, size = ["You are a coding agent. The repository follows."], 0
+    while size < kb * 1024:
+        lines.append(line.format(i=len(lines)))
+        size += len(lines[-1])
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, spec: str = ".1f", dash: str = "-") -> str:
@@ -1384,6 +1403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "database there instead of SQLite")
     parser.add_argument("--keys", type=int, default=1000, help="upstream keys of the large-config row (default 1000; "
                         f"{len(KEYS)} or less skips it)")
+    parser.add_argument("--prompt-kb", type=int, default=100,
+                        help="prompt size of the large-prompt row, in KB (default 100; 0 skips it)")
     parser.add_argument("--log-rows", type=int, default=10**6,
                         help="old RequestLog rows of the large-table row (default 1,000,000; 0 skips it)")
     parser.add_argument("--no-variants", action="store_true",

@@ -284,16 +284,21 @@ class GuardedAiohttpTransport(AiohttpTransport):
         host = request.url.host
         if literal_address(host) is not None:
             await resolve_checked(host, request.url.port or (443 if request.url.scheme == "https" else 80))
-        try:
-            return await super().handle_async_request(request)
-        except httpx.TransportError as exc:
-            if not _closed_under_us(exc.__cause__):
-                raise
         # A pooled connection the server closed as its keep-alive ran out, just as it was reused: the request
         # never reached the server. aiohttp sends such a request again only for idempotent methods, and every
         # upstream call is a POST; without this the router took the client's own stale connection for a
-        # failing provider (the benchmark saw 502s at the start of a phase). Once, on another connection.
+        # failing provider (the benchmark saw 502s at the start of a phase). The next idle connection may have
+        # gone the same way (connections used together expire together), hence a few tries.
+        for _ in range(STALE_CONNECTION_TRIES - 1):
+            try:
+                return await super().handle_async_request(request)
+            except httpx.TransportError as exc:
+                if not _closed_under_us(exc.__cause__):
+                    raise
         return await super().handle_async_request(request)
+
+
+STALE_CONNECTION_TRIES = 4
 
 
 def _closed_under_us(cause: BaseException | None) -> bool:

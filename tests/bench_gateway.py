@@ -676,6 +676,20 @@ class Database:
         with sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=20) as db:
             return db.execute(query).fetchone()[0]
 
+    def failures(self) -> list[tuple[str, int]]:
+        """What the request log says went wrong, for answers of 500 and above: (error text, rows)."""
+        query = ("SELECT error, COUNT(*) FROM analytics_requestlog WHERE status_code >= 500 "
+                 "GROUP BY error ORDER BY COUNT(*) DESC LIMIT 5")
+        if self.server_url:
+            import psycopg
+
+            self.own_sessions += 1
+            self.own_transactions += 1
+            with psycopg.connect(self.url, connect_timeout=5) as conn:
+                return conn.execute(query).fetchall()
+        with sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=20) as db:
+            return db.execute(query).fetchall()
+
     def server_stats(self) -> dict[str, int] | None:
         """pg_stat_database for the run's database (read from the server's own database, so the reading
         is not counted), minus what the benchmark itself did there. None for SQLite."""
@@ -1356,6 +1370,9 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
             errors.update({f"{row.label}: {phase.name}: {k}": v for k, v in phase.errors.items()})
     out()
     out("errors: " + (", ".join(f"{k} x{v}" for k, v in errors.items()) if errors else "none"))
+    if errors:
+        for text, count in bench.database.failures():
+            out(f"  in the request log: {text[:300]!r} x{count}")
     out(f"gateway answers that needed a failover (X-FreeLLM-Attempts > 1): "
         f"{sum(p.failovers for row in rows for p in row.phases.values())}")
     levels: Counter[str] = Counter()

@@ -200,7 +200,7 @@ def _guarded_web_request(base):
     import io
 
     from routing.api.edge import body_limit, edge_refusal, too_large
-    from routing.auth import recently_valid
+    from routing.auth import bearer_token, recently_valid
 
     class GuardedWebRequest(base):
         freellm_guarded = True
@@ -244,9 +244,7 @@ def _guarded_web_request(base):
             def first(name: bytes) -> str:
                 return (self.requestHeaders.getRawHeaders(name) or [b""])[0].decode("latin-1")
 
-            scheme, _, token = first(b"authorization").partition(" ")
-            candidates = (token.strip() if scheme.lower() == "bearer" else "", first(b"x-api-key"),
-                          first(b"x-goog-api-key"))
+            candidates = (bearer_token(first(b"authorization")), first(b"x-api-key"), first(b"x-goog-api-key"))
             return any(recently_valid(raw) for raw in candidates if raw)
 
         async def _freellm_check_key(self, path: str, query: bytes, method: str, content_type: str) -> None:

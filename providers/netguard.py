@@ -262,6 +262,10 @@ def _close_now(connector: aiohttp.BaseConnector) -> None:
         connector._close()  # the synchronous part of close(): no loop needed
 
 
+# Tries of a request whose pooled connection the server had closed (GuardedAiohttpTransport).
+STALE_CONNECTION_TRIES = 4
+
+
 class GuardedAiohttpTransport(AiohttpTransport):
     """httpx over aiohttp (httpx-aiohttp) for direct upstream calls, with the guard: names resolve through
     ``_GuardedResolver``, and an address literal (which aiohttp connects to without asking a resolver) is
@@ -296,9 +300,6 @@ class GuardedAiohttpTransport(AiohttpTransport):
                 if not _closed_under_us(exc.__cause__):
                     raise
         return await super().handle_async_request(request)
-
-
-STALE_CONNECTION_TRIES = 4
 
 
 def _closed_under_us(cause: BaseException | None) -> bool:

@@ -19,12 +19,14 @@ CACHE_SECONDS = 60.0
 _MAX_ENTRIES = 10_000
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value ("" for any other scheme)."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def raw_key_from(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key") or None
+    return bearer_token(request.headers.get("Authorization", "")) or request.headers.get("x-api-key") or None
 
 
 async def authenticate_request(request: HttpRequest) -> ApiKey | None:

@@ -194,12 +194,14 @@ async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str
     wait = timeouts.first_token
     pending = b""
     event, data = "", []
-    while True:
+    ended = False
+    while not ended:
         try:
             async with asyncio.timeout(wait):
                 chunk = await anext(chunks)
         except StopAsyncIteration:
-            break
+            # An event the body ends in without its blank line (or its last line's end) is still given.
+            chunk, ended = b"\n\n", True
         except (httpx.HTTPError, TimeoutError) as exc:
             raise transport_error(exc, provider) from None
         wait = timeouts.idle
@@ -224,12 +226,6 @@ async def sse_events(response: httpx.Response, timeouts: Timeouts, provider: str
                     event = value
                 elif name == "data":
                     data.append(value)
-    if pending:
-        name, _, value = pending.rstrip(b"\r\n").decode("utf-8", "replace").partition(":")
-        if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield SSEEvent(event or "message", "\n".join(data))
 
 
 # After ``[DONE]`` the rest of the body (its last chunk marker) is read too, for at most this long: httpx closes

@@ -31,6 +31,7 @@ from routing import router
 from routing.config import ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.quota import get_quota_store
+from routing.strategies import best_headroom
 
 # attempt_for(ctx, body) → the router attempt function that calls one model with ``body`` for ``ctx``
 AttemptFor = Callable[[router.RequestContext, dict], router.AttemptFn]
@@ -164,8 +165,7 @@ async def panel_members(models: Sequence[ModelInfo], size: int, *,
         if model.provider.slug in providers or (skip and skip(model)) or not model.keys:
             continue
         providers.add(model.provider.slug)
-        rooms = await store.headrooms([model.route(key) for key in model.keys])
-        (with_room if max(rooms) > 0 else without).append(model)
+        (with_room if await best_headroom(model, store) > 0 else without).append(model)
     return [*with_room, *without][:size]
 
 

@@ -84,7 +84,7 @@ async def order(
     keyed: dict[str, float]  # lower sorts first
     shown: dict[str, str]
     if strategy == Strategy.HEADROOM:
-        room = {m.name: await _best_headroom(m, quota_store) for m in models}
+        room = {m.name: await best_headroom(m, quota_store) for m in models}
         keyed = {name: -value for name, value in room.items()}
         shown = {name: f"{value:.2f}" for name, value in room.items()}
         measured, unseen = list(models), []  # headroom needs no history
@@ -127,5 +127,6 @@ async def order(
     return Ordering(tuple(ordered), strategy, scores, explored)
 
 
-async def _best_headroom(model: ModelInfo, quota_store: QuotaStore) -> float:
+async def best_headroom(model: ModelInfo, quota_store: QuotaStore) -> float:
+    """The most headroom any of the model's keys has (0 without keys), from one batched read."""
     return max(await quota_store.headrooms([model.route(key) for key in model.keys]), default=0.0)

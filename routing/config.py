@@ -22,7 +22,7 @@ from django.core.cache import cache
 
 from providers.adapters.base import Target
 from routing.quota.base import Limits, Route
-from routing.redis import REDIS_ERRORS, RedisBreaker
+from routing.redis import REDIS_ERRORS, RedisBreaker, redis_client
 
 _CACHE_KEY = "freellm:config-version"
 CHECK_INTERVAL = 1.0
@@ -48,9 +48,11 @@ def _version_file():
 
 
 def bump_config_version() -> None:
-    version = str(time.time_ns())
+    version = time.time_ns()
     if settings.REDIS_URL:
         try:
+            # An int: Django's Redis cache stores it as plain digits, which current_config_version reads
+            # with the gateway's own async client (a pickled str would not decode there).
             cache.set(_CACHE_KEY, version, timeout=None)
         except REDIS_ERRORS as exc:
             # The change is in the database; this process reloads now, the others once Redis is back.
@@ -62,16 +64,22 @@ def bump_config_version() -> None:
         _breaker.worked()
         _state.bump_pending = False
     else:
-        _version_file().write_text(version)
+        _version_file().write_text(str(version))
     # This process need not wait for the next check.
     _state.checked_at = 0.0
 
 
-def current_config_version() -> str | None:
-    """The shared version; None when it cannot be read (Redis down)."""
+async def current_config_version() -> str | None:
+    """The shared version; None when it cannot be read (Redis down).
+
+    Read on the event loop with the gateway's pooled client (routing.redis): Django's cache would mean a thread
+    hop and, its client being per context, a new Redis connection for every check."""
     if settings.REDIS_URL:
         try:
-            version = cache.get(_CACHE_KEY) or "0"
+            version = await redis_client(settings.REDIS_URL).get(cache.make_key(_CACHE_KEY)) or "0"
+        except UnicodeDecodeError:
+            # Pickled by an earlier release: a version like any other until the next bump rewrites it.
+            version = "pickled"
         except REDIS_ERRORS as exc:
             _breaker.failed(exc)
             return None
@@ -278,10 +286,15 @@ async def get_routing_config() -> RoutingConfig:
     cfg = _state.config
     if cfg is not None and now - _state.checked_at < CHECK_INTERVAL:
         return cfg
-    version = await sync_to_async(current_config_version)()
+    if cfg is not None:
+        # One check at a time: the requests that come while it runs go on with the snapshot. Without this,
+        # every request in flight when the interval ended made its own check, each a thread hop and a Redis
+        # connection of its own (Django's cache client is per context): dozens a second at c=128.
+        _state.checked_at = now
+    version = await current_config_version()
     if version is not None and _state.bump_pending:
         await sync_to_async(bump_config_version)()
-        version = await sync_to_async(current_config_version)()
+        version = await current_config_version()
     _state.checked_at = now
     if cfg is not None and (cfg.version == version or version is None):
         return cfg

@@ -111,7 +111,11 @@ async def test_sessions_warn_once_per_outage(caplog):
 
 
 def test_config_version_warns_once_per_outage_and_once_when_back(settings, redis_url, caplog):
+    from asgiref.sync import async_to_sync
+
     from routing.config import current_config_version, invalidate_local_config
+
+    shared_version = async_to_sync(current_config_version)
 
     invalidate_local_config()
     dead = _dead_url()
@@ -123,10 +127,10 @@ def test_config_version_warns_once_per_outage_and_once_when_back(settings, redis
     try:
         with caplog.at_level(logging.INFO, logger="routing.config"):
             use(dead)
-            assert [current_config_version() for _ in range(3)] == [None, None, None]
+            assert [shared_version() for _ in range(3)] == [None, None, None]
             use(redis_url)
-            assert current_config_version() is not None
-            assert current_config_version() is not None
+            assert shared_version() is not None
+            assert shared_version() is not None
         messages = [r.getMessage() for r in caplog.records if r.name == "routing.config"]
         assert len(messages) == 2
         assert "Redis unavailable" in messages[0] and "Redis is back" in messages[1]

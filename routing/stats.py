@@ -211,6 +211,7 @@ class RouteStatsStore:
         self._pending: dict[str, RouteStats] = {}
         self._view: dict[str, RouteStats] = {}
         self._view_at = -1e9
+        self._unseen: set[str] = set()  # names the last reads found nothing for
         self._flushing: asyncio.Task | None = None
 
     # --- writes (settle time; never awaited by a request) ----------------------------------------------
@@ -259,13 +260,19 @@ class RouteStatsStore:
         names = list(names)
         now = self.now()
         stale = time.monotonic() - self._view_at > REFRESH_SECONDS
-        if stale or any(n not in self._view for n in names):
+        if stale:
+            # One read a second: the requests that come while it runs use the view as it is. A name the
+            # store had nothing for is not asked again before then either (a chain's model that never
+            # served would otherwise cost every request a read).
+            self._view_at = time.monotonic()
+            self._unseen.clear()
+        if stale or any(n not in self._view and n not in self._unseen for n in names):
             async def none_shared() -> dict[str, RouteStats]:
                 return {}
 
             fresh = await self.breaker.call(lambda: self.backend.read(names), none_shared)
             self._view.update(fresh)
-            self._view_at = time.monotonic()
+            self._unseen.update(n for n in names if n not in fresh)
         return {n: self._view[n].decayed(now) for n in names if n in self._view}
 
 

@@ -16,6 +16,7 @@ from routing.throttle import auth_failure_record, auth_throttle_check
 # hash → (key, config version, cached at). Revoking a key bumps the config version, which drops the cache.
 _cache: dict[str, tuple[ApiKey, str, float]] = {}
 CACHE_SECONDS = 60.0
+_rechecking: set[str] = set()  # hashes of the keys being looked up again right now
 _MAX_ENTRIES = 10_000
 
 
@@ -48,11 +49,15 @@ async def authenticate_key(raw: str | None, request: HttpRequest | None = None) 
     digest = hash_api_key(raw)
     hit = _cache.get(digest)
     now = time.monotonic()
-    if hit and version in (hit[1], None) and now - hit[2] < CACHE_SECONDS:
+    if hit and version in (hit[1], None) and (now - hit[2] < CACHE_SECONDS or digest in _rechecking):
+        # Within CACHE_SECONDS; or just past it while one request checks the key again: the others go on with
+        # the entry meanwhile, instead of every request in flight querying the database (and the throttle)
+        # at once. A revoked key never gets here: revoking bumps the version.
         return hit[0]
     if request is not None:
         # Brute force: an address that sent too many wrong keys is refused before any lookup.
         await auth_throttle_check(request)
+    _rechecking.add(digest)
     try:
         api_key = await api_key_authenticate(raw)
     except DatabaseError:
@@ -63,6 +68,8 @@ async def authenticate_key(raw: str | None, request: HttpRequest | None = None) 
             503, "The gateway cannot check this API key right now: its database is unavailable. Retry shortly.",
             code="database_unavailable", headers={"Retry-After": "5"},
         ) from None
+    finally:
+        _rechecking.discard(digest)
     if api_key is None:
         _cache.pop(digest, None)
         if request is not None:

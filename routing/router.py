@@ -29,8 +29,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
-from redis.exceptions import RedisError
 
 from providers.adapters import get_adapter
 from providers.adapters.base import Adapter, ErrorKind, Target, Timeouts, UpstreamError, Usage
@@ -43,6 +41,7 @@ from routing.gating import context_overflow_error, is_context_reason
 from routing.http import default_timeouts
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, DenyReason, Lease, Route
+from routing.redis import REDIS_ERRORS, redis_client
 from routing.stats import FAILURE_KINDS, get_stats_store
 from routing.strategies import SUFFIXES
 
@@ -457,19 +456,23 @@ _client_failures: dict[tuple[str, int], float] = {}
 async def _counts_against_health(route: Route, exc: UpstreamError, api_key_id: int | None) -> bool:
     if exc.kind != ErrorKind.SERVER or api_key_id is None:
         return True
-    marker = f"freellm:client-5xx:{api_key_id}:{route}"
-    try:
-        # Shared by every gateway process when the cache is Redis.
-        return await cache.aadd(marker, 1, timeout=CLIENT_FAILURE_WINDOW)
-    except (RedisError, OSError):
-        now = time.monotonic()
-        seen = _client_failures.get((str(route), api_key_id))
-        if seen is not None and now - seen < CLIENT_FAILURE_WINDOW:
-            return False
-        if len(_client_failures) > 10_000:
-            _client_failures.clear()
-        _client_failures[(str(route), api_key_id)] = now
-        return True
+    if settings.REDIS_URL:
+        # Shared by every gateway process (the gateway's pooled client: Django's cache would open and keep a
+        # Redis connection per concurrent request).
+        marker = f"freellm:client-5xx:{api_key_id}:{route}"
+        try:
+            return bool(await redis_client(settings.REDIS_URL).set(marker, 1, ex=CLIENT_FAILURE_WINDOW, nx=True))
+        except REDIS_ERRORS:
+            pass
+    # Without Redis (or while it is away): this process's own count.
+    now = time.monotonic()
+    seen = _client_failures.get((str(route), api_key_id))
+    if seen is not None and now - seen < CLIENT_FAILURE_WINDOW:
+        return False
+    if len(_client_failures) > 10_000:
+        _client_failures.clear()
+    _client_failures[(str(route), api_key_id)] = now
+    return True
 
 
 def _observe(served: Served, usage: Usage | None, error: UpstreamError | None) -> None:

@@ -3,8 +3,10 @@
 After ``FREELLM_AUTH_FAILURE_LIMIT`` wrong keys from one address within a window of
 ``FREELLM_AUTH_FAILURE_WINDOW`` seconds, that address gets 429 with Retry-After until the window ends.
 Keys already known good (in the auth cache) keep working from there, so that one broken script behind
-a shared NAT does not lock out the whole team. Counted in the shared cache (Redis) when REDIS_URL is set,
-so every gateway process sees the same count; in process otherwise, and while Redis is unreachable.
+a shared NAT does not lock out the whole team. Counted in Redis when REDIS_URL is set, so every gateway
+process sees the same count; in process otherwise, and while Redis is unreachable. Through the gateway's
+pooled client (routing.redis), not Django's cache: that one would open a Redis connection per concurrent
+request context, and keep it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ import math
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest
-from redis.exceptions import RedisError
 
 from routing.errors import GatewayError
+from routing.redis import REDIS_ERRORS, redis_client
 
 log = logging.getLogger(__name__)
 
-_CACHE_ERRORS = (RedisError, OSError)
 _MAX_LOCAL_ADDRESSES = 10_000
 # address → (window number, failures in it); used without Redis, and while it is unreachable.
 _local: dict[str, tuple[int, int]] = {}
@@ -66,8 +66,8 @@ def _cache_key(address: str, window: int) -> str:
 async def _failures(address: str, window: int) -> int:
     if settings.REDIS_URL:
         try:
-            return int(await cache.aget(_cache_key(address, window)) or 0)
-        except _CACHE_ERRORS:
+            return int(await redis_client(settings.REDIS_URL).get(_cache_key(address, window)) or 0)
+        except REDIS_ERRORS:
             pass
     seen_window, count = _local.get(address, (window, 0))
     return count if seen_window == window else 0
@@ -93,11 +93,11 @@ async def auth_failure_record(request: HttpRequest) -> None:
     if settings.REDIS_URL:
         key = _cache_key(address, window)
         try:
-            # add() sets the expiry once; incr() keeps it.
-            await cache.aadd(key, 0, timeout=math.ceil(left) + 1)
-            await cache.aincr(key)
+            # The expiry is set once, with the count's first write; INCR keeps it.
+            async with redis_client(settings.REDIS_URL).pipeline(transaction=False) as pipe:
+                await pipe.set(key, 0, ex=math.ceil(left) + 1, nx=True).incr(key).execute()
             return
-        except _CACHE_ERRORS:
+        except REDIS_ERRORS:
             log.warning("failed API-key attempts counted in process: the shared cache is unreachable")
     seen_window, count = _local.get(address, (window, 0))
     if len(_local) >= _MAX_LOCAL_ADDRESSES and address not in _local:

@@ -84,6 +84,9 @@ def reset_shared_state() -> None:
     forget_headroom()
     reset_session_store()
     reset_stats_store()
+    from routing import router
+
+    router._client_failures.clear()  # the in-process count of a client's 5xx (without Redis)
     if settings.REDIS_URL:
         import redis
 

@@ -78,3 +78,30 @@ def test_failures_are_counted_across_gateway_processes_through_redis(gateway_pro
     assert statuses == [401, 401, 401, 401]
     assert _post(first.url, "fl-wrong-x").status_code == 429
     assert _post(second.url, "fl-wrong-y").status_code == 429
+
+
+def test_a_burst_of_wrong_keys_leaves_no_redis_connections_behind(gateway_processes, redis_url):
+    # Counted through the gateway's pooled Redis client: Django's cache, which counted them before, opened a
+    # Redis connection for each request in flight and kept it open, so a burst of wrong keys (an attacker's,
+    # or a misconfigured tool's retries) grew the gateway's connections without bound.
+    import asyncio
+
+    import redis
+
+    (gw,) = gateway_processes(1)
+    server = redis.Redis.from_url(redis_url)
+
+    async def burst(n: int) -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            replies = await asyncio.gather(*(
+                client.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer fl-wrong-{i}"},
+                            json=CHAT) for i in range(n)))
+        return [r.status_code for r in replies]
+
+    asyncio.run(burst(60))  # the pool grows to what 60 requests in flight need
+    before = len(server.client_list())
+    statuses = asyncio.run(burst(60))
+
+    assert set(statuses) <= {401, 429} and 429 in statuses
+    # The second burst reuses the pool (before: 60 more connections, never closed).
+    assert len(server.client_list()) - before < 10

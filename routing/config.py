@@ -287,9 +287,8 @@ async def get_routing_config() -> RoutingConfig:
     if cfg is not None and now - _state.checked_at < CHECK_INTERVAL:
         return cfg
     if cfg is not None:
-        # One check at a time: the requests that come while it runs go on with the snapshot. Without this,
-        # every request in flight when the interval ended made its own check, each a thread hop and a Redis
-        # connection of its own (Django's cache client is per context): dozens a second at c=128.
+        # One check at a time: the requests that come while it runs go on with the snapshot, instead of each
+        # request in flight when the interval ended making a check of its own (dozens a second at c=128).
         _state.checked_at = now
     version = await current_config_version()
     if version is not None and _state.bump_pending:

@@ -3,6 +3,8 @@ client address (429 with Retry-After), across gateway processes when Redis is sh
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from django.test import Client
@@ -84,8 +86,6 @@ def test_a_burst_of_wrong_keys_leaves_no_redis_connections_behind(gateway_proces
     # Counted through the gateway's pooled Redis client: Django's cache, which counted them before, opened a
     # Redis connection for each request in flight and kept it open, so a burst of wrong keys (an attacker's,
     # or a misconfigured tool's retries) grew the gateway's connections without bound.
-    import asyncio
-
     import redis
 
     (gw,) = gateway_processes(1)
@@ -105,3 +105,20 @@ def test_a_burst_of_wrong_keys_leaves_no_redis_connections_behind(gateway_proces
     assert set(statuses) <= {401, 429} and 429 in statuses
     # The second burst reuses the pool (before: 60 more connections, never closed).
     assert len(server.client_list()) - before < 10
+
+
+async def test_wrong_keys_sent_at_once_are_each_counted(redis_url, settings):
+    # Through Django's cache (add, then incr, each in a thread), 30 failures recorded at once counted 1: a
+    # client that sent its guesses concurrently was never throttled.
+    from types import SimpleNamespace
+
+    from routing.throttle import _failures, _window, auth_failure_record
+
+    settings.REDIS_URL = redis_url
+    settings.FREELLM_AUTH_FAILURE_WINDOW = 3600  # no window ends during the test
+    request = SimpleNamespace(META={"REMOTE_ADDR": "203.0.113.7"})
+    window, _ = _window()
+
+    await asyncio.gather(*(auth_failure_record(request) for _ in range(30)))
+
+    assert await _failures("203.0.113.7", window) == 30

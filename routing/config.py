@@ -9,6 +9,7 @@ once per CHECK_INTERVAL seconds.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import time
@@ -276,6 +277,8 @@ class _State:
     config: RoutingConfig | None = None
     checked_at: float = 0.0
     bump_pending: bool = False  # a bump failed (Redis down): repeat it once Redis answers
+    # The load in progress and the version it loads: the requests that need it wait for the same one.
+    loading: tuple[str, asyncio.Task | None] = ("", None)
 
 
 _state = _State()
@@ -299,13 +302,23 @@ async def get_routing_config() -> RoutingConfig:
         return cfg
     if version is None:
         version = UNKNOWN_VERSION
-    # Two requests may rebuild at once right after a change; harmless, and no lock ties us to one loop.
-    _state.config = await sync_to_async(load_routing_config)(version)
+    # One load at a time: a process that starts under load has every request in flight without a snapshot,
+    # and each would rebuild it (a set of queries apiece, queued on the one sync thread). A load belongs to
+    # its event loop.
+    loading_version, loading = _state.loading
+    if loading is None or loading.done() or loading_version != version \
+            or loading.get_loop() is not asyncio.get_running_loop():
+        loading = asyncio.ensure_future(sync_to_async(load_routing_config)(version))
+        # A load whose waiters all left must not warn "exception never retrieved".
+        loading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        _state.loading = (version, loading)
+    _state.config = await asyncio.shield(loading)
     return _state.config
 
 
 def invalidate_local_config() -> None:
     _state.config = None
     _state.checked_at = 0.0
+    _state.loading = ("", None)
     _state.bump_pending = False
     _breaker.reset()

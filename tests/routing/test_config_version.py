@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 
 import pytest
 import redis
@@ -60,3 +61,23 @@ async def test_a_version_an_earlier_release_pickled_still_reads(shared_redis):
     assert await config.current_config_version() == "pickled"
     await asyncio.to_thread(config.bump_config_version)
     assert (await config.current_config_version()).isdigit()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_requests_without_a_snapshot_share_one_load(shared_redis, monkeypatch):
+    # A process that starts under load: every request in flight finds no config yet.
+    loads = 0
+    load = config.load_routing_config
+
+    def counted(version):
+        nonlocal loads
+        loads += 1
+        time.sleep(0.05)  # a database under load
+        return load(version)
+
+    monkeypatch.setattr(config, "load_routing_config", counted)
+
+    configs = await asyncio.gather(*(config.get_routing_config() for _ in range(30)))
+
+    assert loads == 1
+    assert all(cfg is configs[0] for cfg in configs)

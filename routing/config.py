@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from providers.adapters.base import Target
+from routing.loops import OneAtATime
 from routing.quota.base import Limits, Route
 from routing.redis import REDIS_ERRORS, RedisBreaker, redis_client
 
@@ -277,11 +278,10 @@ class _State:
     config: RoutingConfig | None = None
     checked_at: float = 0.0
     bump_pending: bool = False  # a bump failed (Redis down): repeat it once Redis answers
-    # The load in progress and the version it loads: the requests that need it wait for the same one.
-    loading: tuple[str, asyncio.Task | None] = ("", None)
 
 
 _state = _State()
+_loading: OneAtATime[None] = OneAtATime()  # the load in progress, tagged with the version it loads
 
 
 async def get_routing_config() -> RoutingConfig:
@@ -303,15 +303,8 @@ async def get_routing_config() -> RoutingConfig:
     if version is None:
         version = UNKNOWN_VERSION
     # One load at a time: a process that starts under load has every request in flight without a snapshot,
-    # and each would rebuild it (a set of queries apiece, queued on the one sync thread). A load belongs to
-    # its event loop.
-    loading_version, loading = _state.loading
-    if loading is None or loading.done() or loading_version != version \
-            or loading.get_loop() is not asyncio.get_running_loop():
-        loading = asyncio.ensure_future(sync_to_async(load_routing_config)(version))
-        # A load whose waiters all left must not warn "exception never retrieved".
-        loading.add_done_callback(lambda task: task.cancelled() or task.exception())
-        _state.loading = (version, loading)
+    # and each would rebuild it (a set of queries apiece, queued on the one sync thread).
+    loading = _loading.task(None, version, lambda: sync_to_async(load_routing_config)(version))
     _state.config = await asyncio.shield(loading)
     return _state.config
 
@@ -319,6 +312,6 @@ async def get_routing_config() -> RoutingConfig:
 def invalidate_local_config() -> None:
     _state.config = None
     _state.checked_at = 0.0
-    _state.loading = ("", None)
+    _loading.clear()
     _state.bump_pending = False
     _breaker.reset()

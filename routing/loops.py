@@ -2,15 +2,16 @@
 
 httpx and redis.asyncio connections belong to the event loop that opened them. Daphne runs one loop, but
 tests, ``async_to_sync`` and management commands run others; each gets its own client, forgotten with its
-loop (weak keys), so a closed loop never hands a dead connection to the next one.
+loop (weak keys), so a closed loop never hands a dead connection to the next one. Tasks belong to a loop too:
+``OneAtATime`` shares one running task per key among the callers of its loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -48,3 +49,24 @@ class PerLoop(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         """Forget this loop's value for ``key`` (the caller closes it)."""
         return self._values.get(asyncio.get_running_loop(), {}).pop(key, None)
+
+
+class OneAtATime(Generic[K]):
+    """At most one task per key at a time: callers that ask for ``key`` with an equal ``tag`` while its task
+    runs on their loop get that task, so a burst of requests makes one read or load instead of one each.
+    Await it through ``asyncio.shield``: a waiter that leaves must not cancel it for the others."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[K, tuple[object, asyncio.Task]] = {}
+
+    def task(self, key: K, tag: object, start: Callable[[], Coroutine[Any, Any, V]]) -> asyncio.Task[V]:
+        held, task = self._tasks.get(key, (None, None))
+        if task is None or task.done() or held != tag or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(start())
+            # Whoever waits sees a failure; a task nobody waited for must not warn "never retrieved".
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._tasks[key] = (tag, task)
+        return task
+
+    def clear(self) -> None:
+        self._tasks.clear()

@@ -39,6 +39,7 @@ from routing.config import KeyInfo, ModelInfo, RoutingConfig
 from routing.errors import GatewayError
 from routing.gating import context_overflow_error, is_context_reason
 from routing.http import default_timeouts
+from routing.loops import OneAtATime
 from routing.quota import get_quota_store
 from routing.quota.base import Denied, DenyReason, Lease, Route
 from routing.redis import REDIS_ERRORS, redis_client
@@ -266,20 +267,14 @@ class _KeyTiers:
 _key_tiers: dict[str, _KeyTiers] = {}
 # One read at a time per model: concurrent requests that find the view stale use it while the read runs
 # (without a view yet they wait for that read), instead of each reading every key.
-_reading: dict[str, tuple[tuple[KeyInfo, ...], asyncio.Task]] = {}
+_reading: OneAtATime[str] = OneAtATime()
 
 
 async def _tiers_of(model: ModelInfo) -> _KeyTiers:
     view = _key_tiers.get(model.name)
     if view is not None and view.keys is model.keys and time.monotonic() - view.read_at < HEADROOM_SECONDS:
         return view
-    keys, reading = _reading.get(model.name, ((), None))
-    if reading is None or reading.done() or keys is not model.keys \
-            or reading.get_loop() is not asyncio.get_running_loop():
-        reading = asyncio.ensure_future(_read_tiers(model))
-        _reading[model.name] = (model.keys, reading)
-        # Whoever waits sees a failure; a read nobody waited for must not warn "never retrieved".
-        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+    reading = _reading.task(model.name, model.keys, lambda: _read_tiers(model))
     if view is not None and view.keys is model.keys:
         return view
     return await asyncio.shield(reading)

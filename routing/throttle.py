@@ -59,14 +59,14 @@ def _window() -> tuple[int, float]:
     return int(now // size), size - now % size
 
 
-def _cache_key(address: str, window: int) -> str:
+def _redis_key(address: str, window: int) -> str:
     return f"freellm:authfail:{address}:{window}"
 
 
 async def _failures(address: str, window: int) -> int:
     if settings.REDIS_URL:
         try:
-            return int(await redis_client(settings.REDIS_URL).get(_cache_key(address, window)) or 0)
+            return int(await redis_client(settings.REDIS_URL).get(_redis_key(address, window)) or 0)
         except REDIS_ERRORS:
             pass
     seen_window, count = _local.get(address, (window, 0))
@@ -91,14 +91,14 @@ async def auth_failure_record(request: HttpRequest) -> None:
     address = client_address(request)
     window, left = _window()
     if settings.REDIS_URL:
-        key = _cache_key(address, window)
+        key = _redis_key(address, window)
         try:
             # The expiry is set once, with the count's first write; INCR keeps it.
             async with redis_client(settings.REDIS_URL).pipeline(transaction=False) as pipe:
                 await pipe.set(key, 0, ex=math.ceil(left) + 1, nx=True).incr(key).execute()
             return
         except REDIS_ERRORS:
-            log.warning("failed API-key attempts counted in process: the shared cache is unreachable")
+            log.warning("failed API-key attempts counted in process: Redis is unreachable")
     seen_window, count = _local.get(address, (window, 0))
     if len(_local) >= _MAX_LOCAL_ADDRESSES and address not in _local:
         _local.clear()

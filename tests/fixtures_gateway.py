@@ -73,20 +73,18 @@ def reset_shared_state() -> None:
     """Forget quota, health, sticky sessions and cached answers left by earlier tests, in process and in Redis."""
     from django.conf import settings
 
+    from routing import router
     from routing.cache import reset_response_cache
     from routing.quota import set_quota_store
-    from routing.router import forget_headroom
     from routing.sessions import reset_session_store
     from routing.stats import reset_stats_store
 
     set_quota_store(None)
     reset_response_cache()
-    forget_headroom()
+    router.forget_headroom()
+    router._client_failures.clear()  # the in-process count of a client's 5xx (without Redis)
     reset_session_store()
     reset_stats_store()
-    from routing import router
-
-    router._client_failures.clear()  # the in-process count of a client's 5xx (without Redis)
     if settings.REDIS_URL:
         import redis
 

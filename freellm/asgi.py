@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import sys
@@ -74,19 +73,24 @@ class ApiASGIHandler(ASGIHandler):
                 pass  # the client disconnected during send_response
             return response
 
-        # As Django does: whichever ends first, the view or a client disconnect.
+        # As Django does: whichever ends first, the view or a client disconnect. Unlike Django, no exception is
+        # raised (and caught) in this frame: its traceback would hold this frame, whose ``tasks`` hold the task
+        # that holds the exception, and that cycle kept each request's objects (its body included) alive until a
+        # full garbage collection.
         tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
-            if task.done():
-                with contextlib.suppress(RequestAborted):
-                    task.result()
-            else:
+            if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if not tasks[1].cancelled():
-            tasks[1].result().close()
+                await asyncio.wait((task,))  # the view may handle its cancellation
+        errors = [task.exception() for task in tasks if not task.cancelled()]
+        failed = [error for error in errors if error is not None and not isinstance(error, RequestAborted)]
+        if failed:
+            body_file.close()
+            raise failed[0]
+        viewed = tasks[1]
+        if not viewed.cancelled() and viewed.exception() is None:
+            viewed.result().close()
         body_file.close()
 
 

@@ -244,6 +244,9 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         else:
             raise ValueError(f"proxy scheme {parsed.url.scheme!r} is not http, https, socks5 or socks5h")
 
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return _unbinding(await super().handle_async_request(request))
+
 
 class _GuardedResolver(aiohttp.abc.AbstractResolver):
     """aiohttp's name resolution through ``resolve_checked``: it connects to checked addresses only."""
@@ -260,6 +263,26 @@ class _GuardedResolver(aiohttp.abc.AbstractResolver):
 def _close_now(connector: aiohttp.BaseConnector) -> None:
     with contextlib.suppress(Exception):
         connector._close()  # the synchronous part of close(): no loop needed
+
+
+class _UpstreamResponse(httpx.Response):
+    """An upstream answer that lets go of its stream once closed. httpx binds each response's stream to the
+    response (``Response.stream`` -> ``BoundAsyncStream`` -> the response): a reference cycle that kept every
+    answer (its aiohttp response, headers and buffers) alive until the garbage collector found it, which made
+    these the most of the gateway's garbage per request."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self.stream = _CLOSED_STREAM
+
+
+_CLOSED_STREAM = httpx.ByteStream(b"")
+
+
+def _unbinding(response: httpx.Response) -> httpx.Response:
+    # The transports' answers, as the subclass: its layout is httpx.Response's own.
+    response.__class__ = _UpstreamResponse
+    return response
 
 
 # Tries of a request whose pooled connection the server had closed (GuardedAiohttpTransport).
@@ -295,11 +318,11 @@ class GuardedAiohttpTransport(AiohttpTransport):
         # gone the same way (connections used together expire together), hence a few tries.
         for _ in range(STALE_CONNECTION_TRIES - 1):
             try:
-                return await super().handle_async_request(request)
+                return _unbinding(await super().handle_async_request(request))
             except httpx.TransportError as exc:
                 if not _closed_under_us(exc.__cause__):
                     raise
-        return await super().handle_async_request(request)
+        return _unbinding(await super().handle_async_request(request))
 
 
 def _closed_under_us(cause: BaseException | None) -> bool:

@@ -317,12 +317,15 @@ def _quiet_garbage_collector() -> None:
     leaves the collector's view, so that a collection scans only what requests made (the benchmark prints
     the collector's time per request: at c=32 0.7-0.8 ms without this, 0.5-0.6 ms with it).
 
-    The thresholds stay Python's: with young collections every 10,000 allocations instead of 700, GC cost
-    half as much again, but the garbage of requests that had lived through a few young collections waited
-    in the oldest generation for a full collection that then hardly ever came, and RSS kept growing under
-    100 KB prompts (336 MiB after 1,000 of them, 390 after 3,000)."""
+    Young collections come every 5,000 allocations instead of 700: a request in flight allocates thousands
+    of objects that die with it, and at 700 they were scanned several times over and promoted until full
+    collections followed (c=32: 0.16-0.24 ms of GC per request and 1-2 full collections per 1,000 requests;
+    at 5,000, 0.07 ms and none). A larger young generation cost RSS only while requests left reference
+    cycles (tests/api/test_request_garbage.py): their garbage then waited for full collections that hardly
+    ever came (336 MiB after 1,000 100 KB prompts at 10,000)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(5_000, *gc.get_threshold()[1:])
 
 
 _quiet_garbage_collector()

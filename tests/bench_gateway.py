@@ -26,7 +26,10 @@ Each row of the table is one configuration, measured the same way:
   those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide);
 - per request, the gateways' time in the garbage collector (gc.callbacks), and its full collections.
 
-The rows: the main shape (--processes, --server); one process more (or one alone); the other ASGI server
+The rows: the main shape (--processes, --server); the stack's floor, a gateway process of the same server
+that answers /v1/chat/completions with a bare proxy (one JSON parse, the gateway's three Redis round trips,
+one upstream call through the gateway's own upstream client, no freellm code: ``_floor_proxy``), whose CPU
+per request is printed against the main shape's; one process more (or one alone); the other ASGI server
 (uvicorn with httptools and uvloop, on the same app); the upstream client on httpx's own httpcore transport
 instead of aiohttp, with 100 and with 256 idle keep-alive connections; the main shape with --prompt-kb KB
 prompts (what a coding agent sends); then the main shape again with --keys upstream keys and then also
@@ -97,6 +100,8 @@ STREAM_TEXT = "conversation {k}: please answer with one short friendly routing s
 BARE_V1_ENV = "FREELLM_BENCH_BARE_V1"
 
 
+FLOOR_ENV = "FREELLM_BENCH_FLOOR"  # "<emulator chat URL> <keys> <stream keys>": /v1 served by the floor proxy
+FLOOR_REDIS_ROUND_TRIPS = 3  # what the gateway makes per request: session touch, reserve, settle
 TRANSPORT_ENV = "FREELLM_BENCH_TRANSPORT"  # "httpcore": the shared upstream client on httpx's own transport
 KEEPALIVE_ENV = "FREELLM_BENCH_KEEPALIVE"  # N: that httpcore client keeps N idle connections
 
@@ -250,6 +255,8 @@ def _instrumented_application():
         finally:
             settings.MIDDLEWARE = saved
 
+    floor = _floor_proxy(os.environ[FLOOR_ENV]) if os.environ.get(FLOOR_ENV) else None
+
     async def application(scope, receive, send):
         if scope["type"] == "http" and scope["path"] == STATS_PATH:
             from routing.config import _state
@@ -269,9 +276,64 @@ def _instrumented_application():
         if bare_v1 is not None and scope["type"] == "http" and scope["path"].startswith("/v1/"):
             await bare_v1(scope, receive, send)
             return
+        if floor is not None and scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            await floor(scope, receive, send)
+            return
         await freellm_app(scope, receive, send)
 
     return application
+
+
+def _floor_proxy(spec: str):
+    """The stack's floor, for comparison: the least a gateway on this stack does per chat request, and
+    nothing of freellm's. It reads the body, parses it once (orjson), makes FLOOR_REDIS_ROUND_TRIPS script
+    calls through the gateway's own Redis client (routing.redis) when Redis is configured, and one upstream
+    call through the gateway's shared upstream client (routing.http: httpx over aiohttp, the SSRF guard), and
+    relays the answer as it comes (a stream chunk by chunk). The same server serves it as the row's gateway."""
+    import orjson
+    from django.conf import settings
+
+    from routing.http import get_client
+    from routing.redis import redis_client
+
+    url, keys, stream_keys = spec.split(" ")
+    keys, stream_keys = keys.split(","), stream_keys.split(",")
+    counter = itertools.count()
+    scripts: dict[int, object] = {}  # one registered script per Redis client (one client per event loop)
+
+    async def read_body(receive) -> bytes:
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def proxy(scope, receive, send):
+        body = await read_body(receive)
+        stream = bool(orjson.loads(body).get("stream"))
+        if settings.REDIS_URL:
+            client = redis_client(settings.REDIS_URL)
+            script = scripts.get(id(client)) or scripts.setdefault(id(client), client.register_script(
+                "redis.call('HINCRBY', KEYS[1], 'n', 1) redis.call('EXPIRE', KEYS[1], 60) return 1"))
+            for _ in range(FLOOR_REDIS_ROUND_TRIPS):
+                await script(keys=[f"freellm:bench-floor:{os.getpid()}"])
+        n = next(counter)
+        key = (stream_keys if stream else keys)[n % len(keys)]
+        upstream = get_client()
+        request = upstream.build_request("POST", url, content=body, headers={
+            "authorization": f"Bearer {key}", "content-type": "application/json"})
+        response = await upstream.send(request, stream=True)
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": [(b"content-type", response.headers["content-type"].encode())]})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
+
+    return proxy
 
 
 def __getattr__(name: str):
@@ -1002,6 +1064,7 @@ class Row:
     books: dict[str, Bookkeeping] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)  # "idle" / "after", MiB summed over the processes
     warnings: Counter[str] = field(default_factory=Counter)  # WARNING+ log lines during the row, by logger
+    floor: bool = False  # the stack's floor (_floor_proxy), not freellm
 
     def added(self, part: str, p: float, ttfb: bool = False) -> float:
         mine, base = self.phases.get(part), self.direct.get(part)
@@ -1011,7 +1074,7 @@ class Row:
 
     def as_json(self) -> dict:
         return {
-            "label": self.label, "processes": self.processes, "server": self.server,
+            "label": self.label, "processes": self.processes, "server": self.server, "floor": self.floor,
             "sequential_added_ms": {f"p{p}": _r(self.added(SEQ, p)) for p in (50, 95, 99)},
             "ttfb_added_ms": {f"p{p}": _r(self.added(TTFB, p, ttfb=True)) for p in (50, 95, 99)},
             "throughput": {part: round(phase.rate, 1) for part, phase in self.phases.items() if part not in (SEQ, TTFB)},
@@ -1200,6 +1263,13 @@ class Bench:
             await self.measure(session, Row(shape, args.processes, args.server), gateways,
                                [SEQ, TTFB, *PLAIN, *STREAMS], direct_throughput=True)
             await self.monitor_phase(session, gateways)
+            # The same server with none of freellm's code on /v1 (_floor_proxy): what the stack alone costs.
+            floor = self.start_gateway(args.server, {FLOOR_ENV: " ".join((
+                f"{self.emulator_url}/{self.slug}/v1/chat/completions", ",".join(KEYS), ",".join(STREAM_KEYS)))})
+            label = f"floor: {args.server}, proxy" + (f" + {FLOOR_REDIS_ROUND_TRIPS} Redis RT" if self.redis else "")
+            await self.measure(session, Row(label, 1, args.server, floor=True), [floor],
+                               [SEQ, TTFB, "c32", "c128", "s128"])
+            self.stop_gateway(floor)
             if not args.no_variants:
                 # Scale-out: one process more than the main shape, or one alone when it has several.
                 if args.processes == 1:
@@ -1313,12 +1383,18 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
     out("(per-request columns are of the c=32 plain phase; CPU ms/req = the gateway processes' utime+stime from /proc "
         "over that phase; Redis RT = writes by the gateways' redis-py clients, a pipeline counting once; warn = "
         "WARNING/ERROR log lines during the row: figures of a row with warnings may be of a degraded mode)")
-    one = next((r for r in rows if r.processes == 1 and r.server == args.server and "c128" in r.phases), None)
-    two = next((r for r in rows if r.processes == 2 and r.server == args.server and "c128" in r.phases), None)
+    gateway_rows = [r for r in rows if not r.floor]
+    one = next((r for r in gateway_rows if r.processes == 1 and r.server == args.server and "c128" in r.phases), None)
+    two = next((r for r in gateway_rows if r.processes == 2 and r.server == args.server and "c128" in r.phases), None)
     if one and two:
         out("two processes vs one: " + ", ".join(
             f"{part} x{two.phases[part].rate / one.phases[part].rate:.2f}" for part in ("c32", "c128", "s128")
             if part in one.phases and part in two.phases and one.phases[part].rate))
+    floor = next((r for r in rows if r.floor), None)
+    if one and floor and "c32" in one.phases and "c32" in floor.phases:
+        mine, least = one.phases["c32"].cpu_ms("gateway"), floor.phases["c32"].cpu_ms("gateway")
+        out(f"CPU per plain request at c=32, one {args.server} process: gateway {mine:.2f} ms = the stack's floor "
+            f"{least:.2f} ms ({100 * least / mine:.0f}%) + freellm's own work {mine - least:.2f} ms")
     for row in rows:
         if row.warnings:
             out(f"  log warnings in '{row.label}': " + ", ".join(f"{k} x{v}" for k, v in row.warnings.most_common(5)))

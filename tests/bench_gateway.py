@@ -2,7 +2,7 @@
 
     python -m tests.bench_gateway [--quick] [--redis URL] [--postgres URL] [--processes N] [--server daphne|uvicorn]
                                   [--requests N] [--serial N] [--rounds N] [--warmup N] [--monitor N] [--keys N]
-                                  [--prompt-kb N] [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--keep]
+                                  [--prompt-kb N] [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--without PARTS] [--keep]
 
 It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, or with --postgres a temporary
 database on that server; ``manage.py migrate``; one provider served by the upstream emulator with three keys;
@@ -42,7 +42,8 @@ another way: what-ifs). With --redis the gateways use that Redis (quota store, s
 version, channel layer): give it a database of its own (``redis://host:6379/4``), as MONITOR counts by
 database; keys the run creates there are deleted at the end. --profile DIR samples the gateways with
 py-spy (not a project dependency; on PATH) during the concurrent phases. --bare-v1 is a what-if: /v1 served
-by a Django handler without MIDDLEWARE.
+by a Django handler without MIDDLEWARE; --without log,mirror,metrics another: those parts of each request's
+bookkeeping left out, to see what they cost.
 
 Every phase ends by count, every wait by time. Everything it started is stopped, the temp database
 dropped and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
@@ -98,6 +99,8 @@ STREAM_TEXT = "conversation {k}: please answer with one short friendly routing s
 
 
 BARE_V1_ENV = "FREELLM_BENCH_BARE_V1"
+WITHOUT_ENV = "FREELLM_BENCH_WITHOUT"  # --without: comma-separated WITHOUT_PARTS left out of the gateways
+WITHOUT_PARTS = ("log", "mirror", "metrics")
 
 
 FLOOR_ENV = "FREELLM_BENCH_FLOOR"  # "<emulator chat URL> <keys> <stream keys>": /v1 served by the floor proxy
@@ -195,6 +198,35 @@ def _count_gc(counts: dict[str, int]) -> None:
     gc.callbacks.append(timed)
 
 
+def _leave_out(parts: list[str]) -> None:
+    """A what-if for --without: parts of the request's bookkeeping left out of this gateway process, to
+    see what each costs (not how freellm runs). log: the RequestLog row; mirror: the admin's sticky-session
+    mirror; metrics: the Prometheus counters and histograms."""
+    if "log" in parts:
+        from routing.api import exchange
+
+        exchange.request_log_enqueue = lambda **row: None
+    if "mirror" in parts:
+        from routing.signals import session_served
+
+        session_served.disconnect(dispatch_uid="analytics-session-mirror")
+    if "metrics" in parts:
+        from routing import metrics
+
+        class Null:
+            def labels(self, *args, **kwargs):
+                return self
+
+            def inc(self, *args, **kwargs) -> None:
+                pass
+
+            observe = set = dec = inc
+
+        for name, value in vars(metrics).copy().items():
+            if hasattr(value, "labels"):
+                setattr(metrics, name, Null())
+
+
 def _instrumented_application():
     """freellm.asgi.application, with every SQL statement, transaction, new DB connection and Redis round
     trip counted, and the counts served at STATS_PATH. With FREELLM_BENCH_BARE_V1 set (--bare-v1), /v1 goes
@@ -207,6 +239,7 @@ def _instrumented_application():
     from freellm.asgi import application as freellm_app
 
     _what_if_http_client()
+    _leave_out([part for part in os.environ.get(WITHOUT_ENV, "").split(",") if part])
     sql: Counter[str] = Counter()
     redis_commands: Counter[str] = Counter()
     counts = {"connections": 0, "transactions": 0, "round_trips": 0, "gc_us": 0, "gc_full": 0}
@@ -1351,7 +1384,8 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
     when, machine, store, database = _shape(args)
     out()
     out(f"freellm gateway benchmark, {when}; quota/session store: {store}; database: {database}; request log on"
-        + ("; WHAT-IF --bare-v1: /v1 served without Django MIDDLEWARE" if args.bare_v1 else ""))
+        + ("; WHAT-IF --bare-v1: /v1 served without Django MIDDLEWARE" if args.bare_v1 else "")
+        + (f"; WHAT-IF --without {args.without}: left out of the gateways" if args.without else ""))
     out(f"machine: {machine}; client, emulator, Redis, PostgreSQL and gateways share it; "
         f"load average before {load[0][0]:.2f}, after {load[1][0]:.2f} (1 min)")
     out(f"{args.requests} requests per throughput phase; sequential: {args.serial} each way in {args.rounds} "
@@ -1506,11 +1540,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="sample the gateways with py-spy during concurrent phases")
     parser.add_argument("--bare-v1", action="store_true",
                         help="what-if: serve /v1 through a Django handler without MIDDLEWARE (not how freellm runs)")
+    parser.add_argument("--without", metavar="PARTS", default="",
+                        help=f"what-if: leave these out of the gateways, comma-separated: {', '.join(WITHOUT_PARTS)}")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite) for a look")
     args = parser.parse_args(argv)
     for name, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    unknown = set(filter(None, args.without.split(","))) - set(WITHOUT_PARTS)
+    if unknown:
+        parser.error(f"--without: unknown {', '.join(sorted(unknown))} (known: {', '.join(WITHOUT_PARTS)})")
     if min(args.requests, args.processes, args.rounds) < 1 or min(args.serial, args.warmup, args.monitor) < 0:
         parser.error("--requests, --processes and --rounds must be at least 1, --serial, --warmup and --monitor "
                      "not negative")
@@ -1552,6 +1591,7 @@ def main(argv: list[str] | None = None) -> None:
             "DEBUG": "false",
             "PYTHONUNBUFFERED": "1",
             BARE_V1_ENV: "1" if args.bare_v1 else "",
+            WITHOUT_ENV: args.without,
         }
         if args.redis:
             redis = RedisKeys(args.redis)

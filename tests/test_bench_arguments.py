@@ -22,7 +22,8 @@ def test_without_a_preset_the_full_run_measures_more():
     assert (args.keys, args.log_rows) == (1000, 10**6)
 
 
-@pytest.mark.parametrize("argv", [["--requests", "0"], ["--processes", "0"], ["--server", "gunicorn"]])
+@pytest.mark.parametrize("argv", [["--requests", "0"], ["--processes", "0"], ["--server", "gunicorn"],
+                                  ["--without", "log,cache"]])
 def test_impossible_settings_are_refused(argv, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)

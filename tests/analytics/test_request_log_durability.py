@@ -1,6 +1,7 @@
 """The request log keeps its rows: text made safe before insert, a refused batch retried row by row, rows
-spooled through a database outage and written when it returns, losses counted and shown; meanwhile the
-API serves keys it knows and answers 503 (not 500) for others."""
+that arrive during a write batched with the next ones, rows spooled through a database outage and written
+when it returns, losses counted and shown; meanwhile the API serves keys it knows and answers 503 (not 500)
+for others."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 
+from analytics import services
 from analytics.models import RequestLog
 from analytics.services import (
     request_log_enqueue,
@@ -68,15 +70,49 @@ async def test_a_row_the_database_refuses_loses_only_itself():
         # A negative latency breaks the column's CHECK constraint: a stand-in for any row the database refuses.
         request_log_enqueue(**_row(latency_ms=-1 if i == 2 else i))
     await request_logs_flush()
-    for _ in range(200):
+
+    assert await _stored_when_idle("latency_ms") == [0, 1, 3, 4]
+    assert request_log_stats().dropped == 1
+
+
+async def _stored_when_idle(column: str) -> list:
+    """The rows' ``column``, sorted, once the writer has nothing left to do."""
+    for _ in range(300):
         if request_logs_idle():
             break
         await asyncio.sleep(0.01)
-
-    latencies = await sync_to_async(lambda: sorted(RequestLog.objects.values_list("latency_ms", flat=True)))()
+    stored = await sync_to_async(lambda: sorted(RequestLog.objects.values_list(column, flat=True)))()
     await sync_to_async(connections.close_all)()
-    assert latencies == [0, 1, 3, 4]
-    assert request_log_stats().dropped == 1
+    return stored
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rows_that_arrive_during_a_write_share_the_next_insert(monkeypatch):
+    """Under load a write takes a few milliseconds; writing what arrived meanwhile at once made the inserts
+    small and many."""
+    loop = asyncio.get_running_loop()
+    batches: list[list[str]] = []
+    write = services._write
+    late = asyncio.Event()
+
+    def arrive_late():
+        request_log_enqueue(**_row(requested_model="m3"))
+        late.set()
+
+    def recording_write(rows):
+        batches.append([row.requested_model for row in rows])
+        if len(batches) == 1:
+            # One row arrives while this write runs, another a little after it.
+            loop.call_soon_threadsafe(lambda: request_log_enqueue(**_row(requested_model="m2")))
+            loop.call_soon_threadsafe(lambda: loop.call_later(0.05, arrive_late))
+        return write(rows)
+
+    monkeypatch.setattr(services, "_write", recording_write)
+    request_log_enqueue(**_row(requested_model="m1"))
+    await asyncio.wait_for(late.wait(), timeout=5)
+
+    assert await _stored_when_idle("requested_model") == ["m1", "m2", "m3"]
+    assert batches == [["m1"], ["m2", "m3"]]
 
 
 @contextmanager

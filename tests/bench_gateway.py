@@ -2,7 +2,7 @@
 
     python -m tests.bench_gateway [--quick] [--redis URL] [--postgres URL] [--processes N] [--server daphne|uvicorn]
                                   [--requests N] [--serial N] [--rounds N] [--warmup N] [--monitor N] [--keys N]
-                                  [--prompt-kb N] [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--without PARTS] [--keep]
+                                  [--prompt-kb N] [--log-rows N] [--no-variants] [--json PATH] [--profile DIR] [--bare-v1] [--without PARTS] [--pin] [--keep]
 
 It builds a throwaway environment (temp FREELLM_VAR_DIR with its own SQLite, or with --postgres a temporary
 database on that server; ``manage.py migrate``; one provider served by the upstream emulator with three keys;
@@ -43,7 +43,10 @@ version, channel layer): give it a database of its own (``redis://host:6379/4``)
 database; keys the run creates there are deleted at the end. --profile DIR samples the gateways with
 py-spy (not a project dependency; on PATH) during the concurrent phases. --bare-v1 is a what-if: /v1 served
 by a Django handler without MIDDLEWARE; --without log,mirror,metrics another: those parts of each request's
-bookkeeping left out, to see what they cost.
+bookkeeping left out, to see what they cost. For a before/after, --pin puts the gateway on the last CPU and
+this script and the emulator on the others (Redis and PostgreSQL are the machine's, left as they are), and
+the line under the table gives the gateway's CPU over the emulator's per request, which follows the machine's
+speed less than the CPU figures do.
 
 Every phase ends by count, every wait by time. Everything it started is stopped, the temp database
 dropped and the temp dir removed, on exit, on Ctrl-C and on SIGTERM.
@@ -103,6 +106,7 @@ WITHOUT_ENV = "FREELLM_BENCH_WITHOUT"  # --without: comma-separated WITHOUT_PART
 WITHOUT_PARTS = ("log", "mirror", "metrics")
 
 
+GATEWAY_CPU = max(os.sched_getaffinity(0))  # --pin: the gateways' CPU
 FLOOR_ENV = "FREELLM_BENCH_FLOOR"  # "<emulator chat URL> <keys> <stream keys>": /v1 served by the floor proxy
 FLOOR_REDIS_ROUND_TRIPS = 3  # what the gateway makes per request: session touch, reserve, settle
 TRANSPORT_ENV = "FREELLM_BENCH_TRANSPORT"  # "httpcore": the shared upstream client on httpx's own transport
@@ -1154,6 +1158,9 @@ class Bench:
             argv = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "tests.bench_gateway:application"]
         proc = self.procs.spawn(f"gateway-{server}", argv, env={**self.env, **(extra_env or {})}, log=log,
                                 stdout=subprocess.DEVNULL)
+        if self.args.pin:
+            # Before the interpreter starts: its threads inherit the main thread's CPU.
+            os.sched_setaffinity(proc.pid, {GATEWAY_CPU})
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(proc, url + STATS_PATH, log, f"gateway ({server})")
         say(f"gateway ({server}{', ' + ', '.join(f'{k}={v}' for k, v in (extra_env or {}).items()) if extra_env else ''}"
@@ -1305,7 +1312,9 @@ class Bench:
             self.stop_gateway(floor)
             if not args.no_variants:
                 # Scale-out: one process more than the main shape, or one alone when it has several.
-                if args.processes == 1:
+                if args.pin:
+                    say("--pin: no scale-out row (the gateways would share one CPU)")
+                elif args.processes == 1:
                     extra = self.start_gateway(args.server)
                     await self.measure(session, Row(f"2 {args.server} processes", 2, args.server),
                                        [*gateways, extra], ["c32", "c128", "s128"])
@@ -1424,6 +1433,13 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
         out("two processes vs one: " + ", ".join(
             f"{part} x{two.phases[part].rate / one.phases[part].rate:.2f}" for part in ("c32", "c128", "s128")
             if part in one.phases and part in two.phases and one.phases[part].rate))
+    ratios = {part: main.phases[part].cpu_ms("gateway") / main.phases[part].cpu_ms("emulator")
+              for part in (*PLAIN, *STREAMS) if part in main.phases and main.phases[part].cpu_ms("emulator")}
+    if ratios:
+        out("gateway CPU over the emulator's per request, main shape (the emulator's work is the same in every run, "
+            "so this follows the machine's speed less than CPU ms do; compare it between runs): "
+            + ", ".join(f"{part} {ratio:.2f}" for part, ratio in ratios.items())
+            + f"; mean {sum(ratios.values()) / len(ratios):.2f}")
     floor = next((r for r in rows if r.floor), None)
     if one and floor and "c32" in one.phases and "c32" in floor.phases:
         mine, least = one.phases["c32"].cpu_ms("gateway"), floor.phases["c32"].cpu_ms("gateway")
@@ -1542,6 +1558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="what-if: serve /v1 through a Django handler without MIDDLEWARE (not how freellm runs)")
     parser.add_argument("--without", metavar="PARTS", default="",
                         help=f"what-if: leave these out of the gateways, comma-separated: {', '.join(WITHOUT_PARTS)}")
+    parser.add_argument("--pin", action="store_true",
+                        help="the gateways on the last CPU, this script and the emulator on the others (for a "
+                             "before/after; one gateway process)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite) for a look")
     args = parser.parse_args(argv)
     for name, value in PRESETS["quick" if args.quick else "full"].items():
@@ -1550,6 +1569,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(filter(None, args.without.split(","))) - set(WITHOUT_PARTS)
     if unknown:
         parser.error(f"--without: unknown {', '.join(sorted(unknown))} (known: {', '.join(WITHOUT_PARTS)})")
+    if args.pin and (args.processes > 1 or len(os.sched_getaffinity(0)) < 2):
+        parser.error("--pin needs one gateway process and at least two CPUs")
     if min(args.requests, args.processes, args.rounds) < 1 or min(args.serial, args.warmup, args.monitor) < 0:
         parser.error("--requests, --processes and --rounds must be at least 1, --serial, --warmup and --monitor "
                      "not negative")
@@ -1569,6 +1590,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = parse_args(argv)
 
+    if args.pin:
+        # This script (the load) and what it starts next (the emulator) keep to the other CPUs.
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {GATEWAY_CPU})
     # SIGTERM takes the same way out as Ctrl-C, so the finally below always cleans up.
     signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="freellm-bench-"))

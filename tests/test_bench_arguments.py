@@ -23,7 +23,7 @@ def test_without_a_preset_the_full_run_measures_more():
 
 
 @pytest.mark.parametrize("argv", [["--requests", "0"], ["--processes", "0"], ["--server", "gunicorn"],
-                                  ["--without", "log,cache"]])
+                                  ["--without", "log,cache"], ["--pin", "--processes", "2"]])
 def test_impossible_settings_are_refused(argv, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)

@@ -363,7 +363,7 @@ def _floor_proxy(spec: str):
         response = await upstream.send(request, stream=True)
         try:
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(b"content-type", response.headers["content-type"].encode())]})
+                        "headers": [(b"content-type", response.headers.get("content-type", "").encode())]})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

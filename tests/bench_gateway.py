@@ -323,13 +323,15 @@ def _instrumented_application():
 
 def _floor_proxy(spec: str):
     """The stack's floor, for comparison: the least a gateway on this stack does per chat request, and
-    nothing of freellm's. It reads the body, parses it once (orjson), makes FLOOR_REDIS_ROUND_TRIPS script
+    nothing of freellm's. It reads the body (with the API edge's own reader), parses it once (orjson), makes FLOOR_REDIS_ROUND_TRIPS script
     calls through the gateway's own Redis client (routing.redis) when Redis is configured, and one upstream
     call through the gateway's shared upstream client (routing.http: httpx over aiohttp, the SSRF guard), and
     relays the answer as it comes (a stream chunk by chunk). The same server serves it as the row's gateway."""
     import orjson
     from django.conf import settings
 
+    from routing.api.edge import _read_body as read_body
+    from routing.api.edge import body_limit
     from routing.http import get_client
     from routing.redis import redis_client
 
@@ -338,16 +340,11 @@ def _floor_proxy(spec: str):
     counter = itertools.count()
     scripts: dict[int, object] = {}  # one registered script per Redis client (one client per event loop)
 
-    async def read_body(receive) -> bytes:
-        parts = []
-        while True:
-            message = await receive()
-            parts.append(message.get("body", b""))
-            if not message.get("more_body"):
-                return b"".join(parts)
-
     async def proxy(scope, receive, send):
-        body = await read_body(receive)
+        # The gateway's own edge reads it (routing.api.edge), within the JSON body limit.
+        body = await read_body(receive, body_limit("application/json"))
+        if body is None:
+            return  # the client left
         stream = bool(orjson.loads(body).get("stream"))
         if settings.REDIS_URL:
             client = redis_client(settings.REDIS_URL)

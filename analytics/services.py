@@ -11,6 +11,7 @@ beat task, analytics/tasks.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, models
@@ -50,7 +52,10 @@ _DATETIME_FIELDS = {f.attname for f in RequestLog._meta.concrete_fields if isins
 
 def clean_text(value: str, max_length: int | None = None) -> str:
     """``value`` as any database stores it: control characters and lone surrogates replaced, cut to length."""
-    value = _SURROGATE.sub("\ufffd", _CONTROL.sub("\ufffd", value))
+    # Printable ASCII (most values: model names, ids, labels) has nothing to replace; two string scans in C
+    # cost less than the two regex substitutions.
+    if not (value.isascii() and value.isprintable()):
+        value = _SURROGATE.sub("\ufffd", _CONTROL.sub("\ufffd", value))
     return value[:max_length] if max_length else value
 
 
@@ -195,7 +200,7 @@ def _write(rows: list[RequestLog]) -> tuple[list[RequestLog], list[RequestLog]]:
     """Insert ``rows`` (sync, in the ORM's thread): the batch at once, else row by row. Returns (written,
     not written for an outage: to spool). Rows the database refuses as wrong are dropped and counted."""
     try:
-        RequestLog.objects.bulk_create(rows)
+        _insert(rows)
         return rows, []
     except Exception as exc:  # noqa: BLE001  (a driver may refuse a value with a ValueError of its own)
         if _is_outage(exc):
@@ -210,6 +215,37 @@ def _write(rows: list[RequestLog]) -> tuple[list[RequestLog], list[RequestLog]]:
                 return written, _outage(rows[i:], exc)
             _drop(1, f"the database refused it ({type(exc).__name__}: {str(exc)[:200]})")
     return written, []
+
+
+_COLUMNS = [f for f in RequestLog._meta.concrete_fields if not f.primary_key]
+
+
+def _insert(rows: list[RequestLog]) -> None:
+    """The batch in one statement. On PostgreSQL the rows travel as one JSON document that the server unpacks
+    (jsonb_to_recordset): bulk_create prepared each field of each row in Python and sent every column as an
+    array, about 100 µs of the gateway's CPU a row at a batch of 200 (the benchmark logs a row per request)."""
+    if connection.vendor != "postgresql":
+        RequestLog.objects.bulk_create(rows)
+        return
+    payload = orjson.dumps([{f.attname: getattr(row, f.attname) for f in _COLUMNS} for row in rows]).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(_postgresql_insert(), [payload])
+        # The rows are inserted in the document's order (ORDER BY ordinality), each taking the next id.
+        ids = sorted(id_ for (id_,) in cursor.fetchall())
+    for row, id_ in zip(rows, ids, strict=True):
+        row.id = id_
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+@functools.cache
+def _postgresql_insert() -> str:
+    table = connection.ops.quote_name(RequestLog._meta.db_table)
+    names = [connection.ops.quote_name(f.column) for f in _COLUMNS]
+    record = ", ".join(f"{connection.ops.quote_name(f.attname)} {f.db_type(connection)}" for f in _COLUMNS)
+    values = ", ".join(connection.ops.quote_name(f.attname) for f in _COLUMNS)
+    return (f"INSERT INTO {table} ({', '.join(names)}) SELECT {values} FROM ROWS FROM "
+            f"(jsonb_to_recordset(%s::jsonb) AS ({record})) WITH ORDINALITY AS r({values}, n) ORDER BY n RETURNING id")
 
 
 def _is_outage(exc: Exception) -> bool:

@@ -25,7 +25,6 @@ In a stream, text that might be a tool call is held back until it clearly is one
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import secrets
@@ -320,7 +319,11 @@ def _has_text(value: Any) -> bool:
 def rescue_completion(completion: dict[str, Any], spec: ToolSpec) -> dict[str, Any]:
     """The ``chat.completion`` put right (a copy): reasoning split out, text tool calls made real, arguments
     repaired. Raises UpstreamError(EMPTY) for an answer with nothing in it."""
-    completion = copy.deepcopy(completion)
+    # A copy of what this may change (each choice, its message, its tool calls), not a deep copy of the whole
+    # answer: this runs on every plain answer.
+    completion = {**completion}
+    if isinstance(completion.get("choices"), list):
+        completion["choices"] = [_writable_choice(choice) for choice in completion["choices"]]
     for choice in completion.get("choices") or ():
         message = choice.get("message") or {}
         content = message.get("content")
@@ -341,6 +344,20 @@ def rescue_completion(completion: dict[str, Any], spec: ToolSpec) -> dict[str, A
         if empty and choice.get("finish_reason") not in _MAY_BE_EMPTY:
             raise _empty_answer()
     return completion
+
+
+def _writable_choice(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        return choice
+    choice = {**choice}
+    if isinstance(message := choice.get("message"), dict):
+        choice["message"] = message = {**message}
+        if isinstance(calls := message.get("tool_calls"), list):
+            message["tool_calls"] = [
+                {**call, "function": {**call["function"]}} if isinstance(call.get("function"), dict) else {**call}
+                for call in calls
+            ]
+    return choice
 
 
 # --- a streamed answer ----------------------------------------------------------------------------

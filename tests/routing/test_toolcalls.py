@@ -221,8 +221,14 @@ def test_reasoning_a_length_cut_or_a_filter_is_not_an_empty_answer(answer):
     rescue_completion(answer, SPEC)
 
 
-def test_the_input_is_not_modified():
-    original = completion(TEXT_FORMS["hermes"])
+@pytest.mark.parametrize("original", [
+    completion(TEXT_FORMS["hermes"]),
+    completion("<think>a plan</think>the answer"),
+    completion(None, tool_calls=[{"id": "call_1", "type": "function",
+                                  "function": {"name": "get_weather", "arguments": json.dumps(json.dumps(PARIS))}}],
+               finish="tool_calls"),
+], ids=["text tool call", "inline reasoning", "double-encoded arguments"])
+def test_the_input_is_not_modified(original):
     snapshot = json.dumps(original)
 
     rescue_completion(original, SPEC)

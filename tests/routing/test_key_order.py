@@ -1,9 +1,11 @@
 """How the router orders a model's keys (routing.router.ordered_keys): most headroom first, rotating among
-equals, from a view read for all the keys in one call at most once a second."""
+equals, from a view read for all the keys at most once a second (in one call; read again in slices when a
+model has many)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -11,6 +13,7 @@ from routing import router
 from routing.config import KeyInfo, ModelInfo, ProviderInfo
 from routing.quota import set_quota_store
 from routing.quota.base import Limits
+from tests.polling import wait_until_async
 
 
 class CountingStore:
@@ -20,9 +23,11 @@ class CountingStore:
         self.rooms = rooms
         self.delay = delay
         self.reads = 0
+        self.sizes: list[int] = []  # routes per read
 
     async def headrooms(self, routes) -> list[float]:
         self.reads += 1
+        self.sizes.append(len(routes))
         await asyncio.sleep(self.delay)
         return [self.rooms.get(r.key, 1.0) for r in routes]
 
@@ -83,3 +88,46 @@ async def test_a_stale_view_is_read_again_once_while_requests_use_the_old_one(st
     assert quota.reads == 2
     assert all(order[0].label == "k0" for order in during)  # the old view, while the new one is read
     assert (await router.ordered_keys(model))[0].label == "k1"
+
+
+async def test_many_keys_are_read_again_in_slices_with_the_event_loop_free_between_them(store, monkeypatch):
+    """One read of a thousand keys held the event loop for about 35 ms (redis-py's work per key); requests in
+    flight then waited for all of it."""
+    quota = store({})
+    model = _model(1000)
+    await router.ordered_keys(model)
+    assert quota.sizes == [1000]  # the first read, which the request waits for: one call
+    quota.rooms = {f"k{i}": 0.1 for i in range(999)}
+    monkeypatch.setattr(router, "HEADROOM_SECONDS", 0.0)
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    seen: list[int] = []
+    real = quota.headrooms
+
+    async def headrooms(routes):
+        seen.append(ticks)
+        return await real(routes)
+
+    quota.headrooms = headrooms
+    try:
+        assert (await router.ordered_keys(model))[0].label != "k999"  # the old view, while the new one is read
+        assert await wait_until_async(lambda: sum(quota.sizes[1:]) == 1000)
+    finally:
+        ticker.cancel()
+    slices, paused = quota.sizes[1:], seen[1:]
+
+    assert len(slices) == 1000 // router.HEADROOM_SLICE and max(slices) == router.HEADROOM_SLICE
+    assert all(later > earlier for earlier, later in itertools.pairwise(paused))  # the loop ran between slices
+    # The new view, once the last slice is in: the one key with headroom left comes first.
+    for _ in range(100):
+        if (await router.ordered_keys(model))[0].label == "k999":
+            break
+        await asyncio.sleep(0.01)
+    assert (await router.ordered_keys(model))[0].label == "k999"

@@ -20,7 +20,9 @@ Each row of the table is one configuration, measured the same way:
 - CPU ms per request of every process (gateways, emulator, Redis, the client itself) from /proc, and the
   gateways' RSS when idle (after warm-up) and after the row;
 - per request, exactly: SQL statements and transactions as the gateways run them (an execute wrapper),
-  sessions and transactions as PostgreSQL counts them (pg_stat_database, less the benchmark's own), and
+  sessions and transactions as PostgreSQL counts them (pg_stat_database, less the benchmark's own; a backend
+  reports its counts at most once a second, and an idle one within 10 s, so a short phase after other work
+  can show some of that work: the gateways' own count is the exact one), and
   Redis round trips and commands as the gateways' redis-py clients send them (a pipeline is one round
   trip). A separate short phase under Redis MONITOR counts the commands run in the run's Redis database,
   those inside Lua scripts included (INFO commandstats, printed too, counts those but is server-wide);
@@ -1471,7 +1473,8 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
 
     out()
     out("steady state per request (SQL and transactions as the gateways see them, sessions and transactions as "
-        "pg_stat_database sees them, Redis as the gateways' clients send it and server-wide commandstats):")
+        "pg_stat_database sees them (it lags: a backend reports within 10 s, so a short phase can show some of the "
+        "work before it), Redis as the gateways' clients send it and server-wide commandstats):")
     for row in rows:
         for book in row.books.values():
             per = book.per_request()

@@ -607,9 +607,6 @@ class Phase:
                 "cpu_ms_per_request": {label: round(self.cpu_ms(label), 3) for label in self.cpu}}
 
 
-_SCALE_CEILING = "the CPUs over the CPU time per request of every process of the one-process row"
-
-
 def _scale_ceiling(phase: Phase) -> float:
     """What more gateway processes can give at most over one here: the client, the emulator and Redis run on the
     same CPUs, so no number of gateways goes beyond CPUs / (their CPU time per request and the gateway's)."""
@@ -1439,7 +1436,8 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
     one = next((r for r in gateway_rows if r.processes == 1 and r.server == args.server and "c128" in r.phases), None)
     two = next((r for r in gateway_rows if r.processes == 2 and r.server == args.server and "c128" in r.phases), None)
     if one and two:
-        out("two processes vs one (in brackets, the most this machine allows: " + _SCALE_CEILING + "): " + ", ".join(
+        out("two processes vs one (in brackets, the most this machine allows: its CPUs over the CPU time per request "
+            "of every process of the one-process row): " + ", ".join(
             f"{part} x{two.phases[part].rate / one.phases[part].rate:.2f} (x{_scale_ceiling(one.phases[part]):.2f})"
             for part in ("c32", "c128", "s128")
             if part in one.phases and part in two.phases and one.phases[part].rate))

@@ -325,10 +325,11 @@ def _instrumented_application():
 
 def _floor_proxy(spec: str):
     """The stack's floor, for comparison: the least a gateway on this stack does per chat request, and
-    nothing of freellm's. It reads the body (with the API edge's own reader), parses it once (orjson), makes FLOOR_REDIS_ROUND_TRIPS script
-    calls through the gateway's own Redis client (routing.redis) when Redis is configured, and one upstream
-    call through the gateway's shared upstream client (routing.http: httpx over aiohttp, the SSRF guard), and
-    relays the answer as it comes (a stream chunk by chunk). The same server serves it as the row's gateway."""
+    nothing of freellm's. It reads the body with the API edge's own reader (routing.api.edge, within the JSON
+    body limit), parses it once (orjson), makes FLOOR_REDIS_ROUND_TRIPS script calls through the gateway's own
+    Redis client (routing.redis) when Redis is configured, and one upstream call through the gateway's shared
+    upstream client (routing.http: httpx over aiohttp, the SSRF guard), and relays the answer as it comes (a
+    stream chunk by chunk). The same server serves it as the row's gateway."""
     import orjson
     from django.conf import settings
 
@@ -343,7 +344,6 @@ def _floor_proxy(spec: str):
     scripts: dict[int, object] = {}  # one registered script per Redis client (one client per event loop)
 
     async def proxy(scope, receive, send):
-        # The gateway's own edge reads it (routing.api.edge), within the JSON body limit.
         body = await read_body(receive, body_limit("application/json"))
         if body is None:
             return  # the client left
@@ -607,10 +607,14 @@ class Phase:
                 "cpu_ms_per_request": {label: round(self.cpu_ms(label), 3) for label in self.cpu}}
 
 
+# The processes whose CPU a phase measures (CpuMeter): the gateways, the emulator, Redis and this script.
+PROCESS_LABELS = ("gateway", "emulator", "redis", "client")
+
+
 def _scale_ceiling(phase: Phase) -> float:
     """What more gateway processes can give at most over one here: the client, the emulator and Redis run on the
     same CPUs, so no number of gateways goes beyond CPUs / (their CPU time per request and the gateway's)."""
-    spent = sum(phase.cpu_ms(label) for label in ("gateway", "emulator", "redis", "client"))
+    spent = sum(phase.cpu_ms(label) for label in PROCESS_LABELS)
     return (os.cpu_count() or 1) * 1000 / spent / phase.rate if spent and phase.rate else math.inf
 
 
@@ -1459,14 +1463,13 @@ def report(bench: Bench, load: tuple[tuple[float, ...], tuple[float, ...]]) -> N
 
     out()
     out("CPU ms per request of each process (gateway / emulator / redis / client):")
-    labels = ("gateway", "emulator", "redis", "client")
     for row in rows:
         for phase in row.phases.values():
-            out(f"  {row.label[:40]:<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in labels)
+            out(f"  {row.label[:40]:<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in PROCESS_LABELS)
                 + f"   p50 {pct(phase.latencies, 50):.1f} ms, p99 {pct(phase.latencies, 99):.1f} ms")
     if main.direct:
         for phase in main.direct.values():
-            out(f"  {'emulator direct':<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in labels)
+            out(f"  {'emulator direct':<41}{phase.name:<28}" + " / ".join(_fmt(phase.cpu_ms(k), ".2f") for k in PROCESS_LABELS)
                 + f"   {phase.rate:.0f} req/s, p50 {pct(phase.latencies, 50):.1f} ms")
 
     out()
